@@ -1,0 +1,21 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # model_factory and other test helpers
+
+from model_factory import build_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A small random Grounding DINO saved with its processor, loaded by directory like a hub id."""
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-grounding-dino")
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tiny_model_dir):
+    from backend.detection import Detector, DetectorConfig
+
+    return Detector.load(DetectorConfig(model=str(tiny_model_dir), device="cpu"))

@@ -1,0 +1,74 @@
+"""Small random-weight Grounding DINO models for tests, built at run time (no downloads).
+
+See ../shared/docs/test-models.md: a tiny Swin + tiny BERT with the real bert-base-uncased vocabulary,
+saved with its processor by `save_pretrained` and loaded back by directory as a user loads a hub id.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+VOCAB = FIXTURES / "bert-base-uncased-vocab.txt"
+
+
+def make_tokenizer():
+    from transformers import BertTokenizer
+
+    # transformers 5: `vocab=` (the old `vocab_file=` silently gives an empty vocabulary)
+    return BertTokenizer(vocab=str(VOCAB), do_lower_case=True)
+
+
+def make_processor():
+    from transformers import GroundingDinoProcessor
+    from transformers.models.grounding_dino.image_processing_pil_grounding_dino import (
+        GroundingDinoImageProcessorPil,
+    )
+
+    return GroundingDinoProcessor(image_processor=GroundingDinoImageProcessorPil(), tokenizer=make_tokenizer())
+
+
+def tiny_config():
+    from transformers import BertConfig, GroundingDinoConfig, SwinConfig
+
+    backbone = SwinConfig(
+        embed_dim=24, depths=[1, 1, 1, 1], num_heads=[1, 2, 3, 4], window_size=7,
+        out_indices=[2, 3, 4], out_features=["stage2", "stage3", "stage4"],
+    )
+    text = BertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128)
+    return GroundingDinoConfig(
+        backbone_config=backbone, text_config=text, d_model=64,
+        encoder_layers=1, decoder_layers=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
+        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=100, num_feature_levels=4,
+    )
+
+
+def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
+    """Save a ~3M-parameter random Grounding DINO with its processor into `out_dir`."""
+    from transformers import GroundingDinoForObjectDetection
+
+    torch.manual_seed(seed)
+    model = GroundingDinoForObjectDetection(tiny_config()).eval()
+    # Random init saturates the logits (scores tie at 1.0); shrinking the norm that feeds the
+    # class and box heads spreads them out, so rankings are unambiguous.
+    with torch.no_grad():
+        norm = model.model.decoder.layer_norm
+        norm.weight.mul_(0.15)
+        norm.bias.mul_(0.15)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    make_processor().save_pretrained(out_dir)
+    return out_dir
+
+
+def build_full_size_model(out_dir: Path, seed: int = 0) -> Path:
+    """The full grounding-dino-tiny architecture with random weights (for speed work only)."""
+    from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
+
+    torch.manual_seed(seed)
+    model = GroundingDinoForObjectDetection(GroundingDinoConfig()).eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    make_processor().save_pretrained(out_dir)
+    return out_dir
