@@ -1,0 +1,167 @@
+"""A faster multi-scale deformable attention for the CPU, installed on a model instance.
+
+transformers' pure-PyTorch `MultiScaleDeformableAttention` gathers the sampled values with
+`grid_sample` once per feature level, on a (batch·heads, head_dim, H, W) layout: every bilinear corner
+reads head_dim floats that lie H·W apart, one float per cache line. Here the same sums are one
+`embedding_bag(mode="sum", per_sample_weights=…)` over the value tensor in its natural
+(batch, tokens, heads, head_dim) layout with a one-pixel zero border around every level: each bag is one
+(batch, query, head), its members are the 4 bilinear corners × levels × points, and each member's
+weight is its bilinear corner weight × its attention weight. Every corner reads head_dim contiguous
+floats. The result equals `grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False)`
+followed by the attention-weighted sum up to float summation order (tested on random inputs,
+out-of-range sampling locations included).
+
+`install(model)` swaps the `attn` kernel module of every `GroundingDinoMultiscaleDeformableAttention`
+(and any other module holding a transformers `MultiScaleDeformableAttention`) for `FastMSDA`;
+transformers' files are not edited and `uninstall(model)` restores the originals. On CUDA the hub's
+compiled kernel (`kernels-community/deformable-detr`, through the optional `kernels` package) is
+preferred when it can be loaded; otherwise the pure-PyTorch path below runs on any device.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+HUB_KERNEL_REPO = "kernels-community/deformable-detr"
+
+
+def ms_deform_attn_reference(value, spatial_shapes_list, sampling_locations, attention_weights):
+    """transformers' fallback (grid_sample per level), kept here as the reference for tests.
+
+    value (B, S, H, D); sampling_locations (B, Q, H, L, P, 2) as (x, y) in [0, 1];
+    attention_weights (B, Q, H, L, P). Returns (B, Q, H·D).
+    """
+    batch, _, heads, dim = value.shape
+    _, queries, _, levels, points, _ = sampling_locations.shape
+    value_list = value.split([h * w for h, w in spatial_shapes_list], dim=1)
+    grids = 2 * sampling_locations - 1
+    sampled = []
+    for level, (h, w) in enumerate(spatial_shapes_list):
+        value_l = value_list[level].flatten(2).transpose(1, 2).reshape(batch * heads, dim, h, w)
+        grid_l = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
+        sampled.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
+    weights = attention_weights.transpose(1, 2).reshape(batch * heads, 1, queries, levels * points)
+    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).view(batch, heads * dim, queries)
+    return out.transpose(1, 2).contiguous()
+
+
+def ms_deform_attn_embedding_bag(value, spatial_shapes_list, sampling_locations, attention_weights):
+    """The same result as `ms_deform_attn_reference` as one embedding_bag over a zero-bordered table."""
+    batch, _, heads, dim = value.shape
+    _, queries, _, levels, points, _ = sampling_locations.shape
+    device = value.device
+    # Zero-bordered value table: (B, sum((h+2)(w+2)), H, D) -> rows of D contiguous values.
+    parts, starts, start = [], [], 0
+    for (h, w), v in zip(spatial_shapes_list, value.split([h * w for h, w in spatial_shapes_list], dim=1)):
+        parts.append(F.pad(v.reshape(batch, h, w, heads, dim), (0, 0, 0, 0, 1, 1, 1, 1)).reshape(batch, -1, heads, dim))
+        starts.append(start)
+        start += (h + 2) * (w + 2)
+    table = torch.cat(parts, dim=1).reshape(-1, dim)
+    if table.dtype in (torch.float16, torch.bfloat16):
+        table = table.float()  # as transformers' path: grid_sample runs in fp32 under autocast
+    index_dtype = torch.int32 if table.shape[0] < 2**31 else torch.long
+
+    # Constants over the innermost dims (L, P, 2[xy], ...) materialised so that every elementwise op
+    # below broadcasts over the outer (B, Q, H) dims only (inner broadcasts of size 2 are slow).
+    wh = torch.tensor([(w, h) for h, w in spatial_shapes_list], dtype=sampling_locations.dtype, device=device)
+    wh = wh.view(levels, 1, 2).expand(levels, points, 2).contiguous()
+    limit = (wh + 1).unsqueeze(-1).expand(levels, points, 2, 2).contiguous()
+    step = torch.tensor([(heads, (w + 2) * heads) for h, w in spatial_shapes_list], dtype=index_dtype, device=device)
+    step = step.view(levels, 1, 2, 1).expand(levels, points, 2, 2).contiguous()
+    level_start = torch.tensor(starts, dtype=index_dtype, device=device).view(1, levels, 1, 1) * heads
+    head = torch.arange(heads, dtype=index_dtype, device=device).view(heads, 1, 1, 1)
+    base = (level_start + head).expand(heads, levels, points, 2).contiguous()  # (H, L, P, 2[y0, y1])
+    image = torch.arange(batch, dtype=index_dtype, device=device).view(batch, 1, 1, 1, 1, 1) * (start * heads)
+    # Pixel coordinates as grid_sample with align_corners=False: x * W - 0.5 (shifted by +1 for the border).
+    pix = torch.addcmul(torch.tensor(0.5, dtype=wh.dtype, device=device), sampling_locations, wh)  # (B,Q,H,L,P,2)
+    floor = pix.floor()
+    frac = pix - floor
+    # Corners (x0, x1), (y0, y1) in bordered coordinates; outside the map they land on the zero border.
+    corner = torch.stack([floor, floor + 1], dim=-1).clamp_(min=0)  # (B, Q, H, L, P, 2[xy], 2)
+    corner = torch.minimum(corner, limit).to(index_dtype).mul_(step)
+    rows = corner[..., 1, :] + base  # (B, Q, H, L, P, 2[y0, y1])
+    if batch > 1:
+        rows = rows + image
+    index = rows.unsqueeze(-1) + corner[..., 0, :].unsqueeze(-2)  # (..., 2[y], 2[x])
+    lin = torch.stack([1 - frac, frac], dim=-1)  # (B, Q, H, L, P, 2[xy], 2)
+    wy = lin[..., 1, :] * attention_weights.to(lin.dtype).unsqueeze(-1)
+    weight = wy.unsqueeze(-1) * lin[..., 0, :].unsqueeze(-2)
+    bags = batch * queries * heads
+    out = F.embedding_bag(
+        index.reshape(bags, levels * points * 4),
+        table,
+        per_sample_weights=weight.reshape(bags, levels * points * 4).to(table.dtype),
+        mode="sum",
+    )
+    return out.view(batch, queries, heads * dim)
+
+
+class FastMSDA(nn.Module):
+    """Drop-in for transformers' `MultiScaleDeformableAttention` (same forward signature)."""
+
+    def __init__(self, original: nn.Module | None = None, hub_layer=None):
+        super().__init__()
+        self._original = [original]  # a list keeps it out of the module tree and the state dict
+        self._hub_layer = hub_layer
+
+    def forward(
+        self,
+        value,
+        value_spatial_shapes,
+        value_spatial_shapes_list,
+        level_start_index,
+        sampling_locations,
+        attention_weights,
+        im2col_step,
+    ):
+        if self._hub_layer is not None and value.is_cuda:
+            return self._hub_layer.forward(
+                self, value, value_spatial_shapes, value_spatial_shapes_list, level_start_index,
+                sampling_locations, attention_weights, im2col_step,
+            )
+        shapes = [(int(h), int(w)) for h, w in value_spatial_shapes_list]
+        return ms_deform_attn_embedding_bag(value, shapes, sampling_locations, attention_weights)
+
+
+def _load_hub_layer():
+    """The hub's compiled CUDA kernel layer class, or None (no `kernels` package, offline, no build)."""
+    try:
+        from kernels import get_kernel
+
+        kernel = get_kernel(HUB_KERNEL_REPO, version=1)
+        return kernel.layers.MultiScaleDeformableAttention
+    except Exception as exc:  # ImportError, offline, no matching build: fall back quietly
+        log.info("hub deformable-attention kernel not used (%s); using the pure-PyTorch path", exc)
+        return None
+
+
+def _is_msda(module: nn.Module) -> bool:
+    return type(module).__name__ == "MultiScaleDeformableAttention" and not isinstance(module, FastMSDA)
+
+
+def install(model: nn.Module, device: torch.device | str = "cpu") -> int:
+    """Replace every deformable-attention kernel module of `model`; returns how many were replaced."""
+    hub_layer = _load_hub_layer() if torch.device(device).type == "cuda" else None
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if _is_msda(child):
+                setattr(parent, name, FastMSDA(child, hub_layer))
+                replaced += 1
+    return replaced
+
+
+def uninstall(model: nn.Module) -> int:
+    """Put transformers' original kernel modules back; returns how many were restored."""
+    restored = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, FastMSDA):
+                setattr(parent, name, child._original[0])
+                restored += 1
+    return restored
