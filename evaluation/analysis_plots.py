@@ -1,0 +1,186 @@
+"""Figures for the analysis tables (matplotlib, data in → Figure out; no file or run-dir access).
+
+Every function takes a table from :mod:`evaluation.analysis` and returns a ``matplotlib.figure.Figure``
+with a title, labelled axes and units. Re-exported by :mod:`evaluation.analysis`.
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+__all__ = ["plot_per_class_ap", "plot_ap_by_size", "plot_pr_curves", "plot_score_histograms",
+           "plot_threshold_sweep", "plot_compare_per_class", "plot_pr_overlay", "plot_acceptance",
+           "plot_work_saved"]
+
+plt.rcParams.update({"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3, "font.size": 10})
+COLORS = {"precision": "tab:blue", "recall": "tab:orange", "f1": "tab:green"}
+
+
+def plot_per_class_ap(per_class, metric: str = "AP", title: str | None = None):
+    """Horizontal bars of per-class AP (in %), worst class at the top."""
+    d = per_class.sort_values(metric, ascending=True, na_position="first").reset_index(drop=True)
+    n = len(d)
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.19 * n + 1.2)))
+    vals = 100 * d[metric].fillna(0).to_numpy()
+    ax.barh(np.arange(n), vals, color=plt.cm.viridis(vals / 100 * 0.85 + 0.1))
+    ax.set_yticks(np.arange(n), [f"{nm} ({g})" for nm, g in zip(d["name"], d["num_gt"])],
+                  fontsize=7 if n > 30 else 9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel(f"{metric} (%)")
+    ax.set_ylabel("class (number of GT boxes)")
+    ax.set_title(title or f"Per-class {metric}, worst first (mean {vals.mean():.1f}%)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_ap_by_size(size_table, title: str = "AP and AR by object size"):
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(len(size_table))
+    ax.bar(x - 0.2, size_table["AP"], 0.4, label="AP (IoU .50:.95)")
+    ax.bar(x + 0.2, size_table["AR100"], 0.4, label="AR@100")
+    ax.set_xticks(x, [f"{s}\n{p} px\n{g} GT" for s, p, g in
+                      zip(size_table["size"], size_table["pixels"], size_table["num_gt"])])
+    ax.set_xlabel("object size (GT box area in pixels², number of GT boxes)")
+    ax.set_ylabel("AP / AR (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_pr_curves(pr, title: str = "Precision–recall (COCOeval, maxDets 100, all sizes)"):
+    """One panel per IoU threshold; one line per class ("all" = mean over classes, thick)."""
+    ious = sorted(pr["iou"].unique())
+    fig, axes = plt.subplots(1, len(ious), figsize=(5 * len(ious), 4.2), squeeze=False)
+    for ax, t in zip(axes[0], ious):
+        sub = pr[pr["iou"] == t]
+        for cls, grp in sub.groupby("class", sort=False):
+            ap = np.nanmean(grp["precision"]) * 100
+            ax.plot(grp["recall"], grp["precision"], lw=2.5 if cls == "all" else 1.2,
+                    color="black" if cls == "all" else None, label=f"{cls} (AP {ap:.1f})")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_title(f"IoU ≥ {t:g}")
+        ax.legend(fontsize=8, loc="upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_histograms(matched, bins: int = 50, title: str | None = None):
+    """Score distributions of true and false positives (IoU ≥ the matching threshold)."""
+    m = matched[~matched["ignored"].astype(bool)]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    edges = np.linspace(0, 1, bins + 1)
+    ax.hist(m.loc[~m["tp"], "score"], bins=edges, alpha=0.6, color="tab:red",
+            label=f"false positives ({(~m['tp']).sum()})")
+    ax.hist(m.loc[m["tp"], "score"], bins=edges, alpha=0.7, color="tab:green",
+            label=f"true positives ({m['tp'].sum()})")
+    ax.set_yscale("log")
+    ax.set_xlabel("detection score")
+    ax.set_ylabel("detections (log scale)")
+    ax.set_title(title or "Scores of true vs false positives (IoU ≥ 0.5)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_threshold_sweep(sweep, rec=None, title: str | None = None):
+    """Precision, recall and F1 of the detections above each score threshold."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for k in ("precision", "recall", "f1"):
+        ax.plot(sweep["threshold"], sweep[k], color=COLORS[k], lw=2, label=k.replace("f1", "F1"))
+    if rec:
+        if rec.get("max_f1"):
+            r = rec["max_f1"]
+            ax.axvline(r["threshold"], color=COLORS["f1"], ls="--", lw=1.2,
+                       label=f"max F1 {r['f1']:.2f} at {r['threshold']:.2f}")
+        if rec.get("min_for_precision"):
+            r = rec["min_for_precision"]
+            ax.axvline(r["threshold"], color=COLORS["precision"], ls=":", lw=1.5,
+                       label=f"precision ≥ {rec['target_precision']:g} from {r['threshold']:.2f} "
+                             f"(recall {r['recall']:.2f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("score threshold (keep detections with score ≥ threshold)")
+    ax.set_ylabel("precision / recall / F1")
+    ax.set_title(title or "Pre-labelling threshold sweep (IoU ≥ 0.5, one-to-one matching)")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_compare_per_class(cmp, label_a: str = "A", label_b: str = "B", annotate: int = 5):
+    """Per-class AP of run B against run A; points below the diagonal got worse in B."""
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    a, b = 100 * cmp["AP_A"], 100 * cmp["AP_B"]
+    ax.scatter(a, b, s=18, alpha=0.8)
+    ax.plot([0, 100], [0, 100], color="grey", lw=1, ls="--")
+    order = cmp["delta"].abs().sort_values(ascending=False).index[:annotate]
+    for i in order:
+        ax.annotate(cmp.loc[i, "name"], (a[i], b[i]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel(f"AP (%) {label_a}")
+    ax.set_ylabel(f"AP (%) {label_b}")
+    ax.set_title("Per-class AP, B vs A (below the diagonal: worse in B)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_pr_overlay(pr, title: str = "Precision–recall, two runs (all classes)"):
+    ious = sorted(pr["iou"].unique())
+    fig, axes = plt.subplots(1, len(ious), figsize=(5 * len(ious), 4.2), squeeze=False)
+    for ax, t in zip(axes[0], ious):
+        sub = pr[(pr["iou"] == t) & (pr["class"] == "all")]
+        for (run, grp), ls in zip(sub.groupby("run", sort=False), ("-", "--")):
+            ax.plot(grp["recall"], grp["precision"], ls=ls, lw=2,
+                    label=f"{run} (AP {100 * np.nanmean(grp['precision']):.1f})")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_title(f"IoU ≥ {t:g}")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_acceptance(acc, title: str = "What annotators did with the pre-labels, per label"):
+    """Stacked horizontal bars: per label, counts of each outcome column of ``acc``."""
+    outcomes = [c for c in acc.columns if c not in ("label", "total", "acceptance")]
+    d = acc.set_index("label")[outcomes]
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.35 * len(d) + 1.5)))
+    left = np.zeros(len(d))
+    for c in outcomes:
+        ax.barh(d.index, d[c], left=left, label=c)
+        left += d[c].to_numpy()
+    ax.invert_yaxis()
+    ax.set_xlabel("boxes")
+    ax.set_ylabel("label")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_work_saved(ws, best=None, title: str | None = None):
+    """Boxes saved (kept pre-labels − cost × deleted ones) against the pre-labelling threshold."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(ws["threshold"], ws["saved"], lw=2, color="tab:purple", label="boxes saved")
+    ax.axhline(0, color="grey", lw=1)
+    if best:
+        ax.axvline(best["threshold"], ls="--", color="tab:purple",
+                   label=f"best {best['threshold']:.2f}: {best['saved']:.0f} boxes saved")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("score threshold")
+    ax.set_ylabel("boxes saved (matched − cost × unmatched)")
+    ax.set_title(title or "Annotation work saved by pre-labels above each threshold")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

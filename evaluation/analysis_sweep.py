@@ -1,0 +1,157 @@
+"""Greedy one-to-one matching of detections to ground truth, and the score-threshold sweep.
+
+The matching is pycocotools' (``COCOeval.evaluateImg``) at one IoU threshold, area range "all":
+per (image, category), detections in descending score order (stable sort, at most ``max_dets`` of
+them), each takes the still-unmatched ground-truth box with the highest IoU >= the threshold;
+non-crowd boxes are preferred, a crowd box may absorb several detections, and a detection matched
+to a crowd box is *ignored* (neither true nor false positive). Crowd boxes are not counted as
+ground truth. Because matching is greedy in score order, the detections above any score threshold
+are matched exactly as they would be if the lower-scored ones did not exist, so one matching
+serves every threshold of the sweep.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pycocotools import mask as mask_utils
+
+DEFAULT_THRESHOLDS = np.round(np.arange(0.0, 1.0 + 1e-9, 0.01), 2)
+
+
+def _boxes(frame: pd.DataFrame) -> np.ndarray:
+    return np.asarray(frame["bbox"].tolist(), dtype=np.float64).reshape(-1, 4)
+
+
+def match_detections(gt: pd.DataFrame, dets: pd.DataFrame, iou_threshold: float = 0.5,
+                     max_dets: int = 100) -> pd.DataFrame:
+    """Return the detections (top ``max_dets`` per image and class) with ``tp``, ``ignored``, ``iou``.
+
+    ``gt`` has columns image_id, category_id, bbox [x, y, w, h], iscrowd; ``dets`` has image_id,
+    category_id, bbox, score. Detections of images or classes absent from ``gt``'s evaluated set must
+    be filtered by the caller (see :func:`evaluation.analysis.matched_detections`).
+    """
+    gt_groups = {key: grp for key, grp in gt.groupby(["image_id", "category_id"], sort=False)}
+    rows = []
+    thr = min(iou_threshold, 1 - 1e-10)
+    for key, d in dets.groupby(["image_id", "category_id"], sort=False):
+        order = np.argsort(-d["score"].to_numpy(), kind="mergesort")[:max_dets]
+        d = d.iloc[order]
+        n = len(d)
+        tp = np.zeros(n, dtype=bool)
+        ignored = np.zeros(n, dtype=bool)
+        best_iou = np.zeros(n)
+        g = gt_groups.get(key)
+        if g is not None and len(g):
+            crowd = g["iscrowd"].fillna(0).to_numpy().astype(bool)
+            gorder = np.argsort(crowd, kind="mergesort")  # non-crowd first, as pycocotools
+            crowd = crowd[gorder]
+            gboxes = _boxes(g)[gorder]
+            ious = np.asarray(mask_utils.iou(_boxes(d), gboxes, crowd.astype(np.uint8).tolist()))
+            taken = np.zeros(len(gboxes), dtype=bool)
+            for i in range(n):
+                best, m = thr, -1
+                for j in range(len(gboxes)):
+                    if taken[j] and not crowd[j]:
+                        continue
+                    if m > -1 and not crowd[m] and crowd[j]:
+                        break
+                    if ious[i, j] < best:
+                        continue
+                    best, m = ious[i, j], j
+                if m == -1:
+                    continue
+                taken[m] = True
+                best_iou[i] = ious[i, m]
+                ignored[i] = crowd[m]
+                tp[i] = not crowd[m]
+        out = d[["image_id", "category_id", "score"]].copy()
+        out["tp"], out["ignored"], out["iou"] = tp, ignored, best_iou
+        rows.append(out)
+    if not rows:
+        return pd.DataFrame({"image_id": [], "category_id": [], "score": [], "tp": [], "ignored": [],
+                             "iou": []}).astype({"tp": bool, "ignored": bool})
+    return pd.concat(rows, ignore_index=True)
+
+
+def _sweep_one(scores: np.ndarray, tp: np.ndarray, n_gt: int, thresholds: np.ndarray) -> dict:
+    order = np.argsort(scores)
+    s, t = scores[order], tp[order]
+    # detections with score >= thr are the suffix starting at searchsorted(left)
+    start = np.searchsorted(s, thresholds, side="left")
+    tp_suffix = np.concatenate([np.cumsum(t[::-1])[::-1], [0]])
+    n_kept = len(s) - start
+    n_tp = tp_suffix[start]
+    n_fp = n_kept - n_tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(n_kept > 0, n_tp / np.maximum(n_kept, 1), np.nan)
+        recall = n_tp / n_gt if n_gt > 0 else np.full(len(thresholds), np.nan)
+        f1 = np.where((n_tp > 0), 2 * precision * recall / (precision + recall), 0.0)
+    return {"threshold": thresholds, "detections": n_kept, "tp": n_tp, "fp": n_fp,
+            "fn": n_gt - n_tp, "num_gt": n_gt, "precision": precision, "recall": recall, "f1": f1}
+
+
+def threshold_sweep(matched: pd.DataFrame, num_gt, thresholds=DEFAULT_THRESHOLDS,
+                    by_class: bool = False) -> pd.DataFrame:
+    """Precision, recall and F1 of the detections with ``score >= threshold``, for each threshold.
+
+    ``matched`` comes from :func:`match_detections` (ignored detections are dropped); ``num_gt`` is
+    the number of non-crowd ground-truth boxes (an int, or a mapping category_id -> count when
+    ``by_class``). Precision is NaN where no detection is kept; F1 is 0 where nothing is matched.
+    """
+    thresholds = np.asarray(thresholds, dtype=float)
+    m = matched[~matched["ignored"].astype(bool)]
+    if not by_class:
+        total = int(sum(num_gt.values())) if isinstance(num_gt, dict) else int(num_gt)
+        return pd.DataFrame(_sweep_one(m["score"].to_numpy(float), m["tp"].to_numpy(bool), total,
+                                       thresholds))
+    frames = []
+    for cat, n in num_gt.items():
+        sub = m[m["category_id"] == cat]
+        f = pd.DataFrame(_sweep_one(sub["score"].to_numpy(float), sub["tp"].to_numpy(bool), int(n),
+                                    thresholds))
+        f.insert(0, "category_id", cat)
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
+def recommend_threshold(sweep: pd.DataFrame, precision: float = 0.8) -> dict:
+    """The pre-labelling thresholds a sweep suggests.
+
+    - ``max_f1``: the threshold with the highest F1 (the highest such threshold on ties: thresholds
+      between two scores keep the same detections);
+    - ``min_for_precision``: the lowest threshold whose precision is >= ``precision`` (None if none).
+    """
+    valid = sweep[sweep["f1"].notna()]
+    best = None
+    if len(valid) and valid["f1"].max() > 0:  # highest threshold among equal F1 (same detections)
+        best = valid[valid["f1"] == valid["f1"].max()].iloc[-1]
+    reach = sweep[sweep["precision"] >= precision]
+    low = reach.iloc[0] if len(reach) else None
+
+    def row(r):
+        if r is None:
+            return None
+        return {k: (float(r[k]) if k in ("threshold", "precision", "recall", "f1") else int(r[k]))
+                for k in ("threshold", "precision", "recall", "f1", "tp", "fp", "detections")}
+
+    return {"max_f1": row(best), "min_for_precision": row(low), "target_precision": precision}
+
+
+def work_saved(sweep: pd.DataFrame, delete_cost: float = 1.0) -> pd.DataFrame:
+    """Annotation work a pre-labelling threshold saves, in boxes drawn.
+
+    Every shown pre-label that matches a final box (IoU >= the sweep's threshold, same label) spares
+    the annotator drawing that box (+1); every other shown pre-label must be deleted (-``delete_cost``,
+    in units of one box drawn). ``saved = tp - delete_cost * fp``; the best threshold maximises it.
+    """
+    out = sweep.copy()
+    out["saved"] = out["tp"] - delete_cost * out["fp"]
+    return out
+
+
+def best_work_threshold(sweep: pd.DataFrame, delete_cost: float = 1.0) -> dict:
+    ws = work_saved(sweep, delete_cost)
+    r = ws.loc[ws["saved"].idxmax()]
+    return {"threshold": float(r["threshold"]), "saved": float(r["saved"]), "tp": int(r["tp"]),
+            "fp": int(r["fp"]), "precision": float(r["precision"]), "recall": float(r["recall"]),
+            "delete_cost": delete_cost}

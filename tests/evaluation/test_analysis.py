@@ -1,0 +1,241 @@
+"""evaluation.analysis on run directories written here with known answers."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+
+from evaluation import analysis as A  # noqa: E402
+
+CATS = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+
+
+def coco_gt(boxes, images=(1, 2), cats=CATS) -> dict:
+    """boxes: (image_id, category_id, [x, y, w, h], iscrowd)."""
+    anns = [{"id": i + 1, "image_id": im, "category_id": c, "bbox": list(map(float, b)),
+             "area": float(b[2] * b[3]), "iscrowd": crowd} for i, (im, c, b, crowd) in enumerate(boxes)]
+    return {"images": [{"id": i, "width": 200, "height": 200, "file_name": f"{i}.jpg"} for i in images],
+            "categories": list(cats), "annotations": anns}
+
+
+def write_run(run_dir: Path, gt: dict, dets: list[dict], **config) -> Path:
+    """A run directory as `python -m evaluation.coco` writes it (metrics from pycocotools here)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ann = run_dir / "gt.json"
+    ann.write_text(json.dumps(gt))
+    (run_dir / "detections.json").write_text(json.dumps(dets))
+    with contextlib.redirect_stdout(io.StringIO()):
+        g = COCO(str(ann))
+        ev = COCOeval(g, g.loadRes(dets), "bbox")
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    metrics = dict(zip(A.METRICS, map(float, ev.stats)))
+    metrics["config"] = {"ann": str(ann.resolve()), "images": "imgs", "dtype": "fp32", "batch_size": 1,
+                         "model": "IDEA-Research/grounding-dino-tiny", **config}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    pd.DataFrame([{"category_id": c["id"], "name": c["name"], "AP": 0, "AP50": 0, "AP75": 0, "num_gt": 0}
+                  for c in gt["categories"]]).to_csv(run_dir / "per_class.csv", index=False)
+    return run_dir
+
+
+def det(image_id, category_id, box, score):
+    return {"image_id": image_id, "category_id": category_id, "bbox": list(map(float, box)), "score": score}
+
+
+# The hand-built case. cat: GT a, b on image 1 and c on image 2; dog: GT d and a crowd region on image 1.
+HAND_GT = coco_gt([
+    (1, 1, [0, 0, 10, 10], 0), (1, 1, [20, 0, 10, 10], 0), (2, 1, [0, 0, 20, 20], 0),
+    (1, 2, [0, 50, 10, 10], 0), (1, 2, [50, 50, 40, 40], 1),
+])
+HAND_DETS = [
+    det(1, 2, [0, 50, 10, 21], 0.95),   # dog, IoU 100/210 < .5 with d -> FP
+    det(1, 1, [0, 0, 10, 10], 0.90),    # cat = a -> TP
+    det(1, 1, [1, 0, 10, 10], 0.80),    # duplicate of a, a already taken -> FP
+    det(1, 2, [55, 55, 10, 10], 0.70),  # inside the crowd region -> ignored
+    det(1, 1, [20, 0, 10, 10], 0.60),   # cat = b -> TP
+    det(1, 2, [0, 50, 10, 20], 0.50),   # dog, IoU exactly 0.5 with d -> TP
+    det(1, 1, [100, 100, 10, 10], 0.30),  # nothing there -> FP
+    det(2, 2, [0, 0, 20, 20], 0.20),    # dog where only a cat is -> FP
+]
+# by hand: kept (non-ignored) detections in score order: FP .95, TP .9, FP .8, TP .6, TP .5, FP .3, FP .2
+# num GT = 4 (crowd excluded)
+HAND_EXPECTED = {  # threshold: (tp, fp, precision, recall, f1)
+    0.96: (0, 0, np.nan, 0.0, 0.0),
+    0.90: (1, 1, 1 / 2, 1 / 4, 2 * (1 / 2) * (1 / 4) / (1 / 2 + 1 / 4)),
+    0.60: (2, 2, 2 / 4, 2 / 4, 0.5),
+    0.50: (3, 2, 3 / 5, 3 / 4, 2 * 0.6 * 0.75 / 1.35),
+    0.31: (3, 2, 3 / 5, 3 / 4, 2 * 0.6 * 0.75 / 1.35),
+    0.30: (3, 3, 3 / 6, 3 / 4, 2 * 0.5 * 0.75 / 1.25),
+    0.00: (3, 4, 3 / 7, 3 / 4, 2 * (3 / 7) * 0.75 / (3 / 7 + 0.75)),
+}
+
+
+@pytest.fixture
+def hand_run(tmp_path):
+    return A.load_run(write_run(tmp_path / "hand", HAND_GT, HAND_DETS))
+
+
+def test_matching_hand_case(hand_run):
+    m = A.matched_detections(hand_run).set_index("score").sort_index(ascending=False)
+    assert m["tp"].tolist() == [False, True, False, False, True, True, False, False]
+    assert m["ignored"].tolist() == [False, False, False, True, False, False, False, False]
+    assert m.loc[0.5, "iou"] == pytest.approx(0.5)
+    assert A.num_gt(hand_run) == {1: 3, 2: 1}
+
+
+def test_threshold_sweep_hand_case(hand_run):
+    s = A.sweep(hand_run, thresholds=sorted(HAND_EXPECTED)).set_index("threshold")
+    for t, (tp, fp, p, r, f1) in HAND_EXPECTED.items():
+        row = s.loc[t]
+        assert (row["tp"], row["fp"], row["num_gt"]) == (tp, fp, 4), t
+        if np.isnan(p):
+            assert np.isnan(row["precision"])
+        else:
+            assert row["precision"] == pytest.approx(p), t
+        assert row["recall"] == pytest.approx(r), t
+        assert row["f1"] == pytest.approx(f1), t
+
+
+def test_threshold_sweep_per_class(hand_run):
+    s = A.sweep(hand_run, thresholds=[0.0, 0.5, 0.9], by_class=True)
+    cat = s[s["name"] == "cat"].set_index("threshold")
+    dog = s[s["name"] == "dog"].set_index("threshold")
+    # cat: TP .9, FP .8, TP .6, FP .3 against 3 GT; dog: FP .95, TP .5, FP .2 against 1 GT
+    assert (cat.loc[0.0, "tp"], cat.loc[0.0, "fp"], cat.loc[0.0, "recall"]) == (2, 2, pytest.approx(2 / 3))
+    assert cat.loc[0.9, "precision"] == 1.0
+    assert (dog.loc[0.5, "tp"], dog.loc[0.5, "fp"], dog.loc[0.5, "f1"]) == (1, 1, pytest.approx(2 / 3))
+    assert (dog.loc[0.9, "tp"], dog.loc[0.9, "precision"]) == (0, 0.0)
+
+
+def test_recommendations_hand_case(hand_run):
+    s = A.sweep(hand_run)  # 0.00, 0.01, ..., 1.00
+    rec = A.recommend_threshold(s, precision=0.6)
+    # F1 is highest (2/3) for thresholds in (0.30, 0.50]; ties resolve to the highest threshold
+    assert rec["max_f1"]["threshold"] == pytest.approx(0.50)
+    assert rec["max_f1"]["f1"] == pytest.approx(2 * 0.6 * 0.75 / 1.35)
+    # precision first reaches 0.6 at 0.31 (above 0.30 the FP at 0.30 is gone)
+    assert rec["min_for_precision"]["threshold"] == pytest.approx(0.31)
+    assert A.recommend_threshold(s, precision=0.99)["min_for_precision"] is None
+    table = A.per_class_thresholds(hand_run, precision=0.6).set_index("name")
+    assert table.loc["dog", "max_f1_threshold"] == pytest.approx(0.5)
+    # cat: TP .9, FP .8, TP .6, FP .3 (3 GT): in (0.3, 0.6] P = R = F1 = 2/3, below 0.3 P = 0.5
+    assert table.loc["cat", "max_f1"] == pytest.approx(2 / 3)
+    assert table.loc["cat", "max_f1_threshold"] == pytest.approx(0.6)
+    assert table.loc["cat", "threshold_for_p0.6"] == pytest.approx(0.31)
+
+
+def test_work_saved_hand_case(hand_run):
+    best = A.best_work_threshold(A.sweep(hand_run))
+    # tp - fp: 0 above .95, -1 (.95), 0 (.9), -1 (.8), 0 (.6), +1 (.5), 0 (.3), -1 (.2)
+    assert best["saved"] == 1 and best["threshold"] == pytest.approx(0.31)
+    assert A.best_work_threshold(A.sweep(hand_run), delete_cost=0.0)["saved"] == 3
+
+
+def _cocoeval_matches(gt: dict, dets: list[dict]):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        g = COCO()
+        g.dataset = gt
+        g.createIndex()
+        ev = COCOeval(g, g.loadRes(dets), "bbox")
+        ev.evaluate()
+    out = {}
+    for e in ev.evalImgs:
+        if e is None or e["aRng"] != [0, 1e10]:
+            continue
+        for did, m, ig in zip(e["dtIds"], e["dtMatches"][0], e["dtIgnore"][0]):
+            out[did] = (bool(m > 0) and not ig, bool(ig))
+    return out
+
+
+def test_matching_equals_pycocotools_on_random_boxes():
+    rng = np.random.default_rng(0)
+    boxes, dets = [], []
+    for im in range(1, 16):
+        for _ in range(rng.integers(0, 8)):
+            xy, wh = rng.uniform(0, 150, 2), rng.uniform(5, 60, 2)
+            boxes.append((im, int(rng.integers(1, 3)), [*xy, *wh], int(rng.random() < 0.15)))
+        for b in [b for b in boxes if b[0] == im]:  # jittered copies: near-duplicates and misses
+            for _ in range(rng.integers(0, 4)):
+                j = np.array(b[2]) + rng.normal(0, 6, 4) * [1, 1, 0.5, 0.5]
+                dets.append(det(im, b[1] if rng.random() < 0.8 else 3 - b[1], np.abs(j), rng.random()))
+        for _ in range(3):
+            dets.append(det(im, int(rng.integers(1, 3)), [*rng.uniform(0, 150, 2), 20, 20], rng.random()))
+    gt = coco_gt(boxes, images=range(1, 16))
+    expected = _cocoeval_matches(gt, dets)
+    got = A.match_detections(pd.DataFrame(gt["annotations"]), pd.DataFrame(dets))
+    # loadRes numbers detections 1..n in list order; match_detections keeps scores, so map by score
+    id_by_score = {d["score"]: i + 1 for i, d in enumerate(dets)}
+    got_by_id = {id_by_score[s]: (bool(t), bool(ig)) for s, t, ig in zip(got["score"], got["tp"], got["ignored"])}
+    assert got_by_id == expected
+    assert sum(t for t, _ in expected.values()) > 5 and sum(ig for _, ig in expected.values()) > 0
+
+
+def test_pr_curve_from_cocoeval(tmp_path):
+    gt = coco_gt([(1, 1, [0, 0, 10, 10], 0), (1, 1, [50, 50, 10, 10], 0)], images=[1])
+    dets = [det(1, 1, [0, 0, 10, 10], 0.9), det(1, 1, [100, 100, 10, 10], 0.8),
+            det(1, 1, [50, 50, 10, 10], 0.7)]
+    run = A.load_run(write_run(tmp_path / "pr", gt, dets))
+    pr = A.pr_curves(run, classes=["cat"])
+    allc = pr[(pr["iou"] == 0.5) & (pr["class"] == "all")]
+    # recall 0.5 at precision 1, recall 1 at precision 2/3; COCO interpolates on 101 recall points
+    expected = np.where(np.linspace(0, 1, 101) <= 0.5 + 1e-9, 1.0, 2 / 3)
+    np.testing.assert_allclose(allc["precision"], expected)
+    np.testing.assert_allclose(pr[(pr["iou"] == 0.75) & (pr["class"] == "cat")]["precision"], expected)
+    assert allc["precision"].mean() == pytest.approx(run.metrics["AP50"])
+    assert A.summary_table(run).loc["AP50", "recomputed"] == pytest.approx(100 * run.metrics["AP50"])
+
+
+def test_tables(hand_run):
+    pc = A.per_class_table(hand_run)
+    assert pc["AP"].is_monotonic_increasing and set(pc["name"]) == {"cat", "dog"}
+    assert pc.set_index("name").loc["cat", "num_gt"] == 3
+    sizes = A.size_table(hand_run).set_index("size")
+    assert sizes["num_gt"].tolist() == [4, 0, 0]  # all areas < 32² (crowd excluded)
+    comp = A.published_comparison(hand_run)
+    assert comp["AP"].tolist()[1:] == [48.4, 48.5]
+    assert "not comparable" in comp["note"].iloc[0]
+
+
+def test_compare_runs(tmp_path):
+    a = A.load_run(write_run(tmp_path / "a", HAND_GT, HAND_DETS))
+    worse = [dict(d, bbox=[v + 3 for v in d["bbox"]]) if d["category_id"] == 1 else d for d in HAND_DETS]
+    b = A.load_run(write_run(tmp_path / "b", HAND_GT, worse, dtype="bf16"))
+    cm = A.compare_metrics(a, b)
+    assert cm.loc["AP", "B − A"] == pytest.approx(100 * (b.metrics["AP"] - a.metrics["AP"]))
+    assert cm.loc["AP", "B − A"] < 0
+    cc = A.compare_per_class(a, b).set_index("name")
+    assert cc.loc["cat", "delta"] < 0 and cc.loc["dog", "delta"] == pytest.approx(0)
+    assert A.compare_config(a, b).set_index("key").loc["dtype"].tolist() == ["fp32", "bf16"]
+    assert set(A.compare_pr(a, b)["run"]) == {"A: a", "B: b"}
+
+
+def test_not_a_run_dir(tmp_path):
+    with pytest.raises(A.NotARunDir, match="missing metrics.json"):
+        A.load_run(tmp_path)
+    with pytest.raises(A.NotARunDir, match="not a directory"):
+        A.load_run(tmp_path / "nope")
+
+
+def test_figures_are_labelled(hand_run):
+    m = A.matched_detections(hand_run)
+    s = A.sweep(hand_run)
+    figs = [A.plot_per_class_ap(A.per_class_table(hand_run)), A.plot_ap_by_size(A.size_table(hand_run)),
+            A.plot_pr_curves(A.pr_curves(hand_run, classes=["dog"])), A.plot_score_histograms(m),
+            A.plot_threshold_sweep(s, A.recommend_threshold(s, 0.6))]
+    for fig in figs:
+        for ax in fig.axes:
+            assert ax.get_xlabel() and ax.get_ylabel() and (ax.get_title() or fig._suptitle)
+        matplotlib.pyplot.close(fig)
