@@ -1,5 +1,11 @@
+import os
 import sys
 from pathlib import Path
+
+# Tests never reach the hub: set before huggingface_hub is imported (it reads this once), and
+# inherited by every subprocess the tests start.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
