@@ -62,7 +62,7 @@ class Run:
 
     @property
     def kind(self) -> str:
-        return "labelstudio" if self.extra else "coco"
+        return "labelstudio" if self.extra or "export" in self.config else "coco"
 
     @property
     def gt(self):
@@ -177,9 +177,14 @@ def _as_results(dets: pd.DataFrame) -> list[dict]:
 def summary_table(run: Run) -> pd.DataFrame:
     """Run metrics (in %) as stored in metrics.json and as recomputed here from the detections."""
     ev = coco_eval(run)
-    rows = [{"metric": m, "value": 100 * float(run.metrics[m]) if m in run.metrics else np.nan,
-             "recomputed": 100 * float(ev.stats[i])} for i, m in enumerate(METRICS)]
+    rows = [{"metric": m, "value": _pct(run.metrics.get(m)), "recomputed": _pct(ev.stats[i])}
+            for i, m in enumerate(METRICS)]
     return pd.DataFrame(rows).set_index("metric")
+
+
+def _pct(v) -> float:
+    """A pycocotools fraction in %; its -1 ("no ground truth in this range") and missing values -> NaN."""
+    return np.nan if v is None or float(v) < 0 else 100 * float(v)
 
 
 def published_key(model: str) -> str | None:
@@ -189,7 +194,7 @@ def published_key(model: str) -> str | None:
 
 def published_comparison(run: Run) -> pd.DataFrame:
     """Our AP beside the published COCO val2017 figures for the run's checkpoint (if known)."""
-    ap = 100 * float(run.metrics.get("AP", coco_eval(run).stats[0]))
+    ap = _pct(run.metrics.get("AP", coco_eval(run).stats[0]))
     key = published_key(run.model)
     n = len(run.image_ids)
     full = n == VAL2017_IMAGES and "val2017" in run.ann_path.name
@@ -250,7 +255,7 @@ def size_table(run: Run) -> pd.DataFrame:
     counts = [(area < 32 ** 2).sum(), ((area >= 32 ** 2) & (area < 96 ** 2)).sum(), (area >= 96 ** 2).sum()]
     return pd.DataFrame({"size": ["small", "medium", "large"],
                          "pixels": ["< 32²", "32²–96²", "≥ 96²"],
-                         "AP": 100 * ev.stats[3:6], "AR100": 100 * ev.stats[9:12],
+                         "AP": [_pct(v) for v in ev.stats[3:6]], "AR100": [_pct(v) for v in ev.stats[9:12]],
                          "num_gt": [int(c) for c in counts]})
 
 
@@ -328,8 +333,7 @@ def per_class_thresholds(run: Run, precision: float = 0.8, iou_threshold: float 
 
 def compare_metrics(a: Run, b: Run) -> pd.DataFrame:
     """metrics.json of two runs side by side (in %), with B − A."""
-    rows = [{"metric": m, a.name: 100 * float(a.metrics.get(m, np.nan)),
-             b.name: 100 * float(b.metrics.get(m, np.nan))} for m in METRICS]
+    rows = [{"metric": m, a.name: _pct(a.metrics.get(m)), b.name: _pct(b.metrics.get(m))} for m in METRICS]
     out = pd.DataFrame(rows).set_index("metric")
     if a.name == b.name:
         out.columns = ["A", "B"]
@@ -358,3 +362,32 @@ def compare_pr(a: Run, b: Run, iou_thresholds=(0.5, 0.75)) -> pd.DataFrame:
     fa["run"], fb["run"] = ("A: " + a.name), ("B: " + b.name)
     return pd.concat([fa, fb], ignore_index=True)
 
+
+
+# ---------------------------------------------------------------- Label Studio runs
+
+WORK_SAVED_DEFINITION = (
+    "**Work saved** at a threshold t, in boxes: every pre-label with score ≥ t that matches a final "
+    "annotation (same label, IoU ≥ 0.5, one-to-one) spares drawing that box (+1); every other shown "
+    "pre-label has to be deleted or redrawn (−1, `delete_cost`). The best threshold maximises "
+    "matched − delete_cost × unmatched. Only pre-labels stored in the export (those above the backend's "
+    "threshold when it predicted) can be counted, so thresholds below that one are not assessed.")
+
+
+def acceptance_table(run: Run, iou_threshold: float = 0.5, threshold: float | None = None) -> pd.DataFrame:
+    """Per label: pre-labels that match a final box (accepted), that do not (deleted or changed), and
+    final boxes no pre-label matched (added by annotators), for pre-labels with score ≥ ``threshold``
+    (default: the backend threshold recorded in the run's config, else all)."""
+    t = threshold if threshold is not None else float(
+        run.config.get("threshold", run.config.get("box_threshold", 0.0)) or 0.0)
+    m = matched_detections(run, iou_threshold)
+    m = m[(m["score"] >= t) & ~m["ignored"].astype(bool)]
+    ngt = num_gt(run)
+    rows = []
+    for cat, name in run.categories.items():
+        sub = m[m["category_id"] == cat]
+        acc, rej = int(sub["tp"].sum()), int((~sub["tp"]).sum())
+        rows.append({"label": name, "accepted": acc, "deleted or changed": rej,
+                     "added by annotators": ngt.get(cat, 0) - acc, "total": acc + rej,
+                     "acceptance": acc / (acc + rej) if acc + rej else np.nan})
+    return pd.DataFrame(rows)

@@ -125,8 +125,8 @@ def plot_compare_per_class(cmp, label_a: str = "A", label_b: str = "B", annotate
         ax.annotate(cmp.loc[i, "name"], (a[i], b[i]), fontsize=8, xytext=(3, 3), textcoords="offset points")
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 100)
-    ax.set_xlabel(f"AP (%) {label_a}")
-    ax.set_ylabel(f"AP (%) {label_b}")
+    ax.set_xlabel(f"AP (%), A: {label_a}")
+    ax.set_ylabel(f"AP (%), B: {label_b}")
     ax.set_title("Per-class AP, B vs A (below the diagonal: worse in B)")
     fig.tight_layout()
     return fig

@@ -150,8 +150,9 @@ def work_saved(sweep: pd.DataFrame, delete_cost: float = 1.0) -> pd.DataFrame:
 
 
 def best_work_threshold(sweep: pd.DataFrame, delete_cost: float = 1.0) -> dict:
+    """The threshold with the most work saved (the highest such threshold on ties)."""
     ws = work_saved(sweep, delete_cost)
-    r = ws.loc[ws["saved"].idxmax()]
+    r = ws[ws["saved"] == ws["saved"].max()].iloc[-1]
     return {"threshold": float(r["threshold"]), "saved": float(r["saved"]), "tp": int(r["tp"]),
             "fp": int(r["fp"]), "precision": float(r["precision"]), "recall": float(r["recall"]),
             "delete_cost": delete_cost}
