@@ -1,0 +1,46 @@
+"""`python -m backend [--host 0.0.0.0] [--port 9090] [--log-level INFO]`: run the ML backend."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backend", description="Grounding DINO ML backend for Label Studio")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=9090, help="port to listen on (default 9090)")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (default: LOG_LEVEL or INFO)")
+    args = parser.parse_args(argv)
+
+    from .settings import Settings, SettingsError, configure_logging
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    level = (args.log_level or settings.log_level).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        print(f"error: --log-level {args.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL", file=sys.stderr)
+        return 2
+    configure_logging(level)
+
+    from .detection import ModelLoadError
+    from .server import create_app, load_predictor
+
+    try:
+        predictor = load_predictor(settings)
+    except (ModelLoadError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    logging.getLogger("backend").info("model %s loaded; listening on %s:%d", settings.model, args.host, args.port)
+
+    import uvicorn
+
+    uvicorn.run(create_app(settings, predictor), host=args.host, port=args.port, log_level=level.lower())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Task media URLs -> image bytes, with size/time limits and an SSRF guard.
+
+URL kinds (as Label Studio stores them in `task.data`):
+- `/data/upload/<pid>/<file>` (falls back to `/storage-data/uploaded/?filepath=upload/...`),
+  `/data/local-files/?d=<path>` (read from LOCAL_FILES_DOCUMENT_ROOT when set, else through Label Studio),
+  any other Label Studio path: fetched from the Label Studio host with the API key;
+- `s3://`, `gs://`, `azure-blob://`: through Label Studio's presign endpoint for the task;
+- plain `http(s)://` URLs.
+
+We use label-studio-sdk's helpers for what they do well (URL classification, presign encoding, path
+joining under a root, JWT detection, and `LabelStudio`'s refresh of personal access tokens), but not
+its `get_local_path` downloader: it has no size limit, no timeout, follows redirects to any address,
+keeps a disk cache and reads its settings from the process environment.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import posixpath
+import socket
+import threading
+import time
+from urllib.parse import parse_qs, urljoin, urlparse
+
+import httpx
+from label_studio_sdk._extensions.label_studio_tools.core.utils.io import (
+    concat_urls,
+    encode_presign_fileuri,
+    is_cloud_storage_uri,
+    is_jwt_well_formed,
+)
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+MAX_REDIRECTS = 5
+
+
+class MediaError(Exception):
+    """A task's image could not be obtained; the message tells the user what to do."""
+
+
+def short_url(url: str) -> str:
+    """A URL safe to show: no query string (presigned signatures, tokens)."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("http", "https"):
+        text = f"{parsed.scheme}://{parsed.netloc.rsplit('@', 1)[-1]}{parsed.path}"
+    else:
+        text = url.split("?", 1)[0]
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class MediaFetcher:
+    """Thread-safe: one instance serves every request of the process."""
+
+    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None):
+        self.settings = settings
+        self.client = httpx.Client(
+            follow_redirects=False,
+            timeout=settings.download_timeout,
+            transport=transport,
+            headers={"User-Agent": "grounding-dino-ml-backend"},
+        )
+        self._ls_clients: dict = {}
+        self._lock = threading.Lock()
+
+    # ----- public -----------------------------------------------------------------------------
+
+    def fetch(self, url, task_id=None, hostname: str | None = None, access_token: str | None = None) -> bytes:
+        if not isinstance(url, str) or not url.strip():
+            raise MediaError("the task has no image URL in its data")
+        url = url.strip()
+        host = self.settings.label_studio_url or (hostname.rstrip("/") if hostname else None)
+        token = self.settings.label_studio_api_key or access_token
+        if url.startswith("upload/") or url.startswith("/upload/"):
+            url = "/data/" + url.lstrip("/")
+        parsed = urlparse(url)
+
+        if url.startswith("/data/") and "d" in parse_qs(parsed.query) and self.settings.local_files_document_root:
+            path = self.local_file_path(url)
+            if os.path.isfile(path):
+                return self._read_file(path)
+            if not host:
+                raise MediaError(
+                    f"Local Storage file {parse_qs(parsed.query)['d'][-1]!r} is not under "
+                    f"LOCAL_FILES_DOCUMENT_ROOT ({self.settings.local_files_document_root})"
+                )
+        if is_cloud_storage_uri(url):
+            if task_id is None:
+                raise MediaError(f"cloud storage URL {short_url(url)} needs the task id to be presigned by Label Studio")
+            base = self._require_ls(host, token, url)
+            presign = concat_urls(base, f"/tasks/{task_id}/presign/?fileuri={encode_presign_fileuri(url)}")
+            return self._download(presign, base, token)
+        if url.startswith("/"):
+            base = self._require_ls(host, token, url)
+            try:
+                return self._download(concat_urls(base, url), base, token)
+            except _NotFound:
+                if url.startswith("/data/upload/"):
+                    proxy = concat_urls(base, "/storage-data/uploaded/?filepath=" + url[len("/data/"):])
+                    try:
+                        return self._download(proxy, base, token)
+                    except _NotFound:
+                        pass
+                raise MediaError(f"Label Studio has no file at {short_url(url)} (HTTP 404)") from None
+        if parsed.scheme in ("http", "https"):
+            try:
+                return self._download(url, host, token)
+            except _NotFound:
+                raise MediaError(f"no file at {short_url(url)} (HTTP 404)") from None
+        raise MediaError(
+            f"unsupported image URL {short_url(url)}: use an http(s) URL, a Label Studio upload, "
+            "Local Storage or s3/gs/azure-blob cloud storage"
+        )
+
+    def local_file_path(self, url: str) -> str:
+        """`/data/local-files/?d=<rel>` -> a path inside LOCAL_FILES_DOCUMENT_ROOT; escapes refused."""
+        root = os.path.realpath(self.settings.local_files_document_root)
+        values = parse_qs(urlparse(url).query, keep_blank_values=True).get("d") or [""]
+        relative = values[-1]
+        if not relative or "\x00" in relative:
+            raise MediaError("the Local Storage URL has no file path (?d=...)")
+        normalised = posixpath.normpath(relative).lstrip("/")
+        candidate = os.path.realpath(os.path.join(root, normalised))
+        if os.path.commonpath([candidate, root]) != root:
+            raise MediaError(f"refused Local Storage path {relative!r}: it escapes LOCAL_FILES_DOCUMENT_ROOT")
+        return candidate
+
+    # ----- helpers ----------------------------------------------------------------------------
+
+    def _require_ls(self, host, token, url) -> str:
+        if not host:
+            raise MediaError(
+                f"{short_url(url)} is a Label Studio file: set LABEL_STUDIO_URL to Label Studio's address "
+                "as seen from this backend (e.g. http://label-studio:8080)"
+            )
+        if not token:
+            raise MediaError(
+                f"{short_url(url)} is a Label Studio file: set LABEL_STUDIO_API_KEY to an access token "
+                "(Label Studio → Account & Settings → Access Token)"
+            )
+        return host
+
+    def _read_file(self, path: str) -> bytes:
+        size = os.path.getsize(path)
+        if size > self.settings.max_download_bytes:
+            raise MediaError(self._too_large(os.path.basename(path), size))
+        with open(path, "rb") as f:
+            return f.read(self.settings.max_download_bytes + 1)
+
+    def _too_large(self, what: str, size: int | None = None) -> str:
+        shown = f" ({size:,} bytes)" if size else ""
+        return (
+            f"{what}{shown} is larger than the download limit of {self.settings.max_download_bytes:,} bytes "
+            "(MAX_DOWNLOAD_BYTES)"
+        )
+
+    def auth_header(self, host: str, token: str) -> str:
+        """`Token <legacy>` or `Bearer <access>` (personal access tokens refreshed by LabelStudio)."""
+        if not is_jwt_well_formed(token):
+            return f"Token {token}"
+        with self._lock:
+            client = self._ls_clients.get((host, token))
+            try:
+                if client is None:
+                    from label_studio_sdk import LabelStudio
+
+                    client = LabelStudio(base_url=host, api_key=token, timeout=self.settings.download_timeout)
+                    self._ls_clients[(host, token)] = client
+                tokens = client._client_wrapper._tokens_client
+                if tokens.jwt_token_type(token) == "access":
+                    return f"Bearer {token}"
+                return client._client_wrapper.get_headers()["Authorization"]
+            except Exception as exc:  # ApiError 401 (expired/revoked), connection errors
+                self._ls_clients.pop((host, token), None)
+                detail = getattr(exc, "body", None) or exc
+                raise MediaError(
+                    f"Label Studio refused the API key ({detail}): set LABEL_STUDIO_API_KEY to a valid "
+                    "personal access token or legacy token"
+                ) from None
+
+    def _download(self, url: str, ls_host: str | None, token: str | None) -> bytes:
+        ls_netloc = urlparse(ls_host).netloc.lower() if ls_host else None
+        deadline = time.monotonic() + self.settings.download_timeout
+        current = url
+        for _ in range(MAX_REDIRECTS + 1):
+            parsed = urlparse(current)
+            is_ls = ls_netloc is not None and parsed.netloc.lower() == ls_netloc
+            check_destination(current, self.settings, trusted_netloc=ls_netloc)
+            headers = {}
+            if is_ls and token:
+                headers["Authorization"] = self.auth_header(ls_host, token)
+            try:
+                with self.client.stream("GET", current, headers=headers) as response:
+                    if response.is_redirect:
+                        location = response.headers.get("location")
+                        if not location:
+                            raise MediaError(f"{short_url(current)} redirected without a Location")
+                        current = urljoin(current, location)
+                        continue
+                    self._check_status(response, current, is_ls)
+                    return self._read_body(response, current, deadline)
+            except httpx.TimeoutException:
+                raise MediaError(
+                    f"timed out after {self.settings.download_timeout:g} s downloading {short_url(current)} "
+                    "(DOWNLOAD_TIMEOUT)"
+                ) from None
+            except httpx.HTTPError as exc:
+                hint = (
+                    ": set LABEL_STUDIO_URL to an address of Label Studio reachable from this backend"
+                    if is_ls else ""
+                )
+                raise MediaError(f"could not download {short_url(current)} ({type(exc).__name__}: {exc}){hint}") from None
+        raise MediaError(f"too many redirects (> {MAX_REDIRECTS}) downloading {short_url(url)}")
+
+    def _check_status(self, response: httpx.Response, url: str, is_ls: bool) -> None:
+        code = response.status_code
+        if code < 400:
+            return
+        if code == 404:
+            raise _NotFound(url)
+        if is_ls and code in (401, 403):
+            raise MediaError(
+                f"Label Studio refused the API key (HTTP {code}) for {short_url(url)}: set LABEL_STUDIO_API_KEY "
+                "to a valid token of a user with access to this project"
+            )
+        raise MediaError(f"HTTP {code} downloading {short_url(url)}")
+
+    def _read_body(self, response: httpx.Response, url: str, deadline: float) -> bytes:
+        limit = self.settings.max_download_bytes
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise MediaError(self._too_large(short_url(url), int(declared)))
+        chunks, total = [], 0
+        for chunk in response.iter_bytes():
+            total += len(chunk)
+            if total > limit:
+                raise MediaError(self._too_large(short_url(url)))
+            if time.monotonic() > deadline:
+                raise httpx.ReadTimeout("deadline")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class _NotFound(Exception):
+    pass
+
+
+# ----- SSRF guard ----------------------------------------------------------------------------------
+
+
+def _is_internal(ip: ipaddress._BaseAddress) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (
+        ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_reserved
+        or ip.is_multicast or ip.is_unspecified or ip in ipaddress.ip_network("100.64.0.0/10")
+    )
+
+
+def _allowed(host: str, port: int, ips, allowed: tuple[str, ...]) -> bool:
+    for entry in allowed:
+        if entry in (host, f"{host}:{port}"):
+            return True
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            continue
+        if ips and all(ip in network for ip in ips):
+            return True
+    return False
+
+
+def check_destination(url: str, settings: Settings, trusted_netloc: str | None = None) -> None:
+    """Refuse non-http(s) URLs and hosts resolving to internal addresses (unless trusted/allowed)."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https"):
+        raise MediaError(f"refused {short_url(url)}: only http and https URLs are fetched")
+    host = (parsed.hostname or "").lower()
+    if not host:
+        raise MediaError(f"refused {short_url(url)}: the URL has no host")
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:
+        raise MediaError(f"refused {short_url(url)}: invalid port") from None
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise MediaError(f"cannot resolve the host {host!r} of {short_url(url)} ({exc})") from None
+    ips = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    if _allowed(host, port, ips, settings.allowed_media_hosts):
+        return
+    internal = [ip for ip in ips if _is_internal(ip)]
+    if not internal:
+        return
+    link_local = any(
+        (ip.ipv4_mapped or ip).is_link_local if isinstance(ip, ipaddress.IPv6Address) else ip.is_link_local
+        for ip in internal
+    )
+    if trusted_netloc and parsed.netloc.lower() == trusted_netloc and not link_local:
+        return  # the configured Label Studio host may be on a private network
+    raise MediaError(
+        f"refused {short_url(url)}: {host} resolves to the internal address {internal[0]} "
+        "(loopback, link-local or private); add the host to ALLOWED_MEDIA_HOSTS if it is trusted"
+    )

@@ -1,0 +1,174 @@
+"""Typed settings of the ML backend, read from the environment.
+
+Every variable is documented in the README (section "Label Studio ML backend"). A bad value raises
+`SettingsError` naming the variable, so the server refuses to start with a message a user can act on.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import urlparse
+
+from .detection import DEFAULT_MODEL
+
+MB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A configuration value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    dtype: str = "fp32"
+    box_threshold: float = 0.35
+    nms_iou: float | None = None
+    batch_size: int = 4
+    label_studio_url: str | None = None
+    label_studio_api_key: str | None = None
+    local_files_document_root: str | None = None
+    allowed_media_hosts: tuple[str, ...] = ()
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = None
+    log_level: str = "INFO"
+    max_download_bytes: int = 50 * MB
+    max_image_pixels: int = 100_000_000
+    download_timeout: float = 30.0
+    max_pending_predicts: int = 16
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.basic_auth_user)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        get = _Reader(env)
+        settings = cls(
+            model=get.str("GROUNDING_DINO_MODEL") or DEFAULT_MODEL,
+            device=get.choice_prefix("DEVICE", "auto", ("auto", "cpu", "cuda", "mps")),
+            dtype=get.choice("DTYPE", "fp32", ("fp32", "bf16", "fp16")),
+            box_threshold=get.float("BOX_THRESHOLD", 0.35, lo=0.0, hi=1.0),
+            nms_iou=get.float("NMS_IOU", None, lo=0.0, hi=1.0),
+            batch_size=get.int("BATCH_SIZE", 4, lo=1, hi=1024),
+            label_studio_url=get.url("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST"),
+            label_studio_api_key=get.str("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"),
+            local_files_document_root=get.directory("LOCAL_FILES_DOCUMENT_ROOT"),
+            allowed_media_hosts=get.list("ALLOWED_MEDIA_HOSTS"),
+            basic_auth_user=get.str("BASIC_AUTH_USER"),
+            basic_auth_pass=get.str("BASIC_AUTH_PASS"),
+            log_level=get.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), upper=True),
+            max_download_bytes=get.int("MAX_DOWNLOAD_BYTES", 50 * MB, lo=1),
+            max_image_pixels=get.int("MAX_IMAGE_PIXELS", 100_000_000, lo=1),
+            download_timeout=get.float("DOWNLOAD_TIMEOUT", 30.0, lo=0.1, hi=3600.0),
+            max_pending_predicts=get.int("MAX_PENDING_PREDICTS", 16, lo=1),
+        )
+        if bool(settings.basic_auth_user) != bool(settings.basic_auth_pass):
+            raise SettingsError(
+                "BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together (both for HTTP Basic auth, or neither)"
+            )
+        return settings
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+
+    def raw(self, *names: str) -> tuple[str, str | None]:
+        for name in names:
+            value = self.env.get(name)
+            if value is not None and value.strip() != "":
+                return name, value.strip()
+        return names[0], None
+
+    def str(self, *names: str) -> str | None:
+        return self.raw(*names)[1]
+
+    def int(self, name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+        _, value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value.replace("_", ""))
+        except ValueError:
+            raise SettingsError(f"{name}={value!r} is not a whole number") from None
+        _check_range(name, number, lo, hi)
+        return number
+
+    def float(self, name: str, default: float | None, lo: float | None = None, hi: float | None = None):
+        _, value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(f"{name}={value!r} is not a number") from None
+        if number != number:  # NaN
+            raise SettingsError(f"{name}={value!r} is not a number")
+        _check_range(name, number, lo, hi)
+        return number
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...], upper: bool = False) -> str:
+        _, value = self.raw(name)
+        if value is None:
+            return default
+        value = value.upper() if upper else value.lower()
+        if value not in choices:
+            raise SettingsError(f"{name}={value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def choice_prefix(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        _, value = self.raw(name)
+        if value is None:
+            return default
+        value = value.lower()
+        base = value.split(":", 1)[0]
+        index_ok = ":" not in value or (base == "cuda" and value.split(":", 1)[1].isdigit())
+        if base not in choices or not index_ok:
+            raise SettingsError(f"{name}={value!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        return value
+
+    def url(self, *names: str) -> str | None:
+        name, value = self.raw(*names)
+        if value is None:
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise SettingsError(
+                f"{name}={value!r} must be a full URL with http:// or https:// (e.g. http://label-studio:8080)"
+            )
+        return value.rstrip("/")
+
+    def directory(self, name: str) -> str | None:
+        _, value = self.raw(name)
+        if value is None:
+            return None
+        path = os.path.abspath(os.path.expanduser(value))
+        if path == os.path.abspath(os.sep):
+            raise SettingsError(f"{name}=/ would expose every file on this machine: point it at the media directory")
+        if not os.path.isdir(path):
+            raise SettingsError(f"{name}={value!r} is not an existing directory")
+        return path
+
+    def list(self, name: str) -> tuple[str, ...]:
+        _, value = self.raw(name)
+        if value is None:
+            return ()
+        return tuple(item.strip().lower() for item in value.split(",") if item.strip())
+
+
+def _check_range(name, number, lo, hi) -> None:
+    if lo is not None and number < lo:
+        raise SettingsError(f"{name}={number} is below the minimum {lo}")
+    if hi is not None and number > hi:
+        raise SettingsError(f"{name}={number} is above the maximum {hi}")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("backend").setLevel(getattr(logging, level.upper(), logging.INFO))
