@@ -31,7 +31,8 @@ class TextFeatureCache(nn.Module):
             return base.text_backbone
         cache = cls(base.text_backbone)
         base.text_backbone = cache
-        cache._owner = base
+        # Not a submodule (nn.Module.__setattr__ would register it): a cycle breaks .to() and state_dict().
+        object.__setattr__(cache, "_owner", base)
         return cache
 
     def uninstall(self) -> None:
