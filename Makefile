@@ -36,3 +36,31 @@ test: install-test
 
 clean:
 	rm -rf $(VENV)
+
+# --- Real Label Studio and a browser for the end-to-end tests (tests/e2e) ---------------------------
+# Label Studio gets its own venv: its pins (Django, label-studio-sdk, ...) are not ours. ~1 GB.
+LABEL_STUDIO_VERSION ?= 1.23.2
+LS_VENV ?= .venv-labelstudio
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: install-labelstudio install-chromium install-e2e
+
+$(LS_VENV)/.installed:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q --upgrade pip
+	$(LS_VENV)/bin/pip install -q "label-studio==$(LABEL_STUDIO_VERSION)"
+	touch $@
+
+install-labelstudio: $(LS_VENV)/.installed
+
+# Debian's chromium (Playwright's own browser download does not work here). Needs root (CI) or sudo.
+install-chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
+	  || echo "WARNING: could not install chromium; the browser test (tests/e2e) will fail"; \
+	fi
+
+install-e2e: install-labelstudio install-chromium
+
+test: install-e2e
