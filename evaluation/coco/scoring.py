@@ -1,0 +1,126 @@
+"""pycocotools scoring (COCOeval bbox, default parameters), per-class AP and the printed summary."""
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pandas as pd
+
+METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+
+# COCO val2017 bbox AP (%) published for the released checkpoints (../shared/docs/coco-protocol.md).
+PUBLISHED = {
+    "grounding-dino-tiny": {"paper": 48.4, "official": 48.5, "zero_shot": True},
+    "grounding-dino-base": {"paper": 56.7, "official": 56.9, "zero_shot": False},
+}
+VAL2017_IMAGES = 5000
+
+
+def coco_gt(data: dict):
+    """A pycocotools COCO object from an already loaded (and validated) annotation dict."""
+    from pycocotools.coco import COCO
+
+    gt = COCO()
+    gt.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
+def score(gt, detections: list[dict], image_ids) -> tuple[dict, object, str]:
+    """COCOeval over `image_ids`: (metrics as fractions, the evaluated COCOeval, summarize() text)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        if detections:
+            dt = gt.loadRes(detections)
+        else:  # loadRes refuses an empty list: an empty result set scores 0
+            dt = COCO()
+            dt.dataset = {"images": gt.dataset["images"], "categories": gt.dataset["categories"], "annotations": []}
+            dt.createIndex()
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.imgIds = sorted(int(i) for i in image_ids)
+        ev.evaluate()
+        ev.accumulate()
+        out.truncate(0)
+        out.seek(0)
+        ev.summarize()
+    metrics = {name: float(v) for name, v in zip(METRICS, ev.stats)}
+    return metrics, ev, out.getvalue()
+
+
+def per_class_table(ev, categories: list[dict]) -> pd.DataFrame:
+    """Per category (annotation-file order): AP, AP50, AP75 (area all, 100 detections) and GT count.
+
+    From COCOeval's accumulated precision array [T iou, R recall, K class, A area, M maxDets]; -1
+    entries (no ground truth) are left out of the means; a class without ground truth gets NaN.
+    """
+    precision = ev.eval["precision"]
+    k_of = {cid: k for k, cid in enumerate(ev.params.catIds)}
+    img_ids = set(ev.params.imgIds)
+    num_gt = {}
+    for a in ev.cocoGt.dataset["annotations"]:
+        if a["image_id"] in img_ids and not a.get("iscrowd", 0):
+            num_gt[a["category_id"]] = num_gt.get(a["category_id"], 0) + 1
+
+    def mean(p):
+        p = p[p > -1]
+        return float(np.mean(p)) if p.size else float("nan")
+
+    rows = []
+    for c in categories:
+        k = k_of[c["id"]]
+        p = precision[:, :, k, 0, -1]  # area "all", maxDets 100
+        rows.append({"category_id": int(c["id"]), "name": c["name"], "AP": mean(p), "AP50": mean(p[0]),
+                     "AP75": mean(p[5]), "num_gt": int(num_gt.get(c["id"], 0))})
+    return pd.DataFrame(rows, columns=["category_id", "name", "AP", "AP50", "AP75", "num_gt"])
+
+
+def published_for(model: str, num_images: int, ann_name: str) -> dict | None:
+    """The published figure for a known checkpoint, when the full val2017 set was run."""
+    if num_images != VAL2017_IMAGES or "val2017" not in ann_name:
+        return None
+    low = model.lower().replace("_", "-")
+    key = next((k for k in PUBLISHED if k in low), None)
+    return {"checkpoint": key, **PUBLISHED[key]} if key else None
+
+
+def summary_text(metrics: dict, config: dict, cocoeval_text: str = "") -> str:
+    ap = 100 * metrics["AP"]
+    lines = [
+        f"model {config.get('model')} (revision {config.get('revision')}) on {config.get('num_images')} images "
+        f"of {config.get('ann')}",
+        f"device {config.get('device')}, dtype {config.get('dtype')}, batch size {config.get('batch_size')}, "
+        f"num_select {config.get('num_select')}, {config.get('num_chunks', 1)} prompt chunk(s)",
+    ]
+    reasons = non_parity_reasons(config)
+    if reasons:
+        lines.append("NON-PARITY run (" + "; ".join(reasons) + "): not comparable with the published figures")
+    if cocoeval_text:
+        lines.append(cocoeval_text.rstrip())
+    lines.append(f"AP {ap:.1f}  AP50 {100 * metrics['AP50']:.1f}  AP75 {100 * metrics['AP75']:.1f}")
+    pub = config.get("published")
+    if pub:
+        lines.append(
+            f"published ({pub['checkpoint']}): {pub['paper']} (paper) / {pub['official']} (official script); "
+            f"ours {ap:.1f}: difference {ap - pub['paper']:+.1f} / {ap - pub['official']:+.1f}"
+        )
+        if not pub["zero_shot"]:
+            lines.append("note: COCO was in this checkpoint's training data, so this is not a zero-shot figure")
+    return "\n".join(lines)
+
+
+def non_parity_reasons(config: dict) -> list[str]:
+    reasons = []
+    if config.get("batch_size", 1) != 1:
+        reasons.append(f"batch size {config['batch_size']} (parity: 1; padding changes the features)")
+    if config.get("dtype", "fp32") != "fp32":
+        reasons.append(f"dtype {config['dtype']} (parity: fp32)")
+    if config.get("num_select", 300) != 300:
+        reasons.append(f"num_select {config['num_select']} (parity: 300)")
+    if config.get("chunk_size") is not None:
+        reasons.append(f"chunk size {config['chunk_size']} (parity: one caption)")
+    return reasons

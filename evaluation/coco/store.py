@@ -1,0 +1,137 @@
+"""Durable, resumable per-image results in RUN_DIR/partial/*.jsonl, guarded by a run fingerprint.
+
+One JSON line per processed image: {"image_id": ..., "detections": [COCO result dicts]}. Each rank
+appends to its own file and flushes + fsyncs after every batch, so a run killed at any moment loses at
+most the batch in flight; a torn last line (killed mid-write) is detected, cut off and redone.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .dataset import InputError
+
+FINGERPRINT = "fingerprint.json"
+PARTIAL = "partial"
+
+
+def check_fingerprint(run_dir: Path, fingerprint: dict, resume: bool) -> str:
+    """Create or compare RUN_DIR/fingerprint.json. Returns 'new', 'resumed' or 'restarted'.
+
+    Raises InputError when RUN_DIR holds results of a run with different settings (never mixed).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / FINGERPRINT
+    partial = run_dir / PARTIAL
+    state = "new"
+    if path.is_file() and resume:
+        try:
+            old = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = None
+        if old != fingerprint:
+            diff = _describe_diff(old, fingerprint)
+            raise InputError(
+                f"{run_dir} holds a run with different settings ({diff}); refusing to mix results: "
+                "use another --out, or --no-resume to discard the old results"
+            )
+        state = "resumed"
+    elif resume and any(partial.glob("*.jsonl")):
+        raise InputError(
+            f"{run_dir}/{PARTIAL} holds results but no {FINGERPRINT}, so their settings are unknown; "
+            "use another --out, or --no-resume to discard them"
+        )
+    elif path.is_file() or partial.exists():
+        state = "restarted"
+    if not resume or state != "resumed":
+        shutil.rmtree(partial, ignore_errors=True)
+        for name in ("detections.json", "metrics.json", "per_class.csv"):
+            (run_dir / name).unlink(missing_ok=True)
+    partial.mkdir(exist_ok=True)
+    _atomic_write(path, json.dumps(fingerprint, indent=2, sort_keys=True))
+    return state
+
+
+def _describe_diff(old, new: dict) -> str:
+    if not isinstance(old, dict):
+        return "its fingerprint.json is unreadable"
+    keys = sorted(set(old) | set(new))
+    parts = [f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
+    return "; ".join(parts)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_lines(path: Path) -> tuple[list[dict], int]:
+    """Complete, valid records of one partial file and the byte length of that valid prefix."""
+    data = path.read_bytes()
+    records, good = [], 0
+    pos = 0
+    while pos < len(data):
+        end = data.find(b"\n", pos)
+        if end < 0:  # torn last line: written partially when the process was killed
+            break
+        try:
+            record = json.loads(data[pos:end])
+            int(record["image_id"])
+            if not isinstance(record["detections"], list):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            break  # everything from a damaged line on is redone
+        records.append(record)
+        pos = good = end + 1
+    return records, good
+
+
+class PartialStore:
+    """The partial results of one run directory, seen from one rank."""
+
+    def __init__(self, run_dir: Path, rank: int = 0, world_size: int = 1):
+        self.dir = Path(run_dir) / PARTIAL
+        self.path = self.dir / (f"rank{rank:03d}-of-{world_size:03d}.jsonl" if world_size > 1 else "results.jsonl")
+        self._file = None
+
+    def files(self) -> list[Path]:
+        return sorted(self.dir.glob("*.jsonl"))
+
+    def load(self) -> dict[int, list]:
+        """All complete records of all ranks (of this and earlier runs): image id -> detections."""
+        out: dict[int, list] = {}
+        for path in self.files():
+            records, _ = read_lines(path)
+            for r in records:
+                out.setdefault(int(r["image_id"]), r["detections"])
+        return out
+
+    def open(self) -> None:
+        """Open this rank's file for appending, first cutting off a torn or damaged tail."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            _, good = read_lines(self.path)
+            if good != self.path.stat().st_size:
+                with open(self.path, "r+b") as f:
+                    f.truncate(good)
+                    f.flush()
+                    os.fsync(f.fileno())
+        self._file = open(self.path, "ab")
+
+    def append(self, records: list[dict]) -> None:
+        """Durably append one batch: written, flushed and fsynced before the next batch starts."""
+        payload = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
+        self._file.write(payload)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
