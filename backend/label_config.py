@@ -190,14 +190,15 @@ def _threshold(name: str, value) -> float | None:
     return number
 
 
-def _label_classes(control, raw_values: list[str]) -> tuple[LabelClass, ...]:
+def _label_classes(control, raw_values: list) -> tuple[LabelClass, ...]:
     if not raw_values:
         raise LabelConfigError(f'<RectangleLabels name="{control.name}"> has no <Label value="..."/>: add at least one label')
     seen, dups = set(), []
-    for value in raw_values:
-        if value in seen:
-            dups.append(value)
-        seen.add(value)
+    for value, alias in raw_values:
+        for name in {value, alias or value}:
+            if name in seen:
+                dups.append(name)
+            seen.add(name)
     if dups:
         raise LabelConfigError(
             f'<RectangleLabels name="{control.name}"> defines the label(s) {", ".join(sorted(set(dups)))} more than once'
@@ -221,8 +222,8 @@ def _label_classes(control, raw_values: list[str]) -> tuple[LabelClass, ...]:
     return tuple(classes)
 
 
-def _raw_label_values(config: str) -> dict[str, list[str]]:
-    """Label values per RectangleLabels name, duplicates kept (LabelInterface folds them)."""
+def _raw_label_values(config: str) -> dict[str, list[tuple[str, str | None]]]:
+    """(value, alias) of the Labels per RectangleLabels name, duplicates kept (LabelInterface folds them)."""
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
     try:
         root = etree.fromstring(config.encode(), parser)
@@ -232,7 +233,7 @@ def _raw_label_values(config: str) -> dict[str, list[str]]:
     for element in root.iter("RectangleLabels"):
         name = element.get("name") or ""
         out.setdefault(name, []).extend(
-            child.get("value", "") for child in element.iter("Label")
+            (child.get("value", ""), child.get("alias")) for child in element.iter("Label")
         )
     return out
 
