@@ -19,7 +19,39 @@ DEFAULT_THRESHOLDS = np.round(np.arange(0.0, 1.0 + 1e-9, 0.01), 2)
 
 
 def _boxes(frame: pd.DataFrame) -> np.ndarray:
+    if not len(frame):
+        return np.zeros((0, 4))
     return np.asarray(frame["bbox"].tolist(), dtype=np.float64).reshape(-1, 4)
+
+
+def _groups(image_ids: np.ndarray, cat_ids: np.ndarray):
+    """Start/end of each run of equal (image, category) in already sorted arrays."""
+    if not len(image_ids):
+        return np.zeros(0, int), np.zeros(0, int)
+    change = np.flatnonzero((np.diff(image_ids) != 0) | (np.diff(cat_ids) != 0)) + 1
+    return np.concatenate([[0], change]), np.concatenate([change, [len(image_ids)]])
+
+
+def _greedy(ious: np.ndarray, crowd: np.ndarray, thr: float):
+    """pycocotools evaluateImg's matching loop for one IoU threshold (GT sorted non-crowd first)."""
+    n, g = ious.shape
+    tp, ignored, best_iou = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n)
+    taken = np.zeros(g, dtype=bool)
+    for i in range(n):
+        best, m = thr, -1
+        for j in range(g):
+            if taken[j] and not crowd[j]:
+                continue
+            if m > -1 and not crowd[m] and crowd[j]:
+                break
+            if ious[i, j] < best:
+                continue
+            best, m = ious[i, j], j
+        if m == -1:
+            continue
+        taken[m] = True
+        best_iou[i], ignored[i], tp[i] = ious[i, m], crowd[m], not crowd[m]
+    return tp, ignored, best_iou
 
 
 def match_detections(gt: pd.DataFrame, dets: pd.DataFrame, iou_threshold: float = 0.5,
@@ -30,47 +62,30 @@ def match_detections(gt: pd.DataFrame, dets: pd.DataFrame, iou_threshold: float 
     category_id, bbox, score. Detections of images or classes absent from ``gt``'s evaluated set must
     be filtered by the caller (see :func:`evaluation.analysis.matched_detections`).
     """
-    gt_groups = {key: grp for key, grp in gt.groupby(["image_id", "category_id"], sort=False)}
-    rows = []
     thr = min(iou_threshold, 1 - 1e-10)
-    for key, d in dets.groupby(["image_id", "category_id"], sort=False):
-        order = np.argsort(-d["score"].to_numpy(), kind="mergesort")[:max_dets]
-        d = d.iloc[order]
-        n = len(d)
-        tp = np.zeros(n, dtype=bool)
-        ignored = np.zeros(n, dtype=bool)
-        best_iou = np.zeros(n)
-        g = gt_groups.get(key)
-        if g is not None and len(g):
-            crowd = g["iscrowd"].fillna(0).to_numpy().astype(bool)
-            gorder = np.argsort(crowd, kind="mergesort")  # non-crowd first, as pycocotools
-            crowd = crowd[gorder]
-            gboxes = _boxes(g)[gorder]
-            ious = np.asarray(mask_utils.iou(_boxes(d), gboxes, crowd.astype(np.uint8).tolist()))
-            taken = np.zeros(len(gboxes), dtype=bool)
-            for i in range(n):
-                best, m = thr, -1
-                for j in range(len(gboxes)):
-                    if taken[j] and not crowd[j]:
-                        continue
-                    if m > -1 and not crowd[m] and crowd[j]:
-                        break
-                    if ious[i, j] < best:
-                        continue
-                    best, m = ious[i, j], j
-                if m == -1:
-                    continue
-                taken[m] = True
-                best_iou[i] = ious[i, m]
-                ignored[i] = crowd[m]
-                tp[i] = not crowd[m]
-        out = d[["image_id", "category_id", "score"]].copy()
-        out["tp"], out["ignored"], out["iou"] = tp, ignored, best_iou
-        rows.append(out)
-    if not rows:
-        return pd.DataFrame({"image_id": [], "category_id": [], "score": [], "tp": [], "ignored": [],
-                             "iou": []}).astype({"tp": bool, "ignored": bool})
-    return pd.concat(rows, ignore_index=True)
+    d_img, d_cat = dets["image_id"].to_numpy(np.int64), dets["category_id"].to_numpy(np.int64)
+    d_score = dets["score"].to_numpy(np.float64)
+    order = np.lexsort((-d_score, d_cat, d_img))  # stable: score ties keep input order, as mergesort
+    d_img, d_cat, d_score, d_box = d_img[order], d_cat[order], d_score[order], _boxes(dets)[order]
+    g_img, g_cat = gt["image_id"].to_numpy(np.int64), gt["category_id"].to_numpy(np.int64)
+    g_crowd = gt["iscrowd"].fillna(0).to_numpy().astype(bool) if len(gt) else np.zeros(0, bool)
+    gorder = np.lexsort((g_crowd, g_cat, g_img))  # non-crowd first within a group, as pycocotools
+    g_img, g_cat, g_crowd, g_box = g_img[gorder], g_cat[gorder], g_crowd[gorder], _boxes(gt)[gorder]
+    g_index = {(int(g_img[s]), int(g_cat[s])): (s, e) for s, e in zip(*_groups(g_img, g_cat))}
+
+    keep = np.zeros(len(d_img), dtype=bool)
+    tp, ignored, best_iou = np.zeros(len(d_img), bool), np.zeros(len(d_img), bool), np.zeros(len(d_img))
+    for s, e in zip(*_groups(d_img, d_cat)):
+        e = min(e, s + max_dets)
+        keep[s:e] = True
+        gs = g_index.get((int(d_img[s]), int(d_cat[s])))
+        if gs is None:
+            continue
+        crowd = g_crowd[gs[0]:gs[1]]
+        ious = np.asarray(mask_utils.iou(d_box[s:e], g_box[gs[0]:gs[1]], crowd.astype(np.uint8).tolist()))
+        tp[s:e], ignored[s:e], best_iou[s:e] = _greedy(ious.reshape(e - s, -1), crowd, thr)
+    return pd.DataFrame({"image_id": d_img[keep], "category_id": d_cat[keep], "score": d_score[keep],
+                         "tp": tp[keep], "ignored": ignored[keep], "iou": best_iou[keep]})
 
 
 def _sweep_one(scores: np.ndarray, tp: np.ndarray, n_gt: int, thresholds: np.ndarray) -> dict:

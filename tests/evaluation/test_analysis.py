@@ -285,3 +285,25 @@ def test_synthetic_run_recommendation(tmp_path):
     assert best["f1"] == pytest.approx(max(f1)) and s["f1"].to_numpy() == pytest.approx(np.array(f1))
     assert 0.2 < best["threshold"] < 0.8 and low["precision"] >= 0.8 and low["threshold"] <= 0.9
     assert (s.loc[s["threshold"] < low["threshold"], "precision"] < 0.8).all()
+
+
+def test_matching_keeps_top_100_per_image_and_class_and_handles_empty():
+    gt = pd.DataFrame([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "iscrowd": 0}])
+    # 101 far-away detections above the one on the GT box: pycocotools keeps the top 100 only
+    dets = pd.DataFrame([det(1, 1, [100, 100, 5, 5], 0.9)] * 100 + [det(1, 1, [0, 0, 10, 10], 0.1)])
+    m = A.match_detections(gt, dets)
+    assert len(m) == 100 and not m["tp"].any()
+    assert A.match_detections(gt, dets, max_dets=101)["tp"].sum() == 1
+    empty = A.match_detections(gt, dets.iloc[:0])
+    assert len(empty) == 0
+    s = A.threshold_sweep(empty, 1, [0.0, 0.5])
+    assert s["recall"].tolist() == [0.0, 0.0] and s["precision"].isna().all()
+    assert A.recommend_threshold(s)["max_f1"] is None
+
+
+def test_run_without_detections(tmp_path):
+    d = write_run(tmp_path / "r", HAND_GT, HAND_DETS[:1])
+    (d / "detections.json").write_text("[]")
+    run = A.load_run(d)
+    assert A.summary_table(run).loc["AP", "recomputed"] == 0
+    assert A.sweep(run)["tp"].sum() == 0
