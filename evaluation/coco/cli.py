@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _evaluate(args, argv)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the cause
         return 2
 
 
@@ -87,6 +87,9 @@ def _evaluate(args, argv) -> int:
 
     from pathlib import Path
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # ours is the progress bar; keeps errors to their one line
     try:
         dist = Dist.from_env(args.device)
     except Exception as exc:  # bad rendezvous settings: say so in one line

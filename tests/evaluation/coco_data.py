@@ -1,0 +1,64 @@
+"""Small COCO-format datasets drawn with PIL, and helpers to run the evaluation command line."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parents[2]
+# Non-contiguous ids, a capitalised name, multi-word and multi-piece names: label index -> id must hold.
+CATEGORIES = [
+    {"id": 3, "name": "cat"},
+    {"id": 7, "name": "Dog"},
+    {"id": 10, "name": "traffic light"},
+    {"id": 90, "name": "hair drier"},
+]
+
+
+def make_dataset(root: Path, num_images: int = 4) -> tuple[Path, Path]:
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i in range(num_images):
+        width, height = 200 + 37 * i, 150 + 23 * (i % 3)
+        image = Image.new("RGB", (width, height), (40 * i % 255, 120, 200))
+        draw = ImageDraw.Draw(image)
+        box = [10 + 5 * i, 12, 90 + 5 * i, 80]
+        draw.rectangle(box, fill=(250, 220, 30))
+        draw.ellipse([110, 40, 180, 120], fill=(20, 20, 20))
+        name = f"img_{i:03d}.png"
+        image.save(images_dir / name)
+        image_id = 1000 + 7 * i
+        images.append({"id": image_id, "file_name": name, "width": width, "height": height})
+        for k, (b, cat) in enumerate([(box, CATEGORIES[i % 4]), ([110, 40, 180, 120], CATEGORIES[(i + 1) % 4])]):
+            x, y, w, h = b[0], b[1], b[2] - b[0], b[3] - b[1]
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat["id"],
+                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+    ann = root / "annotations.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
+    return ann, images_dir
+
+
+def cli_args(ann: Path, images: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    return ["--ann", str(ann), "--images", str(images), "--model", str(model), "--out", str(out),
+            "--device", "cpu", *extra]
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    e["OMP_NUM_THREADS"] = "1"  # two processes share the test machine's cores
+    return e
+
+
+def run_cli(args: list[str], timeout: float = 300, module: str = "evaluation.coco") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def load_json(path: Path):
+    return json.loads(Path(path).read_text())
