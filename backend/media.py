@@ -105,10 +105,7 @@ class MediaFetcher:
                         pass
                 raise MediaError(f"Label Studio has no file at {short_url(url)} (HTTP 404)") from None
         if parsed.scheme in ("http", "https"):
-            try:
-                return self._download(url, host, token)
-            except _NotFound:
-                raise MediaError(f"no file at {short_url(url)} (HTTP 404)") from None
+            return self._download(url, host, token)
         raise MediaError(
             f"unsupported image URL {short_url(url)}: use an http(s) URL, a Label Studio upload, "
             "Local Storage or s3/gs/azure-blob cloud storage"
@@ -219,7 +216,7 @@ class MediaFetcher:
         if code < 400:
             return
         if code == 404:
-            raise _NotFound(url)
+            raise _NotFound(f"no file at {short_url(url)} (HTTP 404)")
         if is_ls and code in (401, 403):
             raise MediaError(
                 f"Label Studio refused the API key (HTTP {code}) for {short_url(url)}: set LABEL_STUDIO_API_KEY "
@@ -243,8 +240,8 @@ class MediaFetcher:
         return b"".join(chunks)
 
 
-class _NotFound(Exception):
-    pass
+class _NotFound(MediaError):
+    """HTTP 404 (Label Studio uploads then try the storage proxy)."""
 
 
 # ----- SSRF guard ----------------------------------------------------------------------------------
