@@ -313,6 +313,17 @@ def sweep(run: Run, iou_threshold: float = 0.5, thresholds=DEFAULT_THRESHOLDS,
     return s
 
 
+def recommendation_table(rec: dict) -> pd.DataFrame:
+    """The two recommended thresholds of :func:`recommend_threshold` as rows (NaN where none)."""
+    cols = ["threshold", "precision", "recall", "f1", "tp", "fp", "detections"]
+    rows = []
+    for key, label in (("max_f1", "max F1"),
+                       ("min_for_precision", f"lowest with precision ≥ {rec['target_precision']:g}")):
+        r = rec[key] or {}
+        rows.append({"rule": label, **{c: r.get(c, np.nan) for c in cols}})
+    return pd.DataFrame(rows)
+
+
 def per_class_thresholds(run: Run, precision: float = 0.8, iou_threshold: float = 0.5) -> pd.DataFrame:
     """Per class: the max-F1 threshold and the lowest threshold reaching ``precision``."""
     s = sweep(run, iou_threshold, by_class=True)
@@ -341,9 +352,18 @@ def compare_metrics(a: Run, b: Run) -> pd.DataFrame:
     return out
 
 
+CONFIG_NOISE = {"timings", "image_ids", "run_state", "resumed_images", "command", "finished_at", "versions",
+                "published"}
+
+
 def compare_config(a: Run, b: Run) -> pd.DataFrame:
-    keys = sorted(set(a.config) | set(b.config))
-    rows = [{"key": k, "A": str(a.config.get(k)), "B": str(b.config.get(k))} for k in keys
+    """Settings that differ between two runs (timings, dates and image lists left out)."""
+    def short(v):
+        v = str(v)
+        return v if len(v) <= 80 else v[:77] + "..."
+
+    keys = sorted((set(a.config) | set(b.config)) - CONFIG_NOISE)
+    rows = [{"key": k, "A": short(a.config.get(k)), "B": short(b.config.get(k))} for k in keys
             if a.config.get(k) != b.config.get(k)]
     return pd.DataFrame(rows, columns=["key", "A", "B"])
 

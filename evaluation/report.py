@@ -57,14 +57,6 @@ def _pct_cols(df: pd.DataFrame, cols) -> pd.DataFrame:
     return df
 
 
-def _rec_table(rec: dict) -> pd.DataFrame:
-    rows = []
-    for key, label in (("max_f1", "max F1"), ("min_for_precision", f"lowest with precision ≥ {rec['target_precision']:g}")):
-        r = rec[key]
-        rows.append({"rule": label, **(r or {"threshold": float("nan")})})
-    return pd.DataFrame(rows)
-
-
 def write_report(run_dir, out=None, compare=None, precision: float = 0.8, iou: float = 0.5,
                  classes=None, ann=None) -> Path:
     """Write report.md, figures and CSVs for RUN_DIR (and a comparison with ``compare``)."""
@@ -77,6 +69,9 @@ def write_report(run_dir, out=None, compare=None, precision: float = 0.8, iou: f
           f"- model: `{run.model}`, dtype `{cfg.get('dtype', '?')}`, batch size `{cfg.get('batch_size', '?')}`",
           f"- ground truth: `{run.ann_path}`, {len(run.image_ids)} images, "
           f"{sum(A.num_gt(run).values())} non-crowd GT boxes, {len(run.detections)} detections", "")
+    if cfg.get("non_parity"):
+        r.add("**Not a parity run** (published figures use batch size 1, fp32): "
+              + "; ".join(map(str, cfg["non_parity"])), "")
 
     r.add("## Summary (%)", "", md_table(A.summary_table(run), index=True, digits=1), "",
           "`value` is metrics.json, `recomputed` is COCOeval on detections.json here.", "",
@@ -109,7 +104,7 @@ def write_report(run_dir, out=None, compare=None, precision: float = 0.8, iou: f
           f"Precision, recall and F1 of the detections with score ≥ threshold, IoU ≥ {iou:g}, greedy "
           "one-to-one matching per class as pycocotools matches (crowd GT ignored).", "")
     r.figure(A.plot_threshold_sweep(sw, rec), "threshold_sweep.png", "threshold sweep")
-    r.add(md_table(_rec_table(rec)), "")
+    r.add(md_table(A.recommendation_table(rec)), "")
     if rec["max_f1"] is None:
         r.add("No threshold matches any ground truth: the detector finds nothing at this IoU.", "")
     if rec["min_for_precision"] is None:

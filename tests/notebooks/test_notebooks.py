@@ -102,3 +102,48 @@ def test_a_failing_notebook_fails(tmp_path):
 
     with pytest.raises(CellExecutionError, match="NotARunDir"):
         execute(REPO / "notebooks" / "coco_zero_shot.ipynb", {"RUN_DIR": str(tmp_path)}, tmp_path)
+
+
+def _small_coco(root: Path) -> tuple[Path, Path]:
+    """Three random images with boxes of three classes, as a COCO annotation file + image folder."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    images, anns = [], []
+    for i, (w, h) in enumerate([(96, 64), (64, 80), (80, 80)], start=1):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "images" / f"{i}.jpg")
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": w, "height": h})
+        for _ in range(3):
+            bw, bh = rng.uniform(8, 40, 2)
+            box = [float(rng.uniform(0, w - bw)), float(rng.uniform(0, h - bh)), float(bw), float(bh)]
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(rng.integers(1, 4)),
+                         "bbox": box, "area": float(bw * bh), "iscrowd": 0})
+    cats = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 3, "name": "traffic light"}]
+    ann = root / "ann.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return ann, root / "images"
+
+
+@pytest.mark.slow
+def test_coco_notebook_and_report_on_real_runs(tmp_path, tiny_model_dir):
+    """`python -m evaluation.coco` with the small random model (batch 1 and batch 2), then the notebook
+    and `python -m evaluation.report --compare` on those run directories."""
+    ann, images = _small_coco(tmp_path / "data")
+    runs = []
+    for bs in (1, 2):
+        out = tmp_path / f"tiny-bs{bs}"
+        proc = subprocess.run([sys.executable, "-m", "evaluation.coco", "--ann", str(ann), "--images", str(images),
+                               "--model", str(tiny_model_dir), "--device", "cpu", "--batch-size", str(bs),
+                               "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(out)
+    nb = execute(REPO / "notebooks" / "coco_zero_shot.ipynb",
+                 {"RUN_DIR": str(runs[0]), "COMPARE_DIR": str(runs[1])}, tmp_path)
+    assert n_images(nb) == 7 and "batch_size" in outputs_text(nb)
+    proc = subprocess.run([sys.executable, "-m", "evaluation.report", str(runs[0]), "--compare", str(runs[1])],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (runs[0] / "report" / "report.md").read_text()
+    assert "| batch_size | 1 | 2 |" in md and "900 detections" in md  # 3 images x top-300
