@@ -193,6 +193,8 @@ def _threshold(name: str, value) -> float | None:
 def _label_classes(control, raw_values: list) -> tuple[LabelClass, ...]:
     if not raw_values:
         raise LabelConfigError(f'<RectangleLabels name="{control.name}"> has no <Label value="..."/>: add at least one label')
+    if any(not value.strip() for value, _ in raw_values):
+        raise LabelConfigError(f'<RectangleLabels name="{control.name}"> has a <Label> without a value: give each label value="..."')
     seen, dups = set(), []
     for value, alias in raw_values:
         for name in {value, alias or value}:

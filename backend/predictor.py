@@ -97,13 +97,15 @@ class Predictor:
         mapping = parse_label_config(label_config)
         version = self._version(mapping)
         jobs = [_Job(i, t) for i, t in enumerate(tasks)]
+        typed = prompt_texts(mapping, context)
         try:
-            label_sets = resolve_text_prompt(mapping, prompt_texts(mapping, context))
+            label_sets = resolve_text_prompt(mapping, typed)
         except TextPromptError as exc:
             for job in jobs:
                 job.error = str(exc)
+            log.warning("no predictions for tasks %s: %s", [j.task_id for j in jobs], exc)
             return [self._item(job, version) for job in jobs]
-        prompts = self._prompts(label_sets, from_text=bool(prompt_texts(mapping, context)), jobs=jobs)
+        prompts = self._prompts(label_sets, from_text=bool(typed), jobs=jobs)
         if prompts is None:
             return [self._item(job, version) for job in jobs]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import secrets
 from contextlib import asynccontextmanager
@@ -204,8 +205,6 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
             body = await request.body()
             action = None
             if body:
-                import json
-
                 payload = json.loads(body)
                 action = payload.get("action") if isinstance(payload, dict) else None
         except Exception:

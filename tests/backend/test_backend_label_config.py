@@ -74,6 +74,7 @@ def test_rectangle_control_gives_unlabeled_boxes():
         (config('<RectangleLabels name="l" toName="image"><Label value="A"/></RectangleLabels>', images=""), "no <Image"),
         (config('<Choices name="c" toName="image"><Choice value="x"/></Choices>'), "no <RectangleLabels>"),
         (config('<RectangleLabels name="l" toName="image"></RectangleLabels>'), "has no <Label"),
+        (config('<RectangleLabels name="l" toName="image"><Label/></RectangleLabels>'), "without a value"),
         (config('<RectangleLabels name="l" toName="image"><Label value="A"/><Label value="A"/></RectangleLabels>'),
          "more than once"),
         (config('<RectangleLabels name="l" toName="image"><Label value="A" alias="B"/><Label value="B"/>'

@@ -60,7 +60,7 @@ def test_wrong_token_is_answered_with_what_to_do(make_settings, http_server):
 
 
 def make_jwt(token_type, seconds=3600):
-    return jwt.encode({"token_type": token_type, "exp": int(time.time()) + seconds, "user_id": 1}, "a-test-signing-key-of-at-least-32-bytes", algorithm="HS256")
+    return jwt.encode({"token_type": token_type, "exp": int(time.time()) + seconds, "user_id": 1, "jti": os.urandom(8).hex()}, "a-test-signing-key-of-at-least-32-bytes", algorithm="HS256")
 
 
 def test_personal_access_token_is_refreshed_through_the_sdk(make_settings, http_server):

@@ -186,3 +186,15 @@ def test_out_of_memory_retries_in_halves_and_fails_only_what_still_fails(tiny_de
     assert ["result" in i for i in items] == [True, True, False, True]
     assert "out of memory" in items[2]["error"]
     assert detector.calls == [[64, 80, 99, 64], [64, 80], [64], [80], [99, 64], [99], [64]]
+
+
+def test_pixel_limit_fails_the_task_with_a_clear_error(tiny_detector, make_settings, media_root):
+    predictor = Predictor(tiny_detector, make_settings(LOCAL_FILES_DOCUMENT_ROOT=media_root, MAX_IMAGE_PIXELS=3000))
+    (item,) = predictor.predict_tasks([{"id": 1, "data": local("a.jpg")}], CONFIG)  # 64 x 48 = 3072 pixels
+    assert "result" not in item and "image too large" in item["error"] and "3,000" in item["error"]
+
+
+def test_no_tasks_and_tasks_without_data(predictor):
+    assert predictor.predict_tasks([], CONFIG) == []
+    items = predictor.predict_tasks([{"id": 1}, {"id": 2, "data": "x"}], CONFIG)
+    assert [("error" in i, "result" in i) for i in items] == [(True, False), (True, False)]

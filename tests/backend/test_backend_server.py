@@ -252,3 +252,42 @@ def test_health_and_setup_answer_fast_while_a_predict_runs(tiny_detector, make_s
         detector.release.set()
         server.should_exit = True
         thread.join(10)
+
+
+# ----- fuzzing the OpenAPI spec: nothing the schema allows gives a 5xx or a stack trace ------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path, method", [("/setup", "POST"), ("/predict", "POST"), ("/webhook", "POST"),
+                                          ("/health", "GET"), ("/versions", "GET")])
+def test_fuzzed_requests_never_fail_the_server(tiny_detector, make_settings, tmp_path, path, method):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    from backend.predictor import Predictor
+    from backend.server import create_app
+
+    app_settings = make_settings(LOCAL_FILES_DOCUMENT_ROOT=tmp_path, DOWNLOAD_TIMEOUT=1)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(app_settings, Predictor(tiny_detector, app_settings)))
+    strategy = schema[path][method].as_strategy()
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(case=strategy)
+    def check(case):
+        response = case.call()
+        assert response.status_code < 500, response.text
+        assert "Traceback" not in response.text
+
+    check()
+
+
+def test_app_loads_the_model_at_start_up_when_given_none(make_settings):
+    from fastapi.testclient import TestClient
+
+    from backend.server import create_app
+
+    app = create_app(make_settings())
+    assert app.state.backend["predictor"] is None
+    with TestClient(app) as client:
+        assert app.state.backend["predictor"] is not None
+        version = client.post("/setup", json=ls_body("setup")).json()["model_version"]
+        assert version.startswith("tiny-grounding-dino-")
