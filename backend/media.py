@@ -184,12 +184,19 @@ class MediaFetcher:
         for _ in range(MAX_REDIRECTS + 1):
             parsed = urlparse(current)
             is_ls = ls_netloc is not None and parsed.netloc.lower() == ls_netloc
-            check_destination(current, self.settings, trusted_netloc=ls_netloc)
+            ips = check_destination(current, self.settings, trusted_netloc=ls_netloc)
             headers = {}
             if is_ls and token:
                 headers["Authorization"] = self.auth_header(ls_host, token)
+            target = current
+            if parsed.scheme == "http" and ips:
+                # Connect to the address we checked (no second DNS answer: DNS rebinding); https needs no
+                # pinning because the certificate must match the host name.
+                literal = f"[{ips[0]}]" if ips[0].version == 6 else str(ips[0])
+                target = parsed._replace(netloc=literal + (f":{parsed.port}" if parsed.port else "")).geturl()
+                headers["Host"] = parsed.netloc.rsplit("@", 1)[-1]
             try:
-                with self.client.stream("GET", current, headers=headers) as response:
+                with self.client.stream("GET", target, headers=headers) as response:
                     if response.is_redirect:
                         location = response.headers.get("location")
                         if not location:
@@ -269,8 +276,11 @@ def _allowed(host: str, port: int, ips, allowed: tuple[str, ...]) -> bool:
     return False
 
 
-def check_destination(url: str, settings: Settings, trusted_netloc: str | None = None) -> None:
-    """Refuse non-http(s) URLs and hosts resolving to internal addresses (unless trusted/allowed)."""
+def check_destination(url: str, settings: Settings, trusted_netloc: str | None = None) -> list:
+    """Refuse non-http(s) URLs and hosts resolving to internal addresses (unless trusted/allowed).
+
+    Returns the host's checked addresses.
+    """
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https"):
         raise MediaError(f"refused {short_url(url)}: only http and https URLs are fetched")
@@ -287,16 +297,16 @@ def check_destination(url: str, settings: Settings, trusted_netloc: str | None =
         raise MediaError(f"cannot resolve the host {host!r} of {short_url(url)} ({exc})") from None
     ips = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
     if _allowed(host, port, ips, settings.allowed_media_hosts):
-        return
+        return ips
     internal = [ip for ip in ips if _is_internal(ip)]
     if not internal:
-        return
+        return ips
     link_local = any(
         (ip.ipv4_mapped or ip).is_link_local if isinstance(ip, ipaddress.IPv6Address) else ip.is_link_local
         for ip in internal
     )
     if trusted_netloc and parsed.netloc.lower() == trusted_netloc and not link_local:
-        return  # the configured Label Studio host may be on a private network
+        return ips  # the configured Label Studio host may be on a private network
     raise MediaError(
         f"refused {short_url(url)}: {host} resolves to the internal address {internal[0]} "
         "(loopback, link-local or private); add the host to ALLOWED_MEDIA_HOSTS if it is trusted"

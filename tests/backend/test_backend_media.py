@@ -237,3 +237,21 @@ def test_local_storage_without_root_goes_through_label_studio(make_settings, htt
     f = fetcher(make_settings, LABEL_STUDIO_URL=http_server.url, LABEL_STUDIO_API_KEY=TOKEN)
     assert f.fetch("/data/local-files/?d=dir/1.jpg") == IMAGE
     assert http_server.requests[-1]["path"] == "/data/local-files/?d=dir/1.jpg"
+
+
+def test_http_connects_to_the_checked_address_with_the_original_host(make_settings, http_server, monkeypatch):
+    """The name is resolved once, checked, and that address is used (no second DNS answer to rebind)."""
+    import socket
+
+    import backend.media
+
+    real = socket.getaddrinfo
+
+    def fake(host, *args, **kwargs):
+        return real("127.0.0.1" if host == "media.example" else host, *args, **kwargs)
+
+    monkeypatch.setattr(backend.media.socket, "getaddrinfo", fake)
+    http_server.file("/x.jpg", IMAGE)
+    f = fetcher(make_settings, ALLOWED_MEDIA_HOSTS="media.example")
+    assert f.fetch(f"http://media.example:{http_server.port}/x.jpg") == IMAGE
+    assert http_server.requests[-1]["headers"]["Host"] == f"media.example:{http_server.port}"

@@ -291,3 +291,22 @@ def test_app_loads_the_model_at_start_up_when_given_none(make_settings):
         assert app.state.backend["predictor"] is not None
         version = client.post("/setup", json=ls_body("setup")).json()["model_version"]
         assert version.startswith("tiny-grounding-dino-")
+
+
+def test_unexpected_errors_are_json_without_a_stack_trace(tiny_detector, make_settings):
+    from fastapi.testclient import TestClient
+
+    from backend.predictor import Predictor
+    from backend.server import create_app
+
+    settings = make_settings()
+    predictor = Predictor(tiny_detector, settings)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internal detail")
+
+    predictor.predict_tasks = broken
+    with TestClient(create_app(settings, predictor), raise_server_exceptions=False) as client:
+        response = client.post("/predict", json={"tasks": [{"id": 1}], "label_config": ls_body("setup")["schema"]})
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal error (RuntimeError); see the ML backend's log"}
