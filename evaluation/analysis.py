@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from evaluation.analysis_labelstudio import WORK_SAVED_DEFINITION, acceptance_table  # noqa: F401
 from evaluation.analysis_plots import *  # noqa: F401,F403  (figures, re-exported for notebooks)
 from evaluation.analysis_sweep import (  # noqa: F401  (re-exported)
     DEFAULT_THRESHOLDS, best_work_threshold, match_detections, recommend_threshold, threshold_sweep,
@@ -200,7 +201,7 @@ def published_comparison(run: Run) -> pd.DataFrame:
     full = n == VAL2017_IMAGES and "val2017" in run.ann_path.name
     rows = []
     if key is None:
-        rows.append({"source": "this run", "AP": ap, "difference": np.nan,
+        rows.append({"source": f"this run ({n} images)", "AP": ap, "difference": np.nan,
                      "note": f"no published figure for model {run.model!r}"})
         return pd.DataFrame(rows)
     pub = PUBLISHED[key]
@@ -381,33 +382,3 @@ def compare_pr(a: Run, b: Run, iou_thresholds=(0.5, 0.75)) -> pd.DataFrame:
     fa, fb = pr_curves(a, iou_thresholds), pr_curves(b, iou_thresholds)
     fa["run"], fb["run"] = ("A: " + a.name), ("B: " + b.name)
     return pd.concat([fa, fb], ignore_index=True)
-
-
-
-# ---------------------------------------------------------------- Label Studio runs
-
-WORK_SAVED_DEFINITION = (
-    "**Work saved** at a threshold t, in boxes: every pre-label with score ≥ t that matches a final "
-    "annotation (same label, IoU ≥ 0.5, one-to-one) spares drawing that box (+1); every other shown "
-    "pre-label has to be deleted or redrawn (−1, `delete_cost`). The best threshold maximises "
-    "matched − delete_cost × unmatched. Only pre-labels stored in the export (those above the backend's "
-    "threshold when it predicted) can be counted, so thresholds below that one are not assessed.")
-
-
-def acceptance_table(run: Run, iou_threshold: float = 0.5, threshold: float | None = None) -> pd.DataFrame:
-    """Per label: pre-labels that match a final box (accepted), that do not (deleted or changed), and
-    final boxes no pre-label matched (added by annotators), for pre-labels with score ≥ ``threshold``
-    (default: the backend threshold recorded in the run's config, else all)."""
-    t = threshold if threshold is not None else float(
-        run.config.get("threshold", run.config.get("box_threshold", 0.0)) or 0.0)
-    m = matched_detections(run, iou_threshold)
-    m = m[(m["score"] >= t) & ~m["ignored"].astype(bool)]
-    ngt = num_gt(run)
-    rows = []
-    for cat, name in run.categories.items():
-        sub = m[m["category_id"] == cat]
-        acc, rej = int(sub["tp"].sum()), int((~sub["tp"]).sum())
-        rows.append({"label": name, "accepted": acc, "deleted or changed": rej,
-                     "added by annotators": ngt.get(cat, 0) - acc, "total": acc + rej,
-                     "acceptance": acc / (acc + rej) if acc + rej else np.nan})
-    return pd.DataFrame(rows)
