@@ -1,0 +1,154 @@
+"""`python -m evaluation.labelstudio EXPORT.json`: pycocotools AP per label, precision/recall/F1 at the
+backend's threshold, and how annotators treated the pre-labels; same run files as evaluation.coco."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from evaluation.coco.dataset import InputError
+from evaluation.coco.store import _atomic_write
+
+from .export import TREATMENTS, Task, load_export, match_boxes, prelabel_treatment
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m evaluation.labelstudio",
+        description="Score a Label Studio JSON export holding the backend's predictions and the annotators' "
+                    "final boxes: AP/AP50 per label (pycocotools), precision/recall/F1 of the stored pre-labels, "
+                    "and counts of pre-labels kept, moved/resized, relabelled, deleted and boxes added.")
+    p.add_argument("export", metavar="EXPORT.json", help="Label Studio export in JSON format (Export -> JSON)")
+    p.add_argument("--iou", type=float, default=0.5,
+                   help="IoU for a pre-label to match a final box (precision/recall and treatment; default 0.5)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="score threshold for precision/recall/F1 (default: every stored pre-label, i.e. the "
+                        "backend's threshold when it predicted)")
+    p.add_argument("--out", metavar="RUN_DIR",
+                   help="run directory (default runs/labelstudio-<export name>-<date>)")
+    return p
+
+
+def coco_files(tasks: list[Task]) -> tuple[dict, list[dict]]:
+    """Annotated tasks -> COCO ground truth (boxes in pixels) and the pre-labels as COCO results."""
+    labels = sorted({b.label for t in tasks if t.annotation is not None for b in t.annotation + t.prediction})
+    cat = {name: k + 1 for k, name in enumerate(labels)}
+    images, anns, dets = [], [], []
+    for t in tasks:
+        if t.annotation is None:
+            continue
+        images.append({"id": t.id, "file_name": t.image, "width": t.width, "height": t.height})
+        for b in t.annotation:
+            box = b.pixels(t.width, t.height)
+            anns.append({"id": len(anns) + 1, "image_id": t.id, "category_id": cat[b.label], "bbox": box,
+                         "area": box[2] * box[3], "iscrowd": 0})
+        for b in t.prediction:
+            dets.append({"image_id": t.id, "category_id": cat[b.label], "bbox": b.pixels(t.width, t.height),
+                         "score": 1.0 if b.score is None else b.score})
+    categories = [{"id": k, "name": name} for name, k in cat.items()]
+    return {"images": images, "annotations": anns, "categories": categories}, dets
+
+
+def threshold_counts(tasks: list[Task], threshold: float, iou: float) -> pd.DataFrame:
+    rows: dict[str, dict] = {}
+    for t in (t for t in tasks if t.annotation is not None):
+        kept = [b for b in t.prediction if (b.score if b.score is not None else 1.0) >= threshold]
+        for label in {b.label for b in kept + t.annotation}:
+            p = [b for b in kept if b.label == label]
+            g = [b for b in t.annotation if b.label == label]
+            pairs, fp, fn = match_boxes(p, g, iou)
+            r = rows.setdefault(label, {"label": label, "tp": 0, "fp": 0, "fn": 0})
+            r["tp"] += len(pairs)
+            r["fp"] += len(fp)
+            r["fn"] += len(fn)
+    df = pd.DataFrame(sorted(rows.values(), key=lambda r: r["label"]), columns=["label", "tp", "fp", "fn"])
+    return add_prf(df)
+
+
+def add_prf(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["precision"] = df["tp"] / (df["tp"] + df["fp"]).where(lambda s: s > 0)
+    df["recall"] = df["tp"] / (df["tp"] + df["fn"]).where(lambda s: s > 0)
+    df["f1"] = 2 * df["tp"] / (2 * df["tp"] + df["fp"] + df["fn"]).where(lambda s: s > 0)
+    return df
+
+
+def treatment_table(tasks: list[Task], iou: float) -> pd.DataFrame:
+    counts: dict[str, dict] = {}
+    for t in (t for t in tasks if t.annotation is not None):
+        for kind, label in prelabel_treatment(t, iou):
+            counts.setdefault(label, {"label": label, **{k: 0 for k in TREATMENTS}})[kind] += 1
+    df = pd.DataFrame(sorted(counts.values(), key=lambda r: r["label"]), columns=["label", *TREATMENTS])
+    df.insert(1, "prelabels", df[["kept", "moved_resized", "relabelled", "deleted"]].sum(axis=1))
+    return df
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args, list(sys.argv[1:] if argv is None else argv))
+    except InputError as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 2
+
+
+def run(args, argv) -> int:
+    from evaluation.coco.run import library_versions
+    from evaluation.coco.scoring import coco_gt, per_class_table, score
+
+    if not 0 < args.iou <= 1:
+        raise InputError(f"--iou must be in (0, 1], got {args.iou}")
+    export = Path(args.export).expanduser().resolve()
+    tasks = load_export(export)
+    t0 = time.perf_counter()
+    out = Path(args.out or f"runs/labelstudio-{export.stem}-{datetime.date.today():%Y%m%d}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    gt, dets = coco_files(tasks)
+    ann_path = out / "ground_truth.json"
+    _atomic_write(ann_path, json.dumps(gt))
+    _atomic_write(out / "detections.json", json.dumps(dets))
+    ids = [im["id"] for im in gt["images"]]
+    metrics, ev, text = score(coco_gt(gt), dets, ids)
+    per_class = per_class_table(ev, gt["categories"])
+    per_class.to_csv(out / "per_class.csv", index=False)
+    scores = [d["score"] for d in dets]
+    threshold = args.threshold if args.threshold is not None else (min(scores) if scores else 0.0)
+    counts = threshold_counts(tasks, threshold, args.iou)
+    per_label = per_class.rename(columns={"name": "label"}).merge(counts, on="label", how="left")
+    per_label[["tp", "fp", "fn"]] = per_label[["tp", "fp", "fn"]].fillna(0).astype(int)
+    per_label.to_csv(out / "per_label.csv", index=False)
+    treatment = treatment_table(tasks, args.iou)
+    treatment.to_csv(out / "prelabels.csv", index=False)
+    total = add_prf(pd.DataFrame([counts[["tp", "fp", "fn"]].sum()])).iloc[0]
+    prelabels = {k: int(treatment[k].sum()) for k in ["prelabels", *TREATMENTS]}
+    config = {
+        "export": str(export), "ann": str(ann_path), "images": None, "iou": args.iou, "threshold": threshold,
+        "threshold_source": "--threshold" if args.threshold is not None else "lowest stored pre-label score",
+        "model": ", ".join(sorted({t.model_version for t in tasks if t.model_version})) or None,
+        "model_versions": sorted({t.model_version for t in tasks if t.model_version}),
+        "num_tasks": len(tasks), "num_images": len(ids), "image_ids": ids,
+        "pixel_sizes": all(t.width != 100.0 or t.height != 100.0 for t in tasks if t.annotation is not None),
+        "rotated_boxes": sum(b.rotation != 0 for t in tasks for b in (t.annotation or []) + t.prediction),
+        "versions": library_versions(), "command": argv,
+        "timings": {"total_s": round(time.perf_counter() - t0, 3)},
+    }
+    metrics.update({k: (None if pd.isna(total[k]) else float(total[k])) for k in ("precision", "recall", "f1")})
+    metrics.update({k: int(total[k]) for k in ("tp", "fp", "fn")})
+    metrics["prelabels"] = prelabels
+    metrics["config"] = config
+    _atomic_write(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    print(f"Label Studio export {export}: {len(ids)} annotated tasks of {len(tasks)}, model {config['model']}")
+    print(text.rstrip())
+    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"at threshold {threshold:.3f}, IoU {args.iou}: precision {f(metrics['precision'])}, "
+          f"recall {f(metrics['recall'])}, F1 {f(metrics['f1'])} (tp {metrics['tp']}, fp {metrics['fp']}, "
+          f"fn {metrics['fn']})")
+    print("pre-labels: " + ", ".join(f"{k.replace('_', '/')} {v}" for k, v in prelabels.items()))
+    print(f"results in {out}/ (detections.json, ground_truth.json, metrics.json, per_class.csv, per_label.csv, "
+          "prelabels.csv)")
+    return 0
