@@ -172,3 +172,19 @@ def test_missing_iscrowd_and_area_are_filled(tmp_path):
     metrics, _, _ = score(coco_gt(ds.data), as_results(ds.data["annotations"]), [1, 2, 3, 4])
     assert metrics["AP"] == 1.0
     assert np.isclose(ds.data["annotations"][0]["area"], 1600)
+
+
+def test_published_figure_only_for_known_checkpoints_on_full_val2017():
+    from evaluation.coco.scoring import published_for, summary_text
+
+    tiny = published_for("IDEA-Research/grounding-dino-tiny", 5000, "instances_val2017.json")
+    assert tiny["paper"] == 48.4 and tiny["official"] == 48.5 and tiny["zero_shot"]
+    assert published_for("IDEA-Research/grounding-dino-tiny", 500, "instances_val2017.json") is None
+    assert published_for("IDEA-Research/grounding-dino-tiny", 5000, "odinw.json") is None
+    assert published_for("my/finetuned-detector", 5000, "instances_val2017.json") is None
+    metrics = {m: 0.0 for m in METRICS} | {"AP": 0.4812}
+    text = summary_text(metrics, {"published": tiny, "batch_size": 1, "dtype": "fp32", "num_select": 300})
+    assert "48.4 (paper) / 48.5 (official script); ours 48.1: difference -0.3 / -0.4" in text
+    base = published_for("IDEA-Research/grounding-dino-base", 5000, "instances_val2017.json")
+    text = summary_text(metrics, {"published": base, "batch_size": 4, "dtype": "bf16", "num_select": 300})
+    assert "not a zero-shot figure" in text and "NON-PARITY" in text and "batch size 4" in text
