@@ -86,6 +86,8 @@ def _validate(data, path: Path) -> None:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise InputError(f"{what}: no {key!r} list")
+    if not data["images"]:
+        raise InputError(f"{path} lists no images: nothing to evaluate")
     if not data["categories"]:
         raise InputError(f"{what}: the 'categories' list is empty")
     for c in data["categories"]:

@@ -85,6 +85,7 @@ def coco_server(tmp_path):
     server.close()
 
 
+@pytest.mark.slow
 def test_download_resume_extract_then_evaluate(coco_server, tmp_path, fast_model_dir):
     server, manifest = coco_server
     root = tmp_path / "coco"

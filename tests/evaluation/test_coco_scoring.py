@@ -188,3 +188,25 @@ def test_published_figure_only_for_known_checkpoints_on_full_val2017():
     base = published_for("IDEA-Research/grounding-dino-base", 5000, "instances_val2017.json")
     text = summary_text(metrics, {"published": base, "batch_size": 4, "dtype": "bf16", "num_select": 300})
     assert "not a zero-shot figure" in text and "NON-PARITY" in text and "batch size 4" in text
+
+
+def test_exif_rotated_images_use_the_frame_the_annotations_declare(tmp_path):
+    """EXIF orientation is applied (as the backend does), unless the annotation file's width/height
+    say the boxes were drawn on the stored pixels (the original loader does not transpose)."""
+    from PIL import Image
+
+    from evaluation.coco.run import load_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 on display
+    Image.new("RGB", (60, 40), (10, 200, 10)).save(tmp_path / "r.jpg", exif=exif)
+    images = [{"id": 1, "file_name": "r.jpg", "width": 40, "height": 60},
+              {"id": 2, "file_name": "r.jpg", "width": 60, "height": 40},
+              {"id": 3, "file_name": "r.jpg"}]
+    ann = tmp_path / "a.json"
+    ann.write_text(json.dumps({"images": images, "annotations": [], "categories": CATEGORIES}))
+    ds = load_dataset(ann, tmp_path)
+    assert load_image(ds, 1).size == (40, 60)  # displayed frame
+    assert load_image(ds, 2).size == (60, 40)  # stored frame, as declared
+    assert load_image(ds, 3).size == (40, 60)  # nothing declared: displayed frame
+    assert all(load_image(ds, i).mode == "RGB" for i in (1, 2, 3))
