@@ -130,7 +130,7 @@ def _find_ann(path: Path, config: dict, ann) -> Path:
 
 
 # Extra files written by `python -m evaluation.labelstudio` (read when present).
-LABELSTUDIO_FILES = ("prelabels", "acceptance", "per_label", "labelstudio")
+LABELSTUDIO_FILES = ("prelabels", "per_label")  # prelabels.csv: treatment counts per label
 
 
 def _read_extra(p: Path):

@@ -4,7 +4,6 @@ Re-exported by :mod:`evaluation.analysis`; imports it lazily (inside functions) 
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 WORK_SAVED_DEFINITION = (
@@ -15,22 +14,42 @@ WORK_SAVED_DEFINITION = (
     "threshold when it predicted) can be counted, so thresholds below that one are not assessed.")
 
 
-def acceptance_table(run: Run, iou_threshold: float = 0.5, threshold: float | None = None) -> pd.DataFrame:
-    """Per label: pre-labels that match a final box (accepted), that do not (deleted or changed), and
-    final boxes no pre-label matched (added by annotators), for pre-labels with score ≥ ``threshold``
-    (default: the backend threshold recorded in the run's config, else all)."""
-    t = threshold if threshold is not None else float(
-        run.config.get("threshold", run.config.get("box_threshold", 0.0)) or 0.0)
+TREATMENT_COLUMNS = {"kept": "kept", "moved_resized": "moved/resized", "relabelled": "relabelled",
+                     "deleted": "deleted", "added": "added by annotators"}
+
+
+def acceptance_table(run, iou_threshold: float = 0.5, threshold: float | None = None) -> pd.DataFrame:
+    """Per label, what annotators did with the pre-labels.
+
+    From ``prelabels.csv`` when the run has it (``evaluation.labelstudio``'s treatment counts: kept as
+    is, moved/resized, relabelled, deleted, and boxes the annotators added). Otherwise from the matching:
+    pre-labels with score >= ``threshold`` (default: the run's recorded threshold) that match a final box
+    count as kept, the others as deleted. ``acceptance`` = (kept + moved/resized) / pre-labels.
+    """
+    pre = run.extra.get("prelabels")
+    if isinstance(pre, pd.DataFrame) and "label" in pre.columns and threshold is None:
+        out = pd.DataFrame({"label": pre["label"].astype(str)})
+        for src, dst in TREATMENT_COLUMNS.items():
+            out[dst] = pre[src].astype(int) if src in pre.columns else 0
+    else:
+        out = _acceptance_from_matching(run, iou_threshold, threshold)
+    shown = out[["kept", "moved/resized", "relabelled", "deleted"]].sum(axis=1)
+    out["total"] = shown
+    out["acceptance"] = ((out["kept"] + out["moved/resized"]) / shown.where(shown > 0)).astype(float)
+    return out.reset_index(drop=True)
+
+
+def _acceptance_from_matching(run, iou_threshold: float, threshold: float | None) -> pd.DataFrame:
     from evaluation.analysis import matched_detections, num_gt
 
+    t = threshold if threshold is not None else float(run.config.get("threshold") or 0.0)
     m = matched_detections(run, iou_threshold)
     m = m[(m["score"] >= t) & ~m["ignored"].astype(bool)]
     ngt = num_gt(run)
     rows = []
     for cat, name in run.categories.items():
         sub = m[m["category_id"] == cat]
-        acc, rej = int(sub["tp"].sum()), int((~sub["tp"]).sum())
-        rows.append({"label": name, "accepted": acc, "deleted or changed": rej,
-                     "added by annotators": ngt.get(cat, 0) - acc, "total": acc + rej,
-                     "acceptance": acc / (acc + rej) if acc + rej else np.nan})
+        kept = int(sub["tp"].sum())
+        rows.append({"label": name, "kept": kept, "moved/resized": 0, "relabelled": 0,
+                     "deleted": int((~sub["tp"]).sum()), "added by annotators": ngt.get(cat, 0) - kept})
     return pd.DataFrame(rows)

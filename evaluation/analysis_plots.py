@@ -161,19 +161,24 @@ def plot_acceptance(acc, title: str = "What annotators did with the pre-labels, 
         ax.barh(d.index, d[c], left=left, label=c)
         left += d[c].to_numpy()
     ax.invert_yaxis()
-    ax.set_xlabel("boxes")
+    ax.set_xlabel("boxes (pre-labels by what happened to them, then boxes annotators drew)")
     ax.set_ylabel("label")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
 
-def plot_work_saved(ws, best=None, title: str | None = None):
-    """Boxes saved (kept pre-labels − cost × deleted ones) against the pre-labelling threshold."""
+def plot_work_saved(ws, best=None, title: str | None = None, assessed_from: float | None = None):
+    """Boxes saved (kept pre-labels − cost × deleted ones) against the pre-labelling threshold;
+    thresholds below ``assessed_from`` (the lowest stored pre-label score) are shaded: not assessed."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(ws["threshold"], ws["saved"], lw=2, color="tab:purple", label="boxes saved")
+    ax.plot(ws["threshold"], ws["saved"], lw=2, color="tab:purple", label="boxes saved",
+            drawstyle="steps-post")
     ax.axhline(0, color="grey", lw=1)
+    if assessed_from:
+        ax.axvspan(0, assessed_from, color="grey", alpha=0.15,
+                   label=f"not assessed: no pre-labels stored below {assessed_from:.2f}")
     if best:
         ax.axvline(best["threshold"], ls="--", color="tab:purple",
                    label=f"best {best['threshold']:.2f}: {best['saved']:.0f} boxes saved")

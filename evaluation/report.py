@@ -65,8 +65,12 @@ def write_report(run_dir, out=None, compare=None, precision: float = 0.8, iou: f
     out.mkdir(parents=True, exist_ok=True)
     r = Report(out)
     cfg = run.config
-    r.add(f"# Evaluation report: `{run.name}`", "",
-          f"- model: `{run.model}`, dtype `{cfg.get('dtype', '?')}`, batch size `{cfg.get('batch_size', '?')}`",
+    if run.kind == "labelstudio":
+        setting = (f"- Label Studio export `{cfg.get('export')}`, model version `{run.model}`, pre-labels from "
+                   f"score {float(cfg.get('threshold') or 0):.2f} ({cfg.get('threshold_source', '?')})")
+    else:
+        setting = f"- model: `{run.model}`, dtype `{cfg.get('dtype', '?')}`, batch size `{cfg.get('batch_size', '?')}`"
+    r.add(f"# Evaluation report: `{run.name}`", "", setting,
           f"- ground truth: `{run.ann_path}`, {len(run.image_ids)} images, "
           f"{sum(A.num_gt(run).values())} non-crowd GT boxes, {len(run.detections)} detections", "")
     if cfg.get("non_parity"):
@@ -74,8 +78,9 @@ def write_report(run_dir, out=None, compare=None, precision: float = 0.8, iou: f
               + "; ".join(map(str, cfg["non_parity"])), "")
 
     r.add("## Summary (%)", "", md_table(A.summary_table(run), index=True, digits=1), "",
-          "`value` is metrics.json, `recomputed` is COCOeval on detections.json here.", "",
-          "### Against the published figures", "", md_table(A.published_comparison(run), digits=1), "")
+          "`value` is metrics.json, `recomputed` is COCOeval on detections.json here.", "")
+    if run.kind != "labelstudio":
+        r.add("### Against the published figures", "", md_table(A.published_comparison(run), digits=1), "")
 
     pc = A.per_class_table(run)
     r.add("## Per-class AP", "")
@@ -131,7 +136,8 @@ def _labelstudio_section(r: Report, run, iou: float):
     ws = A.work_saved(A.sweep(run, iou))
     best = A.best_work_threshold(A.sweep(run, iou))
     r.add(A.WORK_SAVED_DEFINITION, "")
-    r.figure(A.plot_work_saved(ws, best), "work_saved.png", "annotation work saved per threshold")
+    r.figure(A.plot_work_saved(ws, best, assessed_from=float(run.config.get("threshold") or 0)),
+             "work_saved.png", "annotation work saved per threshold")
     if best["saved"] <= 0:
         r.add("No threshold saves work: at every threshold the pre-labels to delete outnumber the "
               "useful ones.", "")

@@ -307,3 +307,60 @@ def test_run_without_detections(tmp_path):
     run = A.load_run(d)
     assert A.summary_table(run).loc["AP", "recomputed"] == 0
     assert A.sweep(run)["tp"].sum() == 0
+
+
+def _region(rid, label, x, y, w, h, score=None):
+    r = {"id": rid, "type": "rectanglelabels", "from_name": "label", "to_name": "image",
+         "original_width": 640, "original_height": 480,
+         "value": {"x": x, "y": y, "width": w, "height": h, "rotation": 0, "rectanglelabels": [label]}}
+    return r if score is None else {**r, "score": score}
+
+
+def labelstudio_export(path: Path) -> Path:
+    """Three tasks whose annotators kept, moved, relabelled and deleted pre-labels and added boxes."""
+    def task(tid, preds, finals):
+        return {"id": tid, "data": {"image": f"/data/upload/1/{tid}.jpg"},
+                "predictions": [{"id": 100 + tid, "model_version": "grounding-dino-tiny", "score": 0.5,
+                                 "result": preds}],
+                "annotations": [{"id": 200 + tid, "parent_prediction": 100 + tid, "result": finals,
+                                 "was_cancelled": False, "updated_at": "2026-11-24T10:00:00Z"}]}
+    tasks = [
+        task(1, [_region("r1", "Car", 10, 10, 20, 20, 0.9), _region("r2", "Car", 50, 50, 10, 10, 0.5),
+                 _region("r3", "Person", 60, 10, 10, 30, 0.7)],
+             [_region("r1", "Car", 10, 10, 20, 20), _region("r3", "Person", 61, 10, 10, 30),  # kept, moved
+              _region("a1", "Person", 5, 60, 10, 20)]),                                       # added
+        task(2, [_region("r4", "Person", 20, 20, 15, 30, 0.8), _region("r5", "Car", 70, 70, 10, 10, 0.35)],
+             [_region("r4", "Car", 20, 20, 15, 30), _region("r5", "Car", 70, 70, 10, 10)]),  # relabelled, kept
+        task(3, [_region("r6", "Car", 30, 30, 20, 20, 0.6)], [_region("a2", "Car", 0, 0, 10, 10)]),  # deleted, added
+    ]
+    path.write_text(json.dumps(tasks))
+    return path
+
+
+def labelstudio_run(tmp_path: Path) -> Path:
+    import subprocess
+    import sys
+
+    out = tmp_path / "ls-run"
+    proc = subprocess.run([sys.executable, "-m", "evaluation.labelstudio",
+                           str(labelstudio_export(tmp_path / "export.json")), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_labelstudio_run_acceptance_and_work_saved(tmp_path):
+    run = A.load_run(labelstudio_run(tmp_path))
+    assert run.kind == "labelstudio"
+    acc = A.acceptance_table(run).set_index("label")
+    assert acc.loc["Car", ["kept", "moved/resized", "relabelled", "deleted", "added by annotators", "total"]
+                   ].tolist() == [2, 0, 0, 2, 1, 4]
+    assert acc.loc["Person", ["kept", "moved/resized", "relabelled", "deleted", "added by annotators", "total"]
+                   ].tolist() == [0, 1, 1, 0, 1, 2]
+    assert acc["acceptance"].tolist() == [0.5, 0.5]
+    # scores: Car .9 TP, Person .8 FP (became a Car), Person .7 TP (moved 1%), Car .6 FP, Car .5 FP, Car .35 TP;
+    # matched - deleted: 1, 0, 1, 0, -1, 0 -> best 1 box, at the highest such threshold 0.90
+    s = A.sweep(run)
+    assert s.loc[s["threshold"] == 0.35, ["tp", "fp", "num_gt"]].values.tolist() == [[3, 3, 6]]
+    best = A.best_work_threshold(s)
+    assert (best["threshold"], best["saved"]) == (pytest.approx(0.9), 1)

@@ -57,8 +57,9 @@ def test_report_labelstudio_section(tmp_path):
     report.main([str(run), "--out", str(tmp_path / "o")])
     md = (tmp_path / "o" / "report.md").read_text()
     assert "Label Studio" in md and "Best threshold: **0.50** (1 boxes saved" in md
-    # the export's pre-labels are those >= 0.25: cat 2 accepted / 2 not, dog 1 / 1 (the crowd one ignored)
-    assert "| cat | 2 | 2 | 1 | 4 | 0.500 |" in md and "| dog | 1 | 1 | 0 | 2 | 0.500 |" in md
+    # no prelabels.csv: from the matching of pre-labels >= 0.25: cat 2 kept / 2 deleted / 1 GT missed,
+    # dog 1 / 1 (the one on the crowd region ignored)
+    assert "| cat | 2 | 0 | 0 | 2 | 1 | 4 | 0.500 |" in md and "| dog | 1 | 0 | 0 | 1 | 0 | 2 | 0.500 |" in md
 
 
 @pytest.mark.parametrize("make", ["empty", "missing", "file"])

@@ -10,11 +10,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from evaluation.report import main as report_main
+
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = [REPO / "notebooks" / n for n in ("coco_zero_shot.ipynb", "labelstudio_prelabels.ipynb")]
 
 sys.path.insert(0, str(REPO / "tests" / "evaluation"))
-from test_analysis import HAND_DETS, HAND_GT, write_run  # noqa: E402
+from test_analysis import HAND_DETS, HAND_GT, labelstudio_run, write_run  # noqa: E402
 
 
 def test_notebooks_exist():
@@ -82,7 +84,7 @@ def test_notebooks_execute_on_hand_built_runs(tmp_path):
     assert "48.4" in text and "bf16" in text
     ls = write_run(tmp_path / "ls", HAND_GT, HAND_DETS, threshold=0.25, export="export.json")
     nb = execute(REPO / "notebooks" / "labelstudio_prelabels.ipynb", {"RUN_DIR": str(ls)}, tmp_path)
-    assert n_images(nb) == 5 and "deleted or changed" in outputs_text(nb)
+    assert n_images(nb) == 5 and "moved/resized" in outputs_text(nb)
 
 
 @pytest.mark.slow
@@ -147,3 +149,14 @@ def test_coco_notebook_and_report_on_real_runs(tmp_path, tiny_model_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (runs[0] / "report" / "report.md").read_text()
     assert "| batch_size | 1 | 2 |" in md and "900 detections" in md  # 3 images x top-300
+
+
+@pytest.mark.slow
+def test_labelstudio_notebook_and_report_on_a_real_run(tmp_path):
+    """`python -m evaluation.labelstudio` on a hand-written export, then the notebook and the report."""
+    run = labelstudio_run(tmp_path)
+    nb = execute(REPO / "notebooks" / "labelstudio_prelabels.ipynb", {"RUN_DIR": str(run)}, tmp_path)
+    assert n_images(nb) == 5 and "moved/resized" in outputs_text(nb)
+    assert report_main([str(run)]) == 0
+    md = (run / "report" / "report.md").read_text()
+    assert "| Person | 0 | 1 | 1 | 0 | 1 | 2 | 0.500 |" in md and "Best threshold: **0.90**" in md
