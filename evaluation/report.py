@@ -133,6 +133,12 @@ def _labelstudio_section(r: Report, run, iou: float):
     if acc is not None and len(acc):
         r.figure(A.plot_acceptance(acc), "acceptance.png", "pre-label acceptance per label")
         r.add(md_table(acc), "")
+    m = run.metrics
+    if "precision" in m:
+        f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+        r.add(f"At the stored threshold ({float(run.config.get('threshold') or 0):.2f}, IoU "
+              f"{run.config.get('iou', iou)}): precision {f(m.get('precision'))}, recall {f(m.get('recall'))}, "
+              f"F1 {f(m.get('f1'))} (tp {m.get('tp')}, fp {m.get('fp')}, fn {m.get('fn')}).", "")
     ws = A.work_saved(A.sweep(run, iou))
     best = A.best_work_threshold(A.sweep(run, iou))
     r.add(A.WORK_SAVED_DEFINITION, "")

@@ -160,3 +160,5 @@ def test_labelstudio_notebook_and_report_on_a_real_run(tmp_path):
     assert report_main([str(run)]) == 0
     md = (run / "report" / "report.md").read_text()
     assert "| Person | 0 | 1 | 1 | 0 | 1 | 2 | 0.500 |" in md and "Best threshold: **0.90**" in md
+    # evaluation.labelstudio's own counts at its threshold agree with the sweep here (3 tp, 3 fp of 6)
+    assert "precision 0.500, recall 0.500, F1 0.500 (tp 3, fp 3, fn 3)" in md
