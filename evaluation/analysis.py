@@ -100,13 +100,16 @@ def load_run(run_dir, ann=None) -> Run:
     if missing:
         raise NotARunDir(f"{path} is not an evaluation run directory (missing {', '.join(missing)}); "
                          "create one with `python -m evaluation.coco --out DIR` or "
-                         "`python -m evaluation.labelstudio EXPORT.json --out DIR`")
+                         "`python -m evaluation.labelstudio EXPORT.json --out DIR` (an interrupted run has "
+                         "no metrics.json yet: rerun its command to finish it)")
     try:
         metrics = json.loads((path / "metrics.json").read_text())
         dets = json.loads((path / "detections.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise NotARunDir(f"{path}: unreadable run file ({exc})") from exc
-    config = metrics.get("config", {}) if isinstance(metrics, dict) else {}
+    if not isinstance(metrics, dict) or not isinstance(dets, list):
+        raise NotARunDir(f"{path}: metrics.json must hold an object and detections.json a list")
+    config = metrics.get("config") or {}
     ann_path = _find_ann(path, config, ann)
     detections = pd.DataFrame(dets, columns=["image_id", "category_id", "bbox", "score"])
     per_class = pd.read_csv(path / "per_class.csv") if (path / "per_class.csv").is_file() else None

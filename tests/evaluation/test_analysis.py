@@ -364,3 +364,17 @@ def test_labelstudio_run_acceptance_and_work_saved(tmp_path):
     assert s.loc[s["threshold"] == 0.35, ["tp", "fp", "num_gt"]].values.tolist() == [[3, 3, 6]]
     best = A.best_work_threshold(s)
     assert (best["threshold"], best["saved"]) == (pytest.approx(0.9), 1)
+
+
+def test_malformed_run_files(tmp_path):
+    d = write_run(tmp_path / "r", HAND_GT, HAND_DETS)
+    (d / "metrics.json").write_text("[1, 2]")
+    with pytest.raises(A.NotARunDir, match="must hold an object"):
+        A.load_run(d)
+    (d / "metrics.json").write_text("{not json")
+    with pytest.raises(A.NotARunDir, match="unreadable"):
+        A.load_run(d)
+    (d / "metrics.json").write_text(json.dumps({"AP": 0.1, "config": {"ann": str(tmp_path / "gone.json")}}))
+    (d / "gt.json").unlink()
+    with pytest.raises(A.NotARunDir, match="ground-truth annotations not found"):
+        A.load_run(d)
