@@ -8,12 +8,16 @@ import platform
 import re
 import sys
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from .dataset import CocoDataset, InputError
 from .distributed import Dist
 from .store import PartialStore, _atomic_write, check_fingerprint
+
+PREFETCH = 2  # batches decoded ahead of the model
 
 
 @dataclass
@@ -96,17 +100,28 @@ def infer(dataset: CocoDataset, s: Settings, detector, store: PartialStore, shar
     todo = [i for i in shard if i not in done]
     bar = tqdm(total=len(shard), initial=len(shard) - len(todo), unit="img", desc="evaluating",
                disable=not dist.is_main, dynamic_ncols=True, file=sys.stderr)
+    batches = [todo[b : b + s.batch_size] for b in range(0, len(todo), s.batch_size)]
     start = time.perf_counter()
     store.open()
+    # Decode the next batches' images in a background thread while the model runs (bounded lookahead).
+    pool = ThreadPoolExecutor(max_workers=2)
+    pending = deque()
     try:
-        for b in range(0, len(todo), s.batch_size):
-            ids = todo[b : b + s.batch_size]
-            images = [load_image(dataset, i) for i in ids]
+        for ids in batches[:PREFETCH]:
+            pending.append(pool.submit(lambda ids=ids: [load_image(dataset, i) for i in ids]))
+        for n, ids in enumerate(batches):
+            images = pending.popleft().result()
+            if n + PREFETCH < len(batches):
+                nxt = batches[n + PREFETCH]
+                pending.append(pool.submit(lambda ids=nxt: [load_image(dataset, i) for i in ids]))
             ranked = detector.rank(images, prompt, s.num_select)
             store.append([{"image_id": i, "detections": to_coco(i, d, dataset.category_ids)}
                           for i, d in zip(ids, ranked)])
             bar.update(len(ids))
     finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True)
         store.close()
         bar.close()
     return len(todo), time.perf_counter() - start

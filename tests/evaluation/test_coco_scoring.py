@@ -138,6 +138,15 @@ def test_bad_input_is_one_line_exit_2(tmp_path, coco_dataset, fast_model_dir, ca
     moved.write_text(json.dumps(data))
     assert "missing.png" in bad(cli_args(moved, images, fast_model_dir, tmp_path / "o"), capsys)
     assert "could not load" in bad(cli_args(ann, images, tmp_path, tmp_path / "o"), capsys)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for p in images.iterdir():
+        (broken / p.name).write_bytes(p.read_bytes())
+    (broken / data["images"][0]["file_name"]).write_bytes(b"not an image")
+    capsys.readouterr()
+    assert main(cli_args(ann, broken, fast_model_dir, tmp_path / "o")) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert last.startswith("error:") and "img_000.png" in last and "not a readable image" in last
 
 
 def test_a_rerun_with_other_settings_is_refused(coco_dataset, fast_model_dir, tmp_path, capsys):
