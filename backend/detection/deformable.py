@@ -147,6 +147,7 @@ def _is_msda(module: nn.Module) -> bool:
 def install(model: nn.Module, device: torch.device | str = "cpu") -> int:
     """Replace every deformable-attention kernel module of `model`; returns how many were replaced."""
     hub_layer = _load_hub_layer() if torch.device(device).type == "cuda" else None
+    install_inplace_relu(model)
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -158,6 +159,7 @@ def install(model: nn.Module, device: torch.device | str = "cpu") -> int:
 
 def uninstall(model: nn.Module) -> int:
     """Put transformers' original kernel modules back; returns how many were restored."""
+    install_inplace_relu(model, inplace=False)
     restored = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -165,3 +167,20 @@ def uninstall(model: nn.Module) -> int:
                 setattr(parent, name, child._original[0])
                 restored += 1
     return restored
+
+
+# ----------------------------------------------------------------------------------------------------
+# Another exact instance patch installed with the kernel: in-place ReLU in the encoder/decoder FFNs.
+# The FFN's `fc1` output is a fresh (tokens, 2048) tensor used only by the activation; on the CPU a new
+# 100+ MB output costs more in page faults than the ReLU itself. Bit-identical (same op, same values).
+
+
+def install_inplace_relu(model: nn.Module, inplace: bool = True) -> int:
+    changed = 0
+    for parent in list(model.modules()):
+        for name in ("activation_fn", "activation"):  # GroundingDino{Deformable,Decoder,TextEnhancer}Layer
+            act = parent._modules.get(name)
+            if type(act) is nn.ReLU and act.inplace != inplace:
+                act.inplace = inplace
+                changed += 1
+    return changed

@@ -1,7 +1,7 @@
 """Every speed lever keeps the outputs of the plain forward (not timed; see benchmarks/throughput.py).
 
-Levers: the text-feature cache (BERT once per prompt), the embedding_bag deformable attention
-(backend/detection/deformable.py). THP allocation (THP_MEM_ALLOC_ENABLE, set before torch is imported)
+Levers: the text-feature cache (BERT once per prompt), the embedding_bag deformable attention and the
+in-place FFN ReLU (backend/detection/deformable.py). THP allocation (THP_MEM_ALLOC_ENABLE, set before torch is imported)
 only changes where tensors live in memory, so it cannot change a number; the benchmark checks it end to end.
 """
 from __future__ import annotations
@@ -82,8 +82,11 @@ def test_install_and_uninstall_swap_every_kernel(tiny_model_dir):
     assert sum(isinstance(m, FastMSDA) for m in model.modules()) == expected
     assert install(model) == 0  # idempotent
     assert not any(k.endswith("_original") for k in model.state_dict())
+    relus = [m for m in model.modules() if type(m) is torch.nn.ReLU]
+    assert relus and all(m.inplace for m in relus)  # the FFN activations, in place
     assert uninstall(model) == expected
     assert not any(isinstance(m, FastMSDA) for m in model.modules())
+    assert not any(m.inplace for m in relus)
 
 
 def _images():
