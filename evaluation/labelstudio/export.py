@@ -99,7 +99,11 @@ def load_export(path: Path) -> list[Task]:
         pred_boxes, size_p = _boxes(pred.get("result"), pred.get("score")) if pred else ([], None)
         width, height = size_a or size_p or (100.0, 100.0)
         image = next(iter((t.get("data") or {}).values()), "") if isinstance(t.get("data"), dict) else ""
-        tasks.append(Task(int(t.get("id", n + 1)), str(image), width, height, ann_boxes, pred_boxes,
+        try:
+            task_id = int(t.get("id", n + 1))
+        except (TypeError, ValueError):
+            task_id = n + 1
+        tasks.append(Task(task_id, str(image), width, height, ann_boxes, pred_boxes,
                           pred.get("model_version") if pred else None))
     if not any(t.annotation is not None for t in tasks):
         raise InputError(f"{path} has no annotated tasks: nothing to score the predictions against")
