@@ -1,0 +1,107 @@
+"""`python -m evaluation.coco` killed with SIGKILL at random moments (seeded), rerun until it finishes:
+every rerun resumes, and the final detections.json equals an uninterrupted run's, byte for byte.
+
+tests/evaluation/test_coco_resume.py kills at fixed points (after N images are stored); here the kill
+times are drawn over the whole run (imports, model loading, fingerprint, inference, merge, scoring,
+the final writes), and a rerun may itself be killed again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "evaluation"))
+
+from coco_data import REPO, cli_args, env, make_dataset, run_cli  # noqa: E402
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+NUM_IMAGES = 6
+CHAINS = 5  # independent run directories
+KILLS_PER_CHAIN = 2  # each killed run is rerun, and the rerun may be killed again
+SEED = 20260408
+
+
+@pytest.fixture(scope="module")
+def fast_model(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model at 160 px (as tests/evaluation's fast_model_dir), so the many runs stay quick."""
+    out = tmp_path_factory.mktemp("kill-model") / "tiny-160"
+    shutil.copytree(tiny_model_dir, out)
+    cfg_path = out / "processor_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["image_processor"]["size"] = {"shortest_edge": 160, "longest_edge": 267}
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    return out
+
+
+def partial_ids(out: Path) -> list[int]:
+    ids = []
+    for path in sorted((out / "partial").glob("*.jsonl")) if (out / "partial").exists() else []:
+        for line in path.read_bytes().split(b"\n")[:-1]:  # only newline-terminated lines count as stored
+            try:
+                ids.append(int(json.loads(line)["image_id"]))
+            except (ValueError, KeyError, TypeError):
+                pass  # a torn last line
+    return ids
+
+
+def test_sigkill_at_random_moments_then_rerun_equals_uninterrupted(fast_model, tmp_path):
+    ann, images = make_dataset(tmp_path / "data", num_images=NUM_IMAGES)
+    ref_out = tmp_path / "reference"
+    t0 = time.monotonic()
+    done = run_cli(cli_args(ann, images, fast_model, ref_out))
+    full_time = time.monotonic() - t0
+    assert done.returncode == 0, done.stderr
+    reference = (ref_out / "detections.json").read_bytes()
+    assert json.loads(reference), "the reference run found no detections"
+
+    rng = random.Random(SEED)
+    log = []
+    for chain in range(CHAINS):
+        out = tmp_path / f"run{chain}"
+        args = cli_args(ann, images, fast_model, out)
+        for attempt in range(KILLS_PER_CHAIN):
+            delay = rng.uniform(0.0, 1.1 * full_time)
+            proc = subprocess.Popen([sys.executable, "-m", "evaluation.coco", *args], cwd=REPO, env=env(),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                proc.wait(timeout=delay)
+                finished = True
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                finished = False
+            stderr = proc.stderr.read().decode(errors="replace")
+            proc.stderr.close()
+            if finished:
+                assert proc.returncode == 0, stderr
+            ids = partial_ids(out)
+            assert len(ids) == len(set(ids)), f"an image stored twice: {ids}"
+            if (out / "detections.json").exists():  # written atomically: whole and right, or absent
+                assert (out / "detections.json").read_bytes() == reference
+            log.append({"chain": chain, "kill_after_s": round(delay, 2), "killed": not finished,
+                        "images_stored": len(ids)})
+        rerun = run_cli(args)
+        assert rerun.returncode == 0, rerun.stderr
+        stored = len(set(partial_ids(out)))
+        assert (out / "detections.json").read_bytes() == reference, f"chain {chain}: {log[-KILLS_PER_CHAIN:]}"
+        metrics = json.loads((out / "metrics.json").read_text())
+        before = log[-1]["images_stored"]
+        assert metrics["config"]["resumed_images"] == before
+        assert metrics["config"]["timings"]["images_this_run"] == NUM_IMAGES - before
+        if before:
+            assert f"resuming: {before} of {NUM_IMAGES}" in rerun.stderr
+        assert stored == NUM_IMAGES
+        ids = partial_ids(out)
+        assert sorted(ids) == sorted(set(ids)), "an image stored twice"
+    killed = [e for e in log if e["killed"]]
+    print(f"\nevaluation kills (uninterrupted run {full_time:.1f} s): {json.dumps(log)}")
+    assert len(killed) >= CHAINS, "most runs should have been killed"
