@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "evaluation"))
 from coco_data import REPO, cli_args, env, make_dataset, run_cli  # noqa: E402
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
-NUM_IMAGES = 6
+NUM_IMAGES = 12
 CHAINS = 5  # independent run directories
 KILLS_PER_CHAIN = 2  # each killed run is rerun, and the rerun may be killed again
 SEED = 20260408
@@ -32,12 +32,12 @@ SEED = 20260408
 
 @pytest.fixture(scope="module")
 def fast_model(tiny_model_dir, tmp_path_factory) -> Path:
-    """The tiny model at 160 px (as tests/evaluation's fast_model_dir), so the many runs stay quick."""
-    out = tmp_path_factory.mktemp("kill-model") / "tiny-160"
+    """The tiny model at 480 px: inference is a good part of each run, so kill moments land in it too."""
+    out = tmp_path_factory.mktemp("kill-model") / "tiny-480"
     shutil.copytree(tiny_model_dir, out)
     cfg_path = out / "processor_config.json"
     cfg = json.loads(cfg_path.read_text())
-    cfg["image_processor"]["size"] = {"shortest_edge": 160, "longest_edge": 267}
+    cfg["image_processor"]["size"] = {"shortest_edge": 480, "longest_edge": 800}
     cfg_path.write_text(json.dumps(cfg, indent=2))
     return out
 
@@ -56,10 +56,21 @@ def partial_ids(out: Path) -> list[int]:
 def test_sigkill_at_random_moments_then_rerun_equals_uninterrupted(fast_model, tmp_path):
     ann, images = make_dataset(tmp_path / "data", num_images=NUM_IMAGES)
     ref_out = tmp_path / "reference"
+    # the uninterrupted reference run, watched: when do images get stored (the inference window)?
     t0 = time.monotonic()
-    done = run_cli(cli_args(ann, images, fast_model, ref_out))
+    proc = subprocess.Popen([sys.executable, "-m", "evaluation.coco", *cli_args(ann, images, fast_model, ref_out)],
+                            cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stored_at = {}
+    while proc.poll() is None and time.monotonic() - t0 < 300:
+        n = len(partial_ids(ref_out))
+        if n and n not in stored_at:
+            stored_at[n] = time.monotonic() - t0
+        time.sleep(0.01)
     full_time = time.monotonic() - t0
-    assert done.returncode == 0, done.stderr
+    assert proc.wait() == 0
+    first = min(stored_at.values(), default=0.0)
+    last = max(stored_at.values(), default=full_time)
+    window = (max(0.0, first - (last - first) / max(1, NUM_IMAGES - 1)), last)
     reference = (ref_out / "detections.json").read_bytes()
     assert json.loads(reference), "the reference run found no detections"
 
@@ -69,7 +80,8 @@ def test_sigkill_at_random_moments_then_rerun_equals_uninterrupted(fast_model, t
         out = tmp_path / f"run{chain}"
         args = cli_args(ann, images, fast_model, out)
         for attempt in range(KILLS_PER_CHAIN):
-            delay = rng.uniform(0.0, 1.1 * full_time)
+            # the first kill anywhere in the run, the second one (of the rerun) while images are processed
+            delay = rng.uniform(0.0, 1.1 * full_time) if attempt == 0 else rng.uniform(*window)
             proc = subprocess.Popen([sys.executable, "-m", "evaluation.coco", *args], cwd=REPO, env=env(),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             try:
@@ -103,5 +115,7 @@ def test_sigkill_at_random_moments_then_rerun_equals_uninterrupted(fast_model, t
         ids = partial_ids(out)
         assert sorted(ids) == sorted(set(ids)), "an image stored twice"
     killed = [e for e in log if e["killed"]]
-    print(f"\nevaluation kills (uninterrupted run {full_time:.1f} s): {json.dumps(log)}")
+    mid = [e for e in killed if 0 < e["images_stored"] < NUM_IMAGES]
+    print(f"\nevaluation kills (uninterrupted run {full_time:.1f} s, images stored {window[0]:.1f}-{window[1]:.1f} s; {len(killed)} of {len(log)} runs killed, "
+          f"{len(mid)} during inference): {json.dumps(log)}")
     assert len(killed) >= CHAINS, "most runs should have been killed"
