@@ -61,6 +61,8 @@ SSRF_URLS = [
     "http://172.16.0.1/x.jpg",
     "http://192.168.1.1/x.jpg",
     "http://100.64.0.1/x.jpg",  # carrier-grade NAT
+    "http://[fe80::1%25lo]:{port}/x.jpg",  # link-local IPv6 with a zone
+    "http://[fd00::1]/x.jpg",  # unique local IPv6
     "http://user:pw@127.0.0.1:{port}/x.jpg",
     "http://example.com@127.0.0.1:{port}/x.jpg",
     "file:///etc/passwd",

@@ -309,3 +309,50 @@ def test_load_nothing_lost_probes_fast_memory_flat(tiny_model_dir, tmp_path, sta
     # flat: after the warm-up, RSS stays within 48 MB of its warm-up plateau, to the end of the run
     assert late_rss - warm_rss < 48 * MB, report
     assert end_rss - warm_rss < 48 * MB, report
+
+
+def test_one_large_retrieve_predictions_does_not_stall_health(tiny_model_dir, tmp_path, start_backend):
+    """Label Studio sends all selected tasks in ONE /predict ("Retrieve Predictions"). While that request
+    runs and while its (large) answer is built, /health must keep answering within Label Studio's 1 s.
+    800 tasks x 100 regions (BOX_THRESHOLD=0 keeps every query of the small model): ~80,000 regions."""
+    model = tmp_path / "tiny-64"
+    shutil.copytree(tiny_model_dir, model)
+    cfg_path = model / "processor_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["image_processor"]["size"] = {"shortest_edge": 64, "longest_edge": 96}
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    root = tmp_path / "media"
+    root.mkdir()
+    names = make_images(root)
+    server = start_backend(GROUNDING_DINO_MODEL=str(model), LOCAL_FILES_DOCUMENT_ROOT=str(root), BATCH_SIZE="32",
+                           BOX_THRESHOLD="0")
+    n_tasks = 800
+    body = {"tasks": [{"id": i, "data": {"image": f"/data/local-files/?d={names[i % len(names)]}"}}
+                      for i in range(n_tasks)], "project": "1.1", "label_config": CONFIG,
+            "params": {"login": None, "password": None, "context": None}}
+    out = {}
+
+    def big():
+        t0 = time.monotonic()
+        out["response"] = httpx.post(f"{server.url}/predict", json=body, timeout=300)
+        out["seconds"] = time.monotonic() - t0
+
+    worker = threading.Thread(target=big)
+    worker.start()
+    health = []
+    with httpx.Client(timeout=30) as http:
+        while worker.is_alive():
+            t0 = time.monotonic()
+            assert http.get(f"{server.url}/health").status_code == 200
+            health.append(time.monotonic() - t0)
+            time.sleep(0.05)
+    worker.join()
+    response = out["response"]
+    assert response.status_code == 200, response.text[:300]
+    results = response.json()["results"]
+    regions = sum(len(r.get("result", [])) for r in results)
+    print(f"\nlarge request: {n_tasks} tasks, {regions} regions, {len(response.content) / 1e6:.1f} MB answered in "
+          f"{out['seconds']:.1f} s; /health over {len(health)} probes: p99 {p99(health):.3f} s, max {max(health):.3f} s")
+    assert len(results) == n_tasks and all("result" in r for r in results)
+    assert regions >= 50 * n_tasks
+    assert max(health) < 1.0, f"/health blocked for {max(health):.2f} s while the large answer was built"
