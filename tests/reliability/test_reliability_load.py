@@ -258,7 +258,38 @@ def test_load_nothing_lost_probes_fast_memory_flat(tiny_model_dir, tmp_path, sta
     duration = time.monotonic() - t_start
     assert server.alive(), server.log()
     time.sleep(1)
-    end_status = proc_status(server.pid)
+    end_status = proc_status(server.pid)  # the end of the load run (the burst below is measured apart)
+
+    # ----- burst: more simultaneous requests than MAX_PENDING_PREDICTS: queued or refused, never threads ----
+    burst_stop = threading.Event()
+    burst_threads = []
+
+    def watch_burst():
+        while not burst_stop.is_set():
+            burst_threads.append(proc_status(server.pid)["Threads"])
+            burst_stop.wait(0.05)
+
+    burst_answers = []
+    gate = threading.Barrier(3 * MAX_PENDING)
+
+    def burst_one(i):
+        body = {"tasks": [{"id": 5_000_000 + i, "data": {"image": sources[i % len(sources)]}}] * 1,
+                "label_config": CONFIG}
+        gate.wait(30)
+        r = httpx.post(f"{base}/predict", json=body, timeout=100)
+        burst_answers.append((r.status_code, r.json()))
+
+    watcher = threading.Thread(target=watch_burst)
+    watcher.start()
+    senders = [threading.Thread(target=burst_one, args=(i,)) for i in range(3 * MAX_PENDING)]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join(120)
+    burst_stop.set()
+    watcher.join(5)
+    time.sleep(1)
+    after_burst = proc_status(server.pid)
 
     # ----- report ----------------------------------------------------------------------------------------
     MB = 1024 * 1024
@@ -288,6 +319,9 @@ def test_load_nothing_lost_probes_fast_memory_flat(tiny_model_dir, tmp_path, sta
         "rss_max_mb": round(max_rss / MB, 1), "rss_end_mb": round(end_rss / MB, 1),
         "threads_after_warmup": warm_status["Threads"], "threads_max_during_load": max(samples["threads"]),
         "threads_end": end_status["Threads"], "thread_bound": thread_bound,
+        "burst_requests": len(burst_answers), "burst_503": sum(1 for c, _ in burst_answers if c == 503),
+        "burst_threads_max": max(burst_threads), "threads_after_burst": after_burst["Threads"],
+        "rss_after_burst_mb": round(after_burst["VmRSS"] / 1024, 1),
     }
     print("\nload run: " + json.dumps(report, indent=1))
 
@@ -301,6 +335,11 @@ def test_load_nothing_lost_probes_fast_memory_flat(tiny_model_dir, tmp_path, sta
     assert p99(samples["setup"]) < 3.0, report  # ML_TIMEOUT_SETUP
     assert max(samples["threads"]) <= thread_bound, report  # bounded concurrency, no thread per request
     assert end_status["Threads"] <= thread_bound, report
+    assert len(burst_answers) == 3 * MAX_PENDING and max(burst_threads) <= thread_bound, report
+    assert after_burst["Threads"] <= thread_bound, report
+    for code, answer in burst_answers:  # queued and answered in full, or refused with the setting to raise
+        assert (code == 200 and len(answer["results"]) == 1 and "result" in answer["results"][0]) or (
+            code == 503 and "MAX_PENDING_PREDICTS" in answer["detail"]), (code, answer)
     # one model copy: over a process with the same imports and no weights, the server never holds more
     # than 1.6 x the weights (one copy + working set; a second copy would be >= 2 x), and RSS never rose
     # by half the weights once they were paged in (the safetensors weights are mapped: RssFile)
