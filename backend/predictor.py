@@ -60,14 +60,23 @@ class Predictor:
         self.settings = settings
         self.fetcher = fetcher or MediaFetcher(settings)
         self._lock = threading.Lock()  # one forward pass at a time per process
+        # Tokenizers are not safe to share between threads; prompts are quick to build, so /setup
+        # (which validates them) never waits behind a long forward pass holding `_lock`.
+        self._prompt_lock = threading.Lock()
         model = settings.model.rstrip("/\\")
         self.model_name = PurePath(model).name or model
 
     # ----- versions ---------------------------------------------------------------------------
 
     def model_version(self, label_config: str) -> str:
-        """Model name + short hash of what changes predictions; raises LabelConfigError."""
-        return self._version(parse_label_config(label_config))
+        """Model name + short hash of what changes predictions; raises LabelConfigError.
+
+        The labels are turned into prompts here too, so a config that can never be predicted
+        (a label over the model's text length, say) is refused when Label Studio connects.
+        """
+        mapping = parse_label_config(label_config)
+        self._prompts(mapping.active, from_text=False, jobs=[])
+        return self._version(mapping)
 
     def _version(self, mapping: LabelMapping) -> str:
         revision = getattr(self.detector, "model_revision", None)
@@ -133,7 +142,7 @@ class Predictor:
     def _prompts(self, label_sets: tuple[LabelSet, ...], from_text: bool, jobs: list[_Job]):
         out = []
         try:
-            with self._lock:
+            with self._prompt_lock:
                 for label_set in label_sets:
                     out.append((label_set, self.detector.prompt(label_set.prompt_classes)))
         except PromptError as exc:

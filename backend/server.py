@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -162,7 +162,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
         predictor = get_predictor()
         if not body.label_config:
             raise ApiError(422, "the setup request has no 'schema' (the project's label config)")
-        version = predictor.model_version(body.label_config)
+        version = await run_in_threadpool(predictor.model_version, body.label_config)
         info = {"hostname": body.hostname, "access_token": body.access_token, "label_config": body.label_config}
         state["last_setup"] = info
         if body.project is not None:
@@ -186,18 +186,20 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
                 503, f"busy: {state['pending']} predict requests are already queued (MAX_PENDING_PREDICTS); retry later"
             )
         state["pending"] += 1
-        try:
-            results = await run_in_threadpool(
-                predictor.predict_tasks,
-                body.tasks,
-                label_config,
-                context,
-                known.get("hostname"),
-                known.get("access_token"),
+
+        def predict_as_json() -> bytes:
+            results = predictor.predict_tasks(
+                body.tasks, label_config, context, known.get("hostname"), known.get("access_token")
             )
+            # Serialised here, in the worker thread: thousands of regions take long enough to
+            # encode that doing it on the event loop would stall /health past Label Studio's 1 s.
+            return json.dumps({"results": results}, allow_nan=False).encode()
+
+        try:
+            content = await run_in_threadpool(predict_as_json)
         finally:
             state["pending"] -= 1
-        return {"results": results}
+        return Response(content=content, media_type="application/json")
 
     @app.post("/webhook")
     async def webhook(request: Request):
