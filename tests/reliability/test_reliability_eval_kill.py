@@ -25,7 +25,7 @@ from coco_data import REPO, cli_args, env, make_dataset, run_cli  # noqa: E402
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 NUM_IMAGES = 12
-CHAINS = 5  # independent run directories
+CHAINS = 4  # independent run directories
 KILLS_PER_CHAIN = 2  # each killed run is rerun, and the rerun may be killed again
 SEED = 20260408
 
