@@ -142,7 +142,7 @@ class BaselineWorker:
         text = caption(classes)
         raw, n_dets = [], []
         _sync(self.device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         for data in images:
             image = Image.open(io.BytesIO(data)).convert("RGB")
             inputs = self.processor(images=image, text=text, return_tensors="pt").to(self.device)
@@ -155,7 +155,16 @@ class BaselineWorker:
             n_dets.append(len(results[0]["boxes"]))
             raw.append((outputs.logits[0].float().cpu(), outputs.pred_boxes[0].float().cpu()))
         _sync(self.device)
-        return {"seconds": time.perf_counter() - start, "raw": raw, "n_dets": n_dets, "rss_mb": _peak_rss_mb()}
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+        return {"seconds": seconds, "cpu": cpu, "raw": raw, "n_dets": n_dets, "rss_mb": _peak_rss_mb()}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (all threads): far less sensitive than wall time to other load."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _sync(device: str) -> None:
@@ -227,33 +236,33 @@ class FastWorker:
                 predictor.fetcher.images = {f"mem://{i}": data for i, data in enumerate(images)}
                 tasks = [{"id": i + 1, "data": {"image": f"mem://{i}"}} for i in range(len(images))]
                 _sync(self.device)
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), _cpu_seconds()
                 response = predictor.predict_tasks(tasks, LS_CONFIG)
                 _sync(self.device)
-                seconds = time.perf_counter() - start
+                seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
                 sizes = [open_image(data).size for data in images]  # outside the timed part
                 detections = [_ls_boxes(r, size) for r, size in zip(response, sizes)]
             else:
                 prompt = det.prompt(classes)
                 _sync(self.device)
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), _cpu_seconds()
                 decoded = [open_image(data) for data in images]
                 found = []
                 for i in range(0, len(decoded), self.batch_size):
                     found.extend(det.detect(decoded[i : i + self.batch_size], prompt, BOX_THRESHOLD))
                 _sync(self.device)
-                seconds = time.perf_counter() - start
+                seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
                 detections = [(d.labels.tolist(), d.scores.tolist(), d.boxes.tolist()) for d in found]
         else:  # evaluation: ranking mode
             prompt = det.prompt(classes)
             _sync(self.device)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), _cpu_seconds()
             decoded = [open_image(data) for data in images]
             for i in range(0, len(decoded), batch):
                 det.rank(decoded[i : i + batch], prompt, num_select=300)
             _sync(self.device)
-            seconds = time.perf_counter() - start
-        return {"seconds": seconds, "raw": self._recorded, "detections": detections, "rss_mb": _peak_rss_mb(),
+            seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+        return {"seconds": seconds, "cpu": cpu, "raw": self._recorded, "detections": detections, "rss_mb": _peak_rss_mb(),
                 "thp": self.thp, "note": self.predictor_note}
 
 
@@ -343,8 +352,9 @@ def raw_agreement(ref, got, k=100):
     """
     import torch
 
-    out = {"logit": 0.0, "box": 0.0, "top100": 1.0}
+    out = {"logit": 0.0, "box": 0.0, "top100": 1.0, "scale": 0.0}
     for (lr, br), (lg, bg) in zip(ref, got):
+        out["scale"] = max(out["scale"], float(lr[torch.isfinite(lr)].abs().max()))
         k_ = min(k, lr.shape[0])
         top_r = lr.max(-1).values.topk(k_).indices
         match = torch.cdist(br[top_r], bg, p=float("inf")).argmin(-1)  # (k,) index into got
@@ -403,7 +413,7 @@ def reference_detections(raw, classes, tokenizer, sizes):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 images (a few minutes on a 2-core CPU)")
+    parser.add_argument("--quick", action="store_true", help="4 rounds of 1 image per path (about 10 minutes on a busy 2-core CPU)")
     parser.add_argument("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, cuda:N")
     parser.add_argument("--dtypes", default=None, help="backend/evaluation dtypes, e.g. fp32,bf16 (default: "
                         "fp32,bf16 on the CPU, fp32,bf16,fp16 on CUDA)")
@@ -430,8 +440,8 @@ def main(argv=None) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cuda = device.startswith("cuda")
     dtypes = (args.dtypes or ("fp32,bf16,fp16" if cuda else "fp32,bf16")).split(",")
-    rounds = args.rounds or (2 if args.quick else 3)
-    per_round = args.images or (2 if args.quick else 4)
+    rounds = args.rounds or (4 if args.quick else 3)  # --quick: one image per path per round, finer interleave
+    per_round = args.images or (1 if args.quick else 4)
     batch_sizes = [int(b) for b in (args.batch_sizes if args.batch_sizes is not None else ("2,4,8" if cuda else "2")).split(",") if b]
     backend_batch = args.backend_batch_size or (8 if cuda else 1)
     model = str(model_dir(args.model))
@@ -473,6 +483,7 @@ def main(argv=None) -> int:
             worker(images=images[:n], **request)
 
     times = {name: [] for name in rows}
+    cpu_times = {name: [] for name in rows}
     raw = {name: [] for name in rows}
     dets = {name: [] for name in rows}
     rss, notes, thp = {}, set(), None
@@ -484,6 +495,7 @@ def main(argv=None) -> int:
         for name, (worker, request, _, _) in rows.items():
             reply = worker(images=batch, **request)
             times[name].append(reply["seconds"] / len(batch))
+            cpu_times[name].append(reply["cpu"] / len(batch))
             raw[name].append(reply["raw"])
             dets[name].append(reply.get("detections"))
             rss[worker.kind] = reply["rss_mb"]
@@ -516,29 +528,34 @@ def main(argv=None) -> int:
         agreement[name] = (agree, det_agree)
 
     # Table
-    ratios = {}
+    ratios, cpu_ratios = {}, {}
     for name, (_, _, prompt, _) in rows.items():
         base = times[baseline_of[prompt]]
         ratios[name] = [b / t for b, t in zip(base, times[name])]
+        cpu_ratios[name] = [b / t for b, t in zip(cpu_times[baseline_of[prompt]], cpu_times[name])]
     print()
     print(f"device: {device} ({_device_name(device)}); torch threads: {_threads()}; model: full grounding-dino-tiny "
           f"architecture, random weights; images: {', '.join(f'{w}x{h}' for w, h in IMAGE_SIZES)}; "
           f"{rounds} rounds x {per_round} images, interleaved")
     print(f"fast paths: THP allocation lever {'on' if thp else 'off'}; backend: "
           f"{'; '.join(sorted(notes)) or 'core labelling mode'}; backend micro-batch {backend_batch}")
-    header = f"| {'path':<42} | dtype | images/s | ms/image | vs model card (median, min-max) | max Δlogit* | max Δbox* | top-100 overlap* | detections** |"
+    header = f"| {'path':<42} | dtype | images/s | ms/image | vs model card (median, min-max) | CPU s/image | vs model card, CPU time | max Δlogit* | max Δbox* | top-100 overlap* | detections** |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for name, (_, request, prompt, dt) in rows.items():
         ms = statistics.median(times[name]) * 1000
-        rr = ratios[name]
+        rr, cr = ratios[name], cpu_ratios[name]
         agree, det_agree = agreement.get(name, (None, None))
-        a = ("-", "-", "-") if agree is None else (f"{agree['logit']:.1e}", f"{agree['box']:.1e}", f"{agree['top100']:.2f}")
+        a = ("-", "-", "-") if agree is None else (
+            f"{agree['logit']:.1e} ({agree['logit'] / (agree['scale'] or 1):.0e} rel.)", f"{agree['box']:.1e}",
+            f"{agree['top100']:.2f}")
         d = "-" if det_agree is None else (
             f"{det_agree['matched']}/{det_agree['total']} matched, +{det_agree['extra']}, max Δscore {det_agree['score']:.1e}")
         print(f"| {name:<42} | {dt:<5} | {1000 / ms:8.3f} | {ms:8.0f} | "
-              f"{statistics.median(rr):5.2f}x ({min(rr):.2f}-{max(rr):.2f}) | {a[0]} | {a[1]} | {a[2]} | {d} |")
+              f"{statistics.median(rr):5.2f}x ({min(rr):.2f}-{max(rr):.2f}) | {statistics.median(cpu_times[name]):6.1f} | "
+              f"{statistics.median(cr):5.2f}x ({min(cr):.2f}-{max(cr):.2f}) | {a[0]} | {a[1]} | {a[2]} | {d} |")
     print("* vs the baseline's raw outputs on its top-100 queries, queries matched up to order (nearest box); "
+          "rel. = relative to the baseline's largest |logit| (random weights give logits in the hundreds); "
           "** the backend's boxes vs the same post-processing of the baseline's raw outputs: matched "
           "(same label, IoU >= 0.9) / reference count, + extra boxes, max |Δscore| of matched boxes")
     print(f"peak RSS: model-card process {rss.get('baseline', 0):.0f} MB, fast-path process {rss.get('fast', 0):.0f} MB "
