@@ -5,15 +5,9 @@ tests (Label Studio's verbatim bodies, JPEGs, the local HTTP server) are reused 
 """
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 HERE = Path(__file__).parent
@@ -22,17 +16,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "backend"))  # backend_helpers
 
 from backend_helpers import LocalServer  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    return free_port()
+from rel_helpers import BackendProcess  # noqa: E402
 
 
 @pytest.fixture
@@ -78,57 +62,6 @@ def http_server():
     server.close()
 
 
-class BackendProcess:
-    """`python -m backend` on a free loopback port, with the given environment."""
-
-    def __init__(self, env: dict, log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        full = dict(os.environ)
-        full.update({k: str(v) for k, v in env.items()})
-        full["PYTHONPATH"] = str(REPO) + os.pathsep + full.get("PYTHONPATH", "")
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backend", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "WARNING"],
-            cwd=REPO, env=full, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the backend exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"the backend did not answer /health within {timeout} s:\n{self.log()}")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-
-
 @pytest.fixture
 def start_backend(tiny_model_dir, tmp_path):
     procs = []
@@ -145,7 +78,3 @@ def start_backend(tiny_model_dir, tmp_path):
     yield start
     for proc in procs:
         proc.stop()
-
-
-def no_trace(text: str) -> None:
-    assert "Traceback" not in text and 'File "' not in text, text[:2000]

@@ -2,11 +2,21 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
 
 from PIL import Image
 
 from backend_helpers import jpeg_bytes, ls_body
 
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = ls_body("setup")["schema"]
 LABELS = {"Cat", "RC", "TrafficLight"}
 
@@ -83,8 +93,6 @@ def png_bytes(image: Image.Image, **kwargs) -> bytes:
     return out.getvalue()
 
 
-__all__ = ["CONFIG", "LABELS", "config", "rect_config", "local_task", "url_task", "predict", "sandwich",
-           "strip_ids", "same_result", "assert_good_unaffected", "png_bytes", "jpeg_bytes", "ls_body"]
 
 
 class RawServer:
@@ -152,3 +160,69 @@ class RawServer:
     def close(self):
         self._stop.set()
         self.sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    return free_port()
+
+
+class BackendProcess:
+    """`python -m backend` on a free loopback port, with the given environment."""
+
+    def __init__(self, env: dict, log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full = dict(os.environ)
+        full.update({k: str(v) for k, v in env.items()})
+        full["PYTHONPATH"] = str(REPO) + os.pathsep + full.get("PYTHONPATH", "")
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "backend", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "WARNING"],
+            cwd=REPO, env=full, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the backend exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the backend did not answer /health within {timeout} s:\n{self.log()}")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+def no_trace(text: str) -> None:
+    assert "Traceback" not in text and 'File "' not in text, text[:2000]

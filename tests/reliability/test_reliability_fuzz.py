@@ -14,8 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import BackendProcess
-from rel_helpers import CONFIG, jpeg_bytes
+from rel_helpers import CONFIG, BackendProcess, jpeg_bytes
 from test_reliability_hostile import ESCAPES, SSRF_URLS, hostile_configs
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]

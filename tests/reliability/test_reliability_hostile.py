@@ -15,9 +15,8 @@ import textwrap
 
 import pytest
 
-from conftest import closed_port, no_trace
 from rel_helpers import (
-    CONFIG, assert_good_unaffected, config, jpeg_bytes, local_task, predict, rect_config, sandwich, url_task,
+    CONFIG, assert_good_unaffected, config, jpeg_bytes, local_task, predict, rect_config, no_trace, sandwich, url_task,
 )
 
 pytestmark = pytest.mark.reliability

@@ -9,8 +9,9 @@ import jwt
 import pytest
 import torch
 
-from conftest import closed_port, no_trace
-from rel_helpers import RawServer, assert_good_unaffected, jpeg_bytes, local_task, predict, same_result, sandwich, url_task
+from rel_helpers import (
+    assert_good_unaffected, closed_port, jpeg_bytes, local_task, no_trace, predict, RawServer, same_result, sandwich, url_task,
+)
 
 pytestmark = pytest.mark.reliability
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import closed_port
-from rel_helpers import RawServer, assert_good_unaffected, jpeg_bytes, png_bytes, predict, same_result, sandwich, url_task
+from rel_helpers import (
+    assert_good_unaffected, closed_port, jpeg_bytes, png_bytes, predict, RawServer, same_result, sandwich, url_task,
+)
 
 pytestmark = pytest.mark.reliability
 GOOD = jpeg_bytes()  # 64 x 48
