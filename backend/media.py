@@ -171,6 +171,11 @@ class MediaFetcher:
                 return client._client_wrapper.get_headers()["Authorization"]
             except Exception as exc:  # ApiError 401 (expired/revoked), connection errors
                 self._ls_clients.pop((host, token), None)
+                if _is_connection_error(exc):
+                    raise MediaError(
+                        f"could not reach Label Studio at {host} to refresh the API key ({exc}): set "
+                        "LABEL_STUDIO_URL to an address of Label Studio reachable from this backend"
+                    ) from None
                 detail = getattr(exc, "body", None) or exc
                 raise MediaError(
                     f"Label Studio refused the API key ({detail}): set LABEL_STUDIO_API_KEY to a valid "
@@ -311,3 +316,16 @@ def check_destination(url: str, settings: Settings, trusted_netloc: str | None =
         f"refused {short_url(url)}: {host} resolves to the internal address {internal[0]} "
         "(loopback, link-local or private); add the host to ALLOWED_MEDIA_HOSTS if it is trusted"
     )
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """A transport failure (refused, timed out, DNS) anywhere in the exception chain, not an HTTP answer."""
+    import httpx
+    import requests
+
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, (httpx.TransportError, requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

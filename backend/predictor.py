@@ -36,7 +36,13 @@ def is_oom(exc: BaseException) -> bool:
     oom_type = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
     if oom_type is not None and isinstance(exc, oom_type):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    if isinstance(exc, MemoryError):
+        return True
+    # CUDA says "out of memory"; the CPU allocator says "can't allocate memory" (DefaultCPUAllocator).
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        sign in message for sign in ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+    )
 
 
 @dataclass
