@@ -69,6 +69,11 @@ def prelabelled_project(ls_client, ls_api, backend, label_studio):
     images = {f"e2e_{i}.png": make_image(i, size=(320 + 40 * i, 240)) for i in range(3)}
     uploaded = upload_images(ls_api, project, images)
     (label_studio.media_root / "images" / "local_0.jpg").write_bytes(make_image(10, (256, 256), "JPEG"))
+    # Local Storage as a user sets it up (Settings -> Cloud Storage -> Local files), so Label Studio serves it
+    r = ls_api.post("/api/storages/localfiles", json={
+        "project": project, "title": "local images", "path": str(label_studio.media_root / "images"),
+        "use_blob_urls": True})
+    assert r.status_code == 201, r.text
     import_tasks(ls_api, project, [{"image": "/data/local-files/?d=images/local_0.jpg"}])
     ids = task_ids(ls_api, project)
     assert len(ids) == 4 and set(uploaded) <= set(ids)
