@@ -357,7 +357,10 @@ def raw_agreement(ref, got, k=100):
         out["scale"] = max(out["scale"], float(lr[torch.isfinite(lr)].abs().max()))
         k_ = min(k, lr.shape[0])
         top_r = lr.max(-1).values.topk(k_).indices
-        match = torch.cdist(br[top_r], bg, p=float("inf")).argmin(-1)  # (k,) index into got
+        # Match on boxes and logits together: random weights saturate many boxes to the same values.
+        key_r = torch.cat([br, torch.nan_to_num(lr, neginf=0.0)], -1)
+        key_g = torch.cat([bg, torch.nan_to_num(lg, neginf=0.0)], -1)
+        match = torch.cdist(key_r[top_r], key_g, p=float("inf")).argmin(-1)  # (k,) index into got
         lr_, lg_ = lr[top_r], lg[match]
         finite = torch.isfinite(lr_)
         if not torch.equal(finite, torch.isfinite(lg_)):
@@ -554,7 +557,7 @@ def main(argv=None) -> int:
         print(f"| {name:<42} | {dt:<5} | {1000 / ms:8.3f} | {ms:8.0f} | "
               f"{statistics.median(rr):5.2f}x ({min(rr):.2f}-{max(rr):.2f}) | {statistics.median(cpu_times[name]):6.1f} | "
               f"{statistics.median(cr):5.2f}x ({min(cr):.2f}-{max(cr):.2f}) | {a[0]} | {a[1]} | {a[2]} | {d} |")
-    print("* vs the baseline's raw outputs on its top-100 queries, queries matched up to order (nearest box); "
+    print("* vs the baseline's raw outputs on its top-100 queries, queries matched up to order (nearest box and logits); "
           "rel. = relative to the baseline's largest |logit| (random weights give logits in the hundreds); "
           "** the backend's boxes vs the same post-processing of the baseline's raw outputs: matched "
           "(same label, IoU >= 0.9) / reference count, + extra boxes, max |Δscore| of matched boxes")
