@@ -65,6 +65,9 @@ class Predictor:
         self.detector = detector
         self.settings = settings
         self.fetcher = fetcher or MediaFetcher(settings)
+        device = getattr(detector, "device", None)
+        on_cpu = device is None or getattr(device, "type", "cpu") == "cpu"
+        self.batch_size = settings.batch_size or (1 if on_cpu else 4)
         self._lock = threading.Lock()  # one forward pass at a time per process
         # Tokenizers are not safe to share between threads; prompts are quick to build, so /setup
         # (which validates them) never waits behind a long forward pass holding `_lock`.
@@ -129,7 +132,7 @@ class Predictor:
                 job.error = "the task has no 'data' object"
         needed = {s.to_name: s.data_key for s, _ in prompts}
         pending = [j for j in jobs if j.error is None]
-        batch_size = self.settings.batch_size
+        batch_size = self.batch_size
         with ThreadPoolExecutor(max_workers=min(DOWNLOAD_WORKERS, max(1, batch_size))) as pool:
             for start in range(0, len(pending), batch_size):
                 batch = pending[start : start + batch_size]

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     client = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key, timeout=300)
     predictor = load_predictor(settings)
     summary = prelabel(
-        client, predictor, args.project, batch_size=args.batch_size or 4 * settings.batch_size,
+        client, predictor, args.project, batch_size=args.batch_size or 4 * predictor.batch_size,
         page_size=args.page_size, import_chunk=args.import_chunk, progress=not args.no_progress,
         hostname=settings.label_studio_url, access_token=settings.label_studio_api_key,
     )

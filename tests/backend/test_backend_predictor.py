@@ -198,3 +198,13 @@ def test_no_tasks_and_tasks_without_data(predictor):
     assert predictor.predict_tasks([], CONFIG) == []
     items = predictor.predict_tasks([{"id": 1}, {"id": 2, "data": "x"}], CONFIG)
     assert [("error" in i, "result" in i) for i in items] == [(True, False), (True, False)]
+
+
+def test_batch_size_defaults_to_one_on_the_cpu_and_four_on_a_gpu(tiny_detector, make_settings):
+    assert Predictor(tiny_detector, make_settings()).batch_size == 1  # tiny_detector is on the CPU
+    assert Predictor(tiny_detector, make_settings(BATCH_SIZE=3)).batch_size == 3
+
+    class OnGpu:
+        device = torch.device("cuda")
+
+    assert Predictor(OnGpu(), make_settings()).batch_size == 4
