@@ -25,3 +25,40 @@ def tiny_detector(tiny_model_dir):
     from backend.detection import Detector, DetectorConfig
 
     return Detector.load(DetectorConfig(model=str(tiny_model_dir), device="cpu"))
+
+
+@pytest.fixture
+def make_settings(tiny_model_dir):
+    """Backend settings as from the environment, on the tiny model and the CPU."""
+    from backend.settings import Settings
+
+    def make(**env) -> Settings:
+        base = {"GROUNDING_DINO_MODEL": str(tiny_model_dir), "DEVICE": "cpu", "BOX_THRESHOLD": "0.3"}
+        base.update({k: str(v) for k, v in env.items()})
+        return Settings.from_env(base)
+
+    return make
+
+
+@pytest.fixture
+def make_client(tiny_detector, make_settings):
+    """The real FastAPI app (tiny model) behind a TestClient; `detector=` swaps in a wrapped detector."""
+    from fastapi.testclient import TestClient
+
+    from backend.predictor import Predictor
+    from backend.server import create_app
+
+    clients = []
+
+    def make(detector=None, raise_server_exceptions=True, **env):
+        settings = make_settings(**env)
+        predictor = Predictor(detector or tiny_detector, settings)
+        client = TestClient(create_app(settings, predictor), raise_server_exceptions=raise_server_exceptions)
+        client.__enter__()
+        client.predictor = predictor
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)

@@ -5,6 +5,7 @@ tests (Label Studio's verbatim bodies, JPEGs, the local HTTP server) are reused 
 """
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -20,39 +21,9 @@ from rel_helpers import BackendProcess  # noqa: E402
 
 
 @pytest.fixture
-def make_settings(tiny_model_dir):
-    from backend.settings import Settings
-
-    def make(**env) -> Settings:
-        base = {"GROUNDING_DINO_MODEL": str(tiny_model_dir), "DEVICE": "cpu", "BOX_THRESHOLD": "0.3"}
-        base.update({k: str(v) for k, v in env.items()})
-        return Settings.from_env(base)
-
-    return make
-
-
-@pytest.fixture
-def make_client(tiny_detector, make_settings):
-    """The real FastAPI app (tiny model) behind a TestClient; `detector=` swaps in a wrapped detector."""
-    from fastapi.testclient import TestClient
-
-    from backend.predictor import Predictor
-    from backend.server import create_app
-
-    clients = []
-
-    def make(detector=None, **env):
-        settings = make_settings(**env)
-        predictor = Predictor(detector or tiny_detector, settings)
-        client = TestClient(create_app(settings, predictor), raise_server_exceptions=False)
-        client.__enter__()
-        client.predictor = predictor
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+def make_client(make_client):
+    """The shared app fixture, answering unexpected errors as a 500 instead of raising in the test."""
+    return functools.partial(make_client, raise_server_exceptions=False)
 
 
 @pytest.fixture
