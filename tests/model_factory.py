@@ -72,3 +72,16 @@ def build_full_size_model(out_dir: Path, seed: int = 0) -> Path:
     model.save_pretrained(out_dir)
     make_processor().save_pretrained(out_dir)
     return out_dir
+
+
+def with_input_size(model_dir: Path, out_dir: Path, shortest_edge: int, longest_edge: int) -> Path:
+    """A copy of a saved model whose processor resizes to another resolution (same weights, tokenizer)."""
+    import json
+    import shutil
+
+    shutil.copytree(model_dir, out_dir)
+    cfg_path = out_dir / "processor_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["image_processor"]["size"] = {"shortest_edge": shortest_edge, "longest_edge": longest_edge}
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    return out_dir

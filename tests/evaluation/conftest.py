@@ -1,8 +1,6 @@
 """Fixtures for the evaluation toolkit tests: a fast copy of the tiny model and COCO-format datasets."""
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -11,19 +9,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from coco_data import make_dataset  # noqa: E402
+from model_factory import with_input_size  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def fast_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """The session's tiny random model with a small input resolution (shorter side 160), so the many
     subprocess runs stay quick; everything else (weights, tokenizer, caption) is the fixture's."""
-    out = tmp_path_factory.mktemp("models") / "tiny-grounding-dino-160"
-    shutil.copytree(tiny_model_dir, out)
-    cfg_path = out / "processor_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["image_processor"]["size"] = {"shortest_edge": 160, "longest_edge": 267}
-    cfg_path.write_text(json.dumps(cfg, indent=2))
-    return out
+    return with_input_size(tiny_model_dir, tmp_path_factory.mktemp("models") / "tiny-grounding-dino-160", 160, 267)
 
 
 @pytest.fixture(scope="session")

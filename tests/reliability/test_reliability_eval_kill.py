@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "evaluation"))
 
 from coco_data import REPO, cli_args, env, make_dataset, run_cli  # noqa: E402
+from model_factory import with_input_size  # noqa: E402
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 NUM_IMAGES = 12
@@ -33,13 +33,7 @@ SEED = 20260408
 @pytest.fixture(scope="module")
 def fast_model(tiny_model_dir, tmp_path_factory) -> Path:
     """The tiny model at 480 px: inference is a good part of each run, so kill moments land in it too."""
-    out = tmp_path_factory.mktemp("kill-model") / "tiny-480"
-    shutil.copytree(tiny_model_dir, out)
-    cfg_path = out / "processor_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["image_processor"]["size"] = {"shortest_edge": 480, "longest_edge": 800}
-    cfg_path.write_text(json.dumps(cfg, indent=2))
-    return out
+    return with_input_size(tiny_model_dir, tmp_path_factory.mktemp("kill-model") / "tiny-480", 480, 800)
 
 
 def partial_ids(out: Path) -> list[int]:
