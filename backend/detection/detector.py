@@ -42,6 +42,9 @@ class DetectorConfig:
     # Multi-scale deformable attention as one embedding_bag (deformable.py): same sums as transformers'
     # grid_sample path up to float summation order; on CUDA the hub's compiled kernel when available.
     fast_deformable_attention: bool = True
+    # The encoder's image-text fusion attention with its projections reassociated (fusion.py): never
+    # projects the ~18k image tokens into the 1024-wide attention space; same sums up to float order.
+    fast_fusion_attention: bool = True
 
 
 def resolve_device(device: str) -> torch.device:
@@ -85,6 +88,10 @@ class Detector:
             from . import deformable
 
             deformable.install(self.model, self.device)
+        if config.fast_fusion_attention:
+            from . import fusion
+
+            fusion.install(self.model)
         self._prompts: dict = {}
 
     @classmethod

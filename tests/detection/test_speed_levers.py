@@ -1,7 +1,7 @@
 """Every speed lever keeps the outputs of the plain forward (not timed; see benchmarks/throughput.py).
 
 Levers: the text-feature cache (BERT once per prompt), the embedding_bag deformable attention and the
-in-place FFN ReLU (backend/detection/deformable.py). THP allocation (THP_MEM_ALLOC_ENABLE, set before torch is imported)
+in-place FFN ReLU (backend/detection/deformable.py), the reassociated fusion attention (fusion.py). THP allocation (THP_MEM_ALLOC_ENABLE, set before torch is imported)
 only changes where tensors live in memory, so it cannot change a number; the benchmark checks it end to end.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from backend.detection import Detector, DetectorConfig
+from backend.detection import fusion
 from backend.detection.deformable import (
     FastMSDA,
     install,
@@ -89,6 +90,87 @@ def test_install_and_uninstall_swap_every_kernel(tiny_model_dir):
     assert not any(m.inplace for m in relus)
 
 
+def _fusion_attention(seed=0):
+    from transformers import GroundingDinoConfig
+    from transformers.models.grounding_dino.modeling_grounding_dino import GroundingDinoBiMultiHeadAttention
+
+    torch.manual_seed(seed)
+    return GroundingDinoBiMultiHeadAttention(GroundingDinoConfig()).eval()  # grounding-dino-tiny's sizes
+
+
+@pytest.mark.parametrize(
+    "batch,tokens,text_len,masked,scale",
+    [
+        (1, 700, 13, False, 1.0),  # a 5-label config, batch 1
+        (1, 400, 195, False, 1.0),  # the 80 COCO names
+        (3, 300, 9, True, 1.0),  # padded images and padded captions in one batch
+        (2, 200, 7, True, 200.0),  # logits spanning more than 50000: transformers' clamps bite
+    ],
+)
+def test_fused_fusion_attention_matches_transformers(batch, tokens, text_len, masked, scale):
+    attn = _fusion_attention()
+    g = torch.Generator().manual_seed(batch * 1000 + text_len)
+    vision = torch.randn(batch, tokens, 256, generator=g) * scale
+    text = torch.randn(batch, text_len, 256, generator=g) * scale
+    vision_mask = torch.zeros(batch, tokens, dtype=torch.bool)
+    text_mask = torch.zeros(batch, text_len, dtype=torch.bool)
+    if masked:
+        vision_mask[1, tokens // 2 :] = True
+        text_mask[0, text_len - 3 :] = True
+    with torch.inference_mode():
+        (ref_v, ref_vw), (ref_t, ref_tw) = attn(vision, text, vision_mask, text_mask)
+        assert fusion.install(attn) == 1
+        (got_v, got_vw), (got_t, got_tw) = attn(vision, text, vision_mask, text_mask)
+        assert fusion.uninstall(attn) == 1
+        (again_v, _), _ = attn(vision, text, vision_mask, text_mask)
+    assert torch.equal(again_v, ref_v)  # uninstall restores transformers' forward
+    if scale > 1:  # the clamp path was really taken: the logits span more than 50000
+        with torch.inference_mode():
+            queries = (attn.vision_proj(vision) * attn.scale).view(batch, tokens, 4, 256).transpose(1, 2)
+            logits = queries @ attn.text_proj(text).view(batch, text_len, 4, 256).permute(0, 2, 3, 1)
+        assert float(logits.max() - logits.min()) > 50000
+    for ref, got in ((ref_v, got_v), (ref_t, got_t), (ref_vw, got_vw), (ref_tw, got_tw)):
+        assert got.shape == ref.shape
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5 * max(1.0, float(ref.abs().max())))
+
+
+def test_fused_fusion_attention_under_bf16_autocast():
+    attn = _fusion_attention()
+    g = torch.Generator().manual_seed(5)
+    vision, text = torch.randn(2, 300, 256, generator=g), torch.randn(2, 11, 256, generator=g)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        (ref_v, _), (ref_t, _) = attn(vision, text)
+        fusion.install(attn)
+        (got_v, _), (got_t, _) = attn(vision, text)
+    for ref, got in ((ref_v, got_v), (ref_t, got_t)):
+        assert torch.isfinite(got).all()
+        # bf16 keeps 8 bits: both orders round differently, so compare at bf16's resolution.
+        torch.testing.assert_close(got.float(), ref.float(), rtol=0.05, atol=0.02 * float(ref.float().abs().max()))
+
+
+def test_fused_fusion_attention_training_mode_is_transformers_own():
+    attn = _fusion_attention().train()
+    fusion.install(attn)
+    vision, text = torch.randn(1, 50, 256), torch.randn(1, 5, 256)
+    torch.manual_seed(1)
+    (got, _), _ = attn(vision, text)
+    fusion.uninstall(attn)
+    torch.manual_seed(1)
+    (ref, _), _ = attn(vision, text)
+    assert torch.equal(got, ref)  # same dropout draws: the same code ran
+
+
+def test_fusion_install_keeps_weights_and_state_dict(tiny_model_dir):
+    from transformers import GroundingDinoForObjectDetection
+
+    model = GroundingDinoForObjectDetection.from_pretrained(tiny_model_dir).eval()
+    keys = list(model.state_dict())
+    assert fusion.install(model) == model.config.encoder_layers
+    assert fusion.install(model) == 0  # idempotent
+    assert list(model.state_dict()) == keys
+    assert fusion.uninstall(model) == model.config.encoder_layers
+
+
 def _images():
     rng = np.random.RandomState(0)
     sizes = [(640, 480), (480, 640), (500, 375)]
@@ -98,11 +180,15 @@ def _images():
 @pytest.fixture(scope="module")
 def plain_and_fast(tiny_model_dir):
     plain = Detector.load(
-        DetectorConfig(model=str(tiny_model_dir), device="cpu", cache_text_features=False, fast_deformable_attention=False)
+        DetectorConfig(
+            model=str(tiny_model_dir), device="cpu",
+            cache_text_features=False, fast_deformable_attention=False, fast_fusion_attention=False,
+        )
     )
     fast = Detector.load(DetectorConfig(model=str(tiny_model_dir), device="cpu"))
     assert not any(isinstance(m, FastMSDA) for m in plain.model.modules())
     assert any(isinstance(m, FastMSDA) for m in fast.model.modules())
+    assert fusion.uninstall(plain.model) == 0 and fusion.install(fast.model) == 0  # on in fast, off in plain
     return plain, fast
 
 
