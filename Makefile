@@ -8,6 +8,9 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# CPU speed lever (backend/allocator.py): run the server on tcmalloc when it is installed
+# (apt-get install libtcmalloc-minimal4); `make serve TCMALLOC=` runs it on glibc malloc.
+TCMALLOC ?= $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4))
 
 .PHONY: serve test install install-test clean
 
@@ -29,7 +32,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 serve: install
-	$(BIN)/python -m backend
+	LD_PRELOAD="$(TCMALLOC)" $(BIN)/python -m backend
 
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -54,11 +57,12 @@ $(LS_VENV)/.installed:
 install-labelstudio: $(LS_VENV)/.installed
 
 # Debian's chromium (Playwright's own browser download does not work here). Needs root (CI) or sudo.
+# tcmalloc comes along: tests/detection/test_allocator.py runs the model on it.
 install-chromium:
-	@if [ ! -x $(CHROMIUM) ]; then \
+	@if [ ! -x $(CHROMIUM) ] || [ -z "$(TCMALLOC)" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
-	  || echo "WARNING: could not install chromium; the browser test (tests/e2e) will fail"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium libtcmalloc-minimal4 >/dev/null \
+	  || echo "WARNING: could not install chromium and tcmalloc; the browser test (tests/e2e) will fail"; \
 	fi
 
 install-e2e: install-labelstudio install-chromium

@@ -34,7 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    logging.getLogger("backend").info("model %s loaded; listening on %s:%d", settings.model, args.host, args.port)
+    log = logging.getLogger("backend")
+    log.info("model %s loaded; listening on %s:%d", settings.model, args.host, args.port)
+    from .allocator import active_allocator
+
+    if predictor.detector.device.type == "cpu" and active_allocator() == "glibc malloc":
+        log.info("running on glibc malloc: on a CPU, LD_PRELOAD=libtcmalloc_minimal.so.4 (libtcmalloc-minimal4) is "
+                 "~12%% faster per image (see the README, Speed)")
 
     import uvicorn
 

@@ -205,6 +205,21 @@ def test_dockerfile_pinned_cuda_base_non_root_healthcheck():
     assert any(re.match(r"RUN pip install .*\s\.(\s|$)", l) for l in lines)
 
 
+def test_dockerfile_preloads_the_tcmalloc_it_installs():
+    from backend.allocator import TCMALLOC_PATTERNS
+
+    text = DOCKERFILE.read_text()
+    preload = re.search(r"^ENV LD_PRELOAD=(\S+)$", text, re.M)
+    assert preload, "no LD_PRELOAD in the Dockerfile"
+    path = preload.group(1)
+    assert "apt-get install" in text and "libtcmalloc-minimal4" in text
+    assert "ln -s " in text and text.index(path) < preload.start()  # the link is made before it is used
+    assert path in TCMALLOC_PATTERNS  # the backend's startup check finds the same file
+    # Set before the CMD runs (ENV after USER would still apply; before the pip install it would also
+    # preload into pip: harmless). The HEALTHCHECK's python inherits it too.
+    assert preload.start() < text.index("CMD [")
+
+
 def test_env_example_covers_every_variable_compose_needs(compose):
     text = COMPOSE.read_text() + COMPOSE_CPU.read_text()
     required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
