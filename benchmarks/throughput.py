@@ -16,6 +16,10 @@ cancels out in the per-round ratios. Paths:
 - evaluation: ranking mode (`Detector.rank`, top-300) at batch 1 in fp32 (the parity settings), with the
   80 COCO names; and the fastest batch size separately.
 
+The fast paths run on tcmalloc when it is installed (`LD_PRELOAD`, as `make serve` and the Docker image
+run the backend; `--allocator glibc` to turn it off); on the CPU their fp32 rows then run once more in a
+second process on glibc malloc, so both figures come from the same run.
+
 Agreement with the baseline's raw outputs is checked on every image (max |Δlogit|, max |Δbox|, overlap
 of the top-100 queries); the backend's detections are compared with the detections the same
 post-processing gives on the baseline's raw outputs. The last line is
@@ -49,6 +53,8 @@ LS_CONFIG = (
 IMAGE_SIZES = [(640, 480), (480, 640), (640, 427), (500, 375)]  # COCO-like (width, height)
 BOX_THRESHOLD = 0.35  # the backend's default
 TEXT_THRESHOLD = 0.25  # the model card's
+GLIBC_BACKEND_ROW = "backend /predict, 5 LS labels, fp32, glibc malloc"
+GLIBC_EVAL_ROW = "evaluation rank, batch 1 (parity), fp32, glibc malloc"
 
 
 def caption(classes) -> str:
@@ -252,8 +258,10 @@ class FastWorker:
                 det.rank(decoded[i : i + batch], prompt, num_select=300)
             _sync(self.device)
             seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+        from backend.allocator import active_allocator
+
         return {"seconds": seconds, "cpu": cpu, "raw": self._recorded, "detections": detections, "rss_mb": _peak_rss_mb(),
-                "thp": self.thp, "note": self.predictor_note}
+                "thp": self.thp, "note": self.predictor_note, "allocator": active_allocator()}
 
 
 
@@ -303,8 +311,9 @@ def worker_main(kind: str, args: dict) -> None:
 
 
 class Worker:
-    def __init__(self, kind: str, args: dict, env: dict):
+    def __init__(self, kind: str, args: dict, env: dict, label: str | None = None):
         self.kind = kind
+        self.label = label or kind
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.throughput", "--worker", kind, "--worker-args", json.dumps(args)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, env=env,
@@ -420,6 +429,9 @@ def main(argv=None) -> int:
     parser.add_argument("--backend-dtype", default=None, help="the backend row of the summary line (default: "
                         "the backend's default DTYPE setting)")
     parser.add_argument("--model", default=None, help="model directory (default: a random full-size model)")
+    parser.add_argument("--allocator", choices=("auto", "tcmalloc", "glibc"), default="auto", help="malloc of the "
+                        "fast paths: auto = tcmalloc when installed, as `make serve` and the Docker image run the "
+                        "backend (backend/allocator.py); on the CPU the fp32 rows are then also run on glibc malloc")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-args", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -445,11 +457,22 @@ def main(argv=None) -> int:
     sizes = [Image.open(io.BytesIO(b)).size for b in images]
 
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("LD_PRELOAD", None)
     plain_env = {k: v for k, v in env.items() if k != "THP_MEM_ALLOC_ENABLE"}  # the model card, as users run it
+    from backend.allocator import find_tcmalloc
+
+    tcmalloc = find_tcmalloc() if args.allocator != "glibc" else None
+    if args.allocator == "tcmalloc" and tcmalloc is None:
+        parser.error("--allocator tcmalloc: libtcmalloc_minimal.so.4 not found (apt-get install libtcmalloc-minimal4)")
+    fast_env = dict(env, LD_PRELOAD=tcmalloc) if tcmalloc else env
     print(f"model {model}; device {device}; dtypes {','.join(dtypes)}; {rounds} rounds x {per_round} images; "
-          f"backend micro-batch {backend_batch}; starting workers ...", file=sys.stderr, flush=True)
+          f"backend micro-batch {backend_batch}; fast paths on {'tcmalloc' if tcmalloc else 'glibc malloc'}; "
+          "starting workers ...", file=sys.stderr, flush=True)
+    fast_args = {"model": model, "device": device, "batch_size": backend_batch}
     baseline = Worker("baseline", {"model": model, "device": device}, plain_env)
-    fast = Worker("fast", {"model": model, "device": device, "batch_size": backend_batch}, env)
+    fast = Worker("fast", fast_args, fast_env)
+    # On the CPU the allocator is worth ~12%: show the fp32 rows without it too (a second process).
+    fast_glibc = Worker("fast", fast_args, env, label="fast-glibc") if tcmalloc and not cuda else None
 
     # Rows: name -> (worker, request, prompt); the baseline has one row per prompt.
     rows = {
@@ -459,6 +482,9 @@ def main(argv=None) -> int:
     for dt in dtypes:
         rows[f"backend /predict, 5 LS labels, {dt}"] = (fast, {"classes": LS_CLASSES, "mode": "backend", "dtype": dt}, "ls5", dt)
     rows["evaluation rank, batch 1 (parity), fp32"] = (fast, {"classes": COCO_NAMES, "mode": "eval", "dtype": "fp32", "batch": 1}, "coco80", "fp32")
+    if fast_glibc is not None:
+        rows[GLIBC_BACKEND_ROW] = (fast_glibc, {"classes": LS_CLASSES, "mode": "backend", "dtype": "fp32"}, "ls5", "fp32")
+        rows[GLIBC_EVAL_ROW] = (fast_glibc, {"classes": COCO_NAMES, "mode": "eval", "dtype": "fp32", "batch": 1}, "coco80", "fp32")
     for dt in dtypes if cuda else ["fp32"]:  # on the CPU the evaluation stays fp32 (the parity setting)
         if dt != "fp32":
             rows[f"evaluation rank, batch 1, {dt}"] = (fast, {"classes": COCO_NAMES, "mode": "eval", "dtype": dt, "batch": 1}, "coco80", dt)
@@ -470,7 +496,7 @@ def main(argv=None) -> int:
     print("warm-up ...", file=sys.stderr, flush=True)
     warmed = set()
     for name, (worker, request, _, dt) in rows.items():
-        key = (worker.kind, dt, request.get("batch", 1))
+        key = (worker.label, dt, request.get("batch", 1))
         if key not in warmed:  # per dtype and batch shape: every image size (--quick: one batch)
             warmed.add(key)
             n = request.get("batch", 1) if args.quick or worker is baseline else len(images)
@@ -480,7 +506,7 @@ def main(argv=None) -> int:
     cpu_times = {name: [] for name in rows}
     raw = {name: [] for name in rows}
     dets = {name: [] for name in rows}
-    rss, notes, thp = {}, set(), None
+    rss, notes, thp, allocators = {}, set(), None, {}
     round_images = []
     for r in range(rounds):
         idx = [(r * per_round + i) % len(images) for i in range(per_round)]
@@ -492,14 +518,17 @@ def main(argv=None) -> int:
             cpu_times[name].append(reply["cpu"] / len(batch))
             raw[name].append(reply["raw"])
             dets[name].append(reply.get("detections"))
-            rss[worker.kind] = reply["rss_mb"]
+            rss[worker.label] = reply["rss_mb"]
+            if reply.get("allocator"):
+                allocators[worker.label] = reply["allocator"]
             if reply.get("note"):
                 notes.add(reply["note"])
             thp = reply.get("thp", thp)
             print(f"  round {r + 1}/{rounds} {name}: {reply['seconds'] / len(batch) * 1000:.0f} ms/image",
                   file=sys.stderr, flush=True)
-    baseline.close()
-    fast.close()
+    for worker in (baseline, fast, fast_glibc):
+        if worker is not None:
+            worker.close()
 
     # Agreement with the baseline's raw outputs (same images, same prompt).
     from transformers import AutoTokenizer
@@ -531,9 +560,10 @@ def main(argv=None) -> int:
     print(f"device: {device} ({_device_name(device)}); torch threads: {_threads()}; model: full grounding-dino-tiny "
           f"architecture, random weights; images: {', '.join(f'{w}x{h}' for w, h in IMAGE_SIZES)}; "
           f"{rounds} rounds x {per_round} images, interleaved")
-    print(f"fast paths: THP allocation lever {'on' if thp else 'off'}; backend: "
+    print(f"fast paths: THP allocation lever {'on' if thp else 'off'}; malloc: {allocators.get('fast', '?')}"
+          f"{' (glibc-malloc rows: a second process on glibc malloc)' if fast_glibc else ''}; backend: "
           f"{'; '.join(sorted(notes)) or 'core labelling mode'}; backend micro-batch {backend_batch}")
-    header = f"| {'path':<42} | dtype | images/s | ms/image | vs model card (median, min-max) | CPU s/image | vs model card, CPU time | max Δlogit* | max Δbox* | top-100 overlap* | detections** |"
+    header = f"| {'path':<54} | dtype | images/s | ms/image | vs model card (median, min-max) | CPU s/image | vs model card, CPU time | max Δlogit* | max Δbox* | top-100 overlap* | detections** |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for name, (_, request, prompt, dt) in rows.items():
@@ -545,7 +575,7 @@ def main(argv=None) -> int:
             f"{agree['top100']:.2f}")
         d = "-" if det_agree is None else (
             f"{det_agree['matched']}/{det_agree['total']} matched, +{det_agree['extra']}, max Δscore {det_agree['score']:.1e}")
-        print(f"| {name:<42} | {dt:<5} | {1000 / ms:8.3f} | {ms:8.0f} | "
+        print(f"| {name:<54} | {dt:<5} | {1000 / ms:8.3f} | {ms:8.0f} | "
               f"{statistics.median(rr):5.2f}x ({min(rr):.2f}-{max(rr):.2f}) | {statistics.median(cpu_times[name]):6.1f} | "
               f"{statistics.median(cr):5.2f}x ({min(cr):.2f}-{max(cr):.2f}) | {a[0]} | {a[1]} | {a[2]} | {d} |")
     print("* vs the baseline's raw outputs on its top-100 queries, queries matched up to order (nearest box and logits); "
@@ -553,13 +583,18 @@ def main(argv=None) -> int:
           "** the backend's boxes vs the same post-processing of the baseline's raw outputs: matched "
           "(same label, IoU >= 0.9) / reference count, + extra boxes, max |Δscore| of matched boxes")
     print(f"peak RSS: model-card process {rss.get('baseline', 0):.0f} MB, fast-path process {rss.get('fast', 0):.0f} MB "
-          "(one model shared by every fast row)")
+          "(one model shared by every fast row)"
+          + (f", glibc-malloc fast-path process {rss['fast-glibc']:.0f} MB" if "fast-glibc" in rss else ""))
     backend_dtype = args.backend_dtype or _backend_default_dtype()
     backend_default = next((n for n in rows if n.startswith("backend") and n.endswith(backend_dtype)),
                            next(n for n in rows if n.startswith("backend")))
     backend = statistics.median(ratios[backend_default])
     evaluation = statistics.median(ratios["evaluation rank, batch 1 (parity), fp32"])
-    print(f"(backend_vs_model_card: row '{backend_default}'; eval_vs_model_card: batch-1 parity row)")
+    if fast_glibc is not None:
+        print(f"on glibc malloc (no tcmalloc): backend {statistics.median(ratios[GLIBC_BACKEND_ROW]):.2f}x, "
+              f"evaluation {statistics.median(ratios[GLIBC_EVAL_ROW]):.2f}x")
+    print(f"(backend_vs_model_card: row '{backend_default}'; eval_vs_model_card: batch-1 parity row; fast paths on "
+          f"{allocators.get('fast', '?')}, as the backend runs from `make serve` and the Docker image)")
     print(f"backend_vs_model_card={backend:.2f} eval_vs_model_card={evaluation:.2f}")
     return 0
 
