@@ -55,21 +55,24 @@ def fused_bi_attention_forward(
     # transformers shifts by the global max and clamps at -50000 before both softmaxes (then shifts
     # each text token's column by its max again). Softmax ignores shifts, so when the logits span less
     # than 50000 (always, in fp32 and bf16 practice) the clamps cannot bite and both shifts are skipped.
-    low, high = torch.aminmax(logits)
-    if float(high - low) >= _CLAMP:
-        logits = (logits - high).clamp_(min=-_CLAMP, max=_CLAMP)
+    # On an accelerator the checks below would each cost a host sync: run transformers' full sequence.
+    checks = _host_checks_are_cheap(logits.device)
+    vision_masked = vision_attention_mask is not None and (not checks or bool(vision_attention_mask.any()))
+    text_masked = text_attention_mask is not None and (not checks or bool(text_attention_mask.any()))
+    if not checks or _span(logits) >= _CLAMP:
+        logits = (logits - logits.max()).clamp_(min=-_CLAMP, max=_CLAMP)
         text_logits = (logits - logits.amax(dim=1, keepdim=True)).clamp_(min=-_CLAMP, max=_CLAMP)
     else:
         text_logits = logits
 
     # Text side: each (head, text token) attends over the image tokens (dim 1).
-    if vision_attention_mask is not None and bool(vision_attention_mask.any()):
+    if vision_masked:
         text_logits = text_logits.masked_fill(vision_attention_mask[:, :, None], float("-inf"))
     text_probs = text_logits.softmax(dim=1)
 
     # Image side: each (image token, head) attends over the text tokens.
     logits = logits.view(batch, tokens, heads, text_len)
-    if text_attention_mask is not None and bool(text_attention_mask.any()):
+    if text_masked:
         logits = logits.masked_fill(text_attention_mask[:, None, None, :], float("-inf"))
     vision_probs = logits.softmax(dim=-1)
 
@@ -90,6 +93,15 @@ def fused_bi_attention_forward(
     vision_weights = vision_probs.permute(0, 2, 1, 3).reshape(batch * heads, tokens, text_len)
     text_weights = text_probs.view(batch, tokens, heads, text_len).permute(0, 2, 3, 1).reshape(batch * heads, text_len, tokens)
     return (vision_out, vision_weights), (text_out, text_weights)
+
+
+def _host_checks_are_cheap(device: torch.device) -> bool:
+    return device.type == "cpu"
+
+
+def _span(tensor: torch.Tensor) -> float:
+    low, high = torch.aminmax(tensor)
+    return float(high - low)
 
 
 def _fusion_attentions(model: nn.Module):

@@ -107,7 +107,10 @@ def _fusion_attention(seed=0):
         (2, 200, 7, True, 200.0),  # logits spanning more than 50000: transformers' clamps bite
     ],
 )
-def test_fused_fusion_attention_matches_transformers(batch, tokens, text_len, masked, scale):
+@pytest.mark.parametrize("host_checks", [True, False], ids=["cpu-checks", "accelerator-sequence"])
+def test_fused_fusion_attention_matches_transformers(batch, tokens, text_len, masked, scale, host_checks, monkeypatch):
+    # On an accelerator the fused forward skips its host-synchronising shortcuts; run that branch here too.
+    monkeypatch.setattr(fusion, "_host_checks_are_cheap", lambda device: host_checks)
     attn = _fusion_attention()
     g = torch.Generator().manual_seed(batch * 1000 + text_len)
     vision = torch.randn(batch, tokens, 256, generator=g) * scale
