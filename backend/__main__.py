@@ -36,11 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log = logging.getLogger("backend")
     log.info("model %s loaded; listening on %s:%d", settings.model, args.host, args.port)
-    from .allocator import active_allocator
+    from .allocator import cpu_allocator_hint
 
-    if predictor.detector.device.type == "cpu" and active_allocator() == "glibc malloc":
-        log.info("running on glibc malloc: on a CPU, LD_PRELOAD=libtcmalloc_minimal.so.4 (libtcmalloc-minimal4) is "
-                 "~12%% faster per image (see the README, Speed)")
+    hint = cpu_allocator_hint(predictor.detector.device.type)
+    if hint:
+        log.info("%s; `make serve` does this (README, Speed)", hint)
 
     import uvicorn
 

@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.allocator import active_allocator
+
 from .dataset import CocoDataset, InputError
 from .distributed import Dist
 from .store import PartialStore, _atomic_write, check_fingerprint
@@ -209,7 +211,8 @@ def evaluate(dataset: CocoDataset, s: Settings, detector, run_dir: Path, dist: D
         "num_chunks": len(prompt.chunks), "chunk_tokens": [c.num_tokens for c in prompt.chunks],
         "captions": [c.caption.text for c in prompt.chunks], "num_categories": len(dataset.categories),
         "num_images": len(ids), "image_ids": ids, "world_size": dist.world_size, "run_state": state,
-        "resumed_images": resumed, "versions": library_versions(), "command": list(argv),
+        "resumed_images": resumed, "versions": library_versions(), "allocator": active_allocator(),  # CPU timings depend on it
+        "command": list(argv),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "timings": {"model_load_s": round(load_s, 3), "inference_s": round(infer_all, 3),
                     "images_this_run": processed_all,

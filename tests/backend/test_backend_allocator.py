@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.allocator import active_allocator, find_tcmalloc
+from backend.allocator import active_allocator, cpu_allocator_hint, find_tcmalloc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,6 +21,19 @@ def test_active_allocator_reads_the_process_maps(tmp_path):
     maps.write_text(maps.read_text() + "7f02-7f03 r-xp 0 08:01 2 /usr/local/lib/libtcmalloc_minimal.so.4\n")
     assert active_allocator(maps) == "tcmalloc"
     assert active_allocator(tmp_path / "missing") == "unknown"
+
+
+def test_hint_only_for_a_cpu_run_on_glibc(monkeypatch):
+    import backend.allocator as allocator
+
+    monkeypatch.setattr(allocator, "active_allocator", lambda: "glibc malloc")
+    monkeypatch.setattr(allocator, "find_tcmalloc", lambda: "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
+    assert "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4" in cpu_allocator_hint("cpu")
+    assert cpu_allocator_hint("cuda") is None
+    monkeypatch.setattr(allocator, "find_tcmalloc", lambda: None)
+    assert "apt-get install libtcmalloc-minimal4" in cpu_allocator_hint("cpu")
+    monkeypatch.setattr(allocator, "active_allocator", lambda: "tcmalloc")
+    assert cpu_allocator_hint("cpu") is None
 
 
 FORWARD = """

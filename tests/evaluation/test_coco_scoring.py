@@ -75,9 +75,15 @@ def test_run_directory_files(coco_dataset, fast_model_dir, tmp_path, capsys):
     ann, images = coco_dataset
     out = tmp_path / "run"
     assert main(cli_args(ann, images, fast_model_dir, out, "--limit", "3")) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "Average Precision" in printed and "NON-PARITY" not in printed and "published" not in printed
+    from backend.allocator import active_allocator
+
+    # A CPU run on glibc malloc says how to get tcmalloc (stderr; the results are the same either way).
+    assert ("note: running on glibc malloc" in captured.err) == (active_allocator() == "glibc malloc")
     metrics = load_json(out / "metrics.json")
+    assert metrics["config"]["allocator"] == active_allocator()
     assert set(METRICS) <= set(metrics) and all(-1 <= metrics[m] <= 1 for m in METRICS)
     cfg = metrics["config"]
     assert cfg["ann"] == str(ann.resolve()) and cfg["images"] == str(images.resolve())
