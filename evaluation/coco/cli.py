@@ -111,11 +111,6 @@ def _evaluate(args, argv) -> int:
         error = dist.agree(error)
         if error:
             raise InputError(error)
-        from backend.allocator import cpu_allocator_hint
-
-        hint = cpu_allocator_hint(detector.device.type)
-        if hint and dist.is_main:
-            print(f"note: {hint}", file=sys.stderr)
         run_dir = Path(dist.broadcast(str(Path(args.out) if args.out else default_run_dir(args.model, dataset))))
         evaluate(dataset, settings, detector, run_dir.resolve(), dist, load_s, argv)
         return 0

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.allocator import active_allocator
+from backend.allocator import active_allocator, cpu_allocator_hint
 
 from .dataset import CocoDataset, InputError
 from .distributed import Dist
@@ -189,6 +189,9 @@ def evaluate(dataset: CocoDataset, s: Settings, detector, run_dir: Path, dist: D
     resumed = len([i for i in ids if i in done])
     if dist.is_main and resumed:
         print(f"resuming: {resumed} of {len(ids)} images already done in {run_dir}", file=sys.stderr)
+    hint = cpu_allocator_hint(detector.device.type) if dist.is_main else None
+    if hint:  # only once the run is accepted: a refused run prints its one error line and nothing else
+        print(f"note: {hint}", file=sys.stderr)
     error, processed, infer_s = None, 0, 0.0
     try:
         processed, infer_s = infer(dataset, s, detector, store, shard, done, dist)
