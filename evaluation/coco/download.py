@@ -105,8 +105,12 @@ def _ok(path: Path, expected: RemoteFile) -> str | None:
     return None
 
 
+def extracted_marker(root: Path, archive_name: str) -> Path:
+    return root / f".extracted-{archive_name}"
+
+
 def extract(archive: Path, root: Path) -> None:
-    marker = root / f".extracted-{archive.name}"
+    marker = extracted_marker(root, archive.name)
     if marker.exists():
         return
     try:
@@ -126,8 +130,11 @@ def download(coco_root: Path, base_url: str = DEFAULT_BASE_URL, files=VAL2017, k
     root = Path(coco_root).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     for spec in files:
+        name = Path(spec.path).name
+        if name.endswith(".zip") and extracted_marker(root, name).exists():
+            continue  # verified and extracted before: no re-download (gone with --delete-zips) or re-hash
         url = base_url.rstrip("/") + "/" + spec.path.lstrip("/")
-        archive = fetch(url, root / "downloads" / Path(spec.path).name, spec, progress=progress)
+        archive = fetch(url, root / "downloads" / name, spec, progress=progress)
         if archive.suffix == ".zip":
             extract(archive, root)
             if not keep_zips:

@@ -104,6 +104,11 @@ def test_download_resume_extract_then_evaluate(coco_server, tmp_path, fast_model
     n = len(server.requests)
     assert main(["download", "--coco-root", str(root), "--base-url", server.url, "--manifest", str(manifest)]) == 0
     assert len(server.requests) == n
+    # Nor after --delete-zips: the extracted archives are not downloaded again to be thrown away.
+    (root / "downloads" / "val2017.zip").unlink()
+    assert main(["download", "--coco-root", str(root), "--base-url", server.url, "--manifest", str(manifest),
+                 "--delete-zips"]) == 0
+    assert len(server.requests) == n
 
 
 def test_server_ignoring_range_restarts_cleanly(coco_server, tmp_path):
