@@ -57,7 +57,7 @@ $(LS_VENV)/.installed:
 install-labelstudio: $(LS_VENV)/.installed
 
 # Debian's chromium (Playwright's own browser download does not work here). Needs root (CI) or sudo.
-# tcmalloc comes along: tests/detection/test_allocator.py runs the model on it.
+# tcmalloc comes along: tests/backend/test_backend_allocator.py runs the model on it.
 install-chromium:
 	@if [ ! -x $(CHROMIUM) ] || [ -z "$(TCMALLOC)" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
