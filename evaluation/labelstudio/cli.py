@@ -14,7 +14,7 @@ import pandas as pd
 from evaluation.coco.dataset import InputError
 from evaluation.coco.store import _atomic_write
 
-from .export import TREATMENTS, Task, load_export, match_boxes, prelabel_treatment
+from .export import TREATMENTS, Task, load_export, prelabel_treatment
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,28 +54,25 @@ def coco_files(tasks: list[Task]) -> tuple[dict, list[dict]]:
     return {"images": images, "annotations": anns, "categories": categories}, dets
 
 
-def threshold_counts(tasks: list[Task], threshold: float, iou: float) -> pd.DataFrame:
-    rows: dict[str, dict] = {}
-    for t in (t for t in tasks if t.annotation is not None):
-        kept = [b for b in t.prediction if (b.score if b.score is not None else 1.0) >= threshold]
-        for label in {b.label for b in kept + t.annotation}:
-            p = [b for b in kept if b.label == label]
-            g = [b for b in t.annotation if b.label == label]
-            pairs, fp, fn = match_boxes(p, g, iou)
-            r = rows.setdefault(label, {"label": label, "tp": 0, "fp": 0, "fn": 0})
-            r["tp"] += len(pairs)
-            r["fp"] += len(fp)
-            r["fn"] += len(fn)
-    df = pd.DataFrame(sorted(rows.values(), key=lambda r: r["label"]), columns=["label", "tp", "fp", "fn"])
-    return add_prf(df)
+def threshold_counts(gt: dict, dets: list[dict], threshold: float, iou: float) -> tuple[pd.DataFrame, pd.Series]:
+    """Precision/recall/F1 of the pre-labels scoring >= threshold, per label and in total.
 
+    The analysis toolkit's matching and sweep (pycocotools' greedy matching in score order), so this
+    report and `python -m evaluation.report` on the same run directory give the same numbers; no cap
+    on pre-labels per task (pycocotools' 100 is an AP convention, a labelling team sees them all).
+    """
+    from evaluation.analysis_sweep import match_detections, threshold_sweep
 
-def add_prf(df: pd.DataFrame) -> pd.DataFrame:
-    df = df.copy()
-    df["precision"] = df["tp"] / (df["tp"] + df["fp"]).where(lambda s: s > 0)
-    df["recall"] = df["tp"] / (df["tp"] + df["fn"]).where(lambda s: s > 0)
-    df["f1"] = 2 * df["tp"] / (2 * df["tp"] + df["fp"] + df["fn"]).where(lambda s: s > 0)
-    return df
+    gt_frame = pd.DataFrame(gt["annotations"], columns=["image_id", "category_id", "bbox", "iscrowd"])
+    det_frame = pd.DataFrame(dets, columns=["image_id", "category_id", "bbox", "score"])
+    matched = match_detections(gt_frame, det_frame, iou, max_dets=max(1, len(dets)))
+    num_gt = {c["id"]: int((gt_frame["category_id"] == c["id"]).sum()) for c in gt["categories"]}
+    columns = ["tp", "fp", "fn", "precision", "recall", "f1"]
+    per_label = threshold_sweep(matched, num_gt, [threshold], by_class=True)
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    per_label.insert(0, "label", per_label["category_id"].map(names))
+    total = threshold_sweep(matched, sum(num_gt.values()), [threshold]).iloc[0]
+    return per_label[["label", *columns]].sort_values("label", ignore_index=True), total[columns]
 
 
 def treatment_table(tasks: list[Task], iou: float) -> pd.DataFrame:
@@ -118,13 +115,12 @@ def run(args, argv) -> int:
     per_class.to_csv(out / "per_class.csv", index=False)
     scores = [d["score"] for d in dets]
     threshold = args.threshold if args.threshold is not None else (min(scores) if scores else 0.0)
-    counts = threshold_counts(tasks, threshold, args.iou)
+    counts, total = threshold_counts(gt, dets, threshold, args.iou)
     per_label = per_class.rename(columns={"name": "label"}).merge(counts, on="label", how="left")
     per_label[["tp", "fp", "fn"]] = per_label[["tp", "fp", "fn"]].fillna(0).astype(int)
     per_label.to_csv(out / "per_label.csv", index=False)
     treatment = treatment_table(tasks, args.iou)
     treatment.to_csv(out / "prelabels.csv", index=False)
-    total = add_prf(pd.DataFrame([counts[["tp", "fp", "fn"]].sum()])).iloc[0]
     prelabels = {k: int(treatment[k].sum()) for k in ["prelabels", *TREATMENTS]}
     config = {
         "export": str(export), "ann": str(ann_path), "images": None, "iou": args.iou, "threshold": threshold,
