@@ -14,6 +14,8 @@ keeps a disk cache and reads its settings from the process environment.
 """
 from __future__ import annotations
 
+import contextlib
+
 import ipaddress
 import logging
 import os
@@ -193,15 +195,17 @@ class MediaFetcher:
             headers = {}
             if is_ls and token:
                 headers["Authorization"] = self.auth_header(ls_host, token)
-            target = current
+            targets = [current]
             if parsed.scheme == "http" and ips:
-                # Connect to the address we checked (no second DNS answer: DNS rebinding); https needs no
-                # pinning because the certificate must match the host name.
-                literal = f"[{ips[0]}]" if ips[0].version == 6 else str(ips[0])
-                target = parsed._replace(netloc=literal + (f":{parsed.port}" if parsed.port else "")).geturl()
+                # Connect to the addresses we checked (no second DNS answer: DNS rebinding), each in turn
+                # as a plain connect would; https needs no pinning: the certificate must match the name.
+                port = f":{parsed.port}" if parsed.port else ""
+                literals = dict.fromkeys(f"[{ip}]" if ip.version == 6 else str(ip) for ip in ips)
+                targets = [parsed._replace(netloc=literal + port).geturl() for literal in literals]
                 headers["Host"] = parsed.netloc.rsplit("@", 1)[-1]
             try:
-                with self.client.stream("GET", target, headers=headers) as response:
+                with contextlib.ExitStack() as stack:
+                    response = self._open(stack, targets, headers)
                     if response.is_redirect:
                         location = response.headers.get("location")
                         if not location:
@@ -222,6 +226,15 @@ class MediaFetcher:
                 )
                 raise MediaError(f"could not download {short_url(current)} ({type(exc).__name__}: {exc}){hint}") from None
         raise MediaError(f"too many redirects (> {MAX_REDIRECTS}) downloading {short_url(url)}")
+
+    def _open(self, stack: contextlib.ExitStack, targets: list[str], headers: dict) -> httpx.Response:
+        """The response of the first target that accepts the connection (later ones on ConnectError)."""
+        for target in targets[:-1]:
+            try:
+                return stack.enter_context(self.client.stream("GET", target, headers=headers))
+            except httpx.ConnectError:
+                continue
+        return stack.enter_context(self.client.stream("GET", targets[-1], headers=headers))
 
     def _check_status(self, response: httpx.Response, url: str, is_ls: bool) -> None:
         code = response.status_code
@@ -320,12 +333,11 @@ def check_destination(url: str, settings: Settings, trusted_netloc: str | None =
 
 def _is_connection_error(exc: BaseException) -> bool:
     """A transport failure (refused, timed out, DNS) anywhere in the exception chain, not an HTTP answer."""
-    import httpx
-    import requests
+    import httpx  # the SDK's token refresh runs on httpx
 
     seen = exc
     while seen is not None:
-        if isinstance(seen, (httpx.TransportError, requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        if isinstance(seen, (httpx.TransportError, ConnectionError, TimeoutError)):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -255,3 +255,32 @@ def test_http_connects_to_the_checked_address_with_the_original_host(make_settin
     f = fetcher(make_settings, ALLOWED_MEDIA_HOSTS="media.example")
     assert f.fetch(f"http://media.example:{http_server.port}/x.jpg") == IMAGE
     assert http_server.requests[-1]["headers"]["Host"] == f"media.example:{http_server.port}"
+
+
+def test_http_tries_every_checked_address_in_turn(make_settings, http_server, monkeypatch):
+    """A name whose first address refuses (a dead record, IPv6 without a route) still downloads."""
+    import socket
+
+    import backend.media
+
+    real = socket.getaddrinfo
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connecting is refused
+    dead_port = closed.getsockname()[1]
+
+    def fake(host, port, *args, **kwargs):
+        if host != "media.example":
+            return real(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.9", port)),
+                *real("127.0.0.1", port, socket.AF_INET, socket.SOCK_STREAM)]
+
+    monkeypatch.setattr(backend.media.socket, "getaddrinfo", fake)
+    http_server.file("/x.jpg", IMAGE)
+    f = fetcher(make_settings, ALLOWED_MEDIA_HOSTS="media.example")
+    try:
+        with pytest.raises(MediaError, match="could not download"):  # every address refuses: one clear error
+            f.fetch(f"http://media.example:{dead_port}/x.jpg")
+    finally:
+        closed.close()
+    assert f.fetch(f"http://media.example:{http_server.port}/x.jpg") == IMAGE
+    assert http_server.requests[-1]["headers"]["Host"] == f"media.example:{http_server.port}"
