@@ -44,12 +44,12 @@ def tiny_config():
     )
 
 
-def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
-    """Save a ~3M-parameter random Grounding DINO with its processor into `out_dir`."""
+def build_tiny_model(out_dir: Path, seed: int = 0, config=None) -> Path:
+    """Save a ~3M-parameter random Grounding DINO (or one of `config`) with its processor into `out_dir`."""
     from transformers import GroundingDinoForObjectDetection
 
     torch.manual_seed(seed)
-    model = GroundingDinoForObjectDetection(tiny_config()).eval()
+    model = GroundingDinoForObjectDetection(config or tiny_config()).eval()
     # Random init saturates the logits (scores tie at 1.0); shrinking the norm that feeds the
     # class and box heads spreads them out, so rankings are unambiguous.
     with torch.no_grad():
@@ -76,12 +76,18 @@ def build_full_size_model(out_dir: Path, seed: int = 0) -> Path:
 
 def with_input_size(model_dir: Path, out_dir: Path, shortest_edge: int, longest_edge: int) -> Path:
     """A copy of a saved model whose processor resizes to another resolution (same weights, tokenizer)."""
-    import json
     import shutil
 
     shutil.copytree(model_dir, out_dir)
-    cfg_path = out_dir / "processor_config.json"
+    return set_input_size(out_dir, shortest_edge, longest_edge)
+
+
+def set_input_size(model_dir: Path, shortest_edge: int, longest_edge: int) -> Path:
+    """Make a saved model's processor resize to another resolution, in place."""
+    import json
+
+    cfg_path = model_dir / "processor_config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["image_processor"]["size"] = {"shortest_edge": shortest_edge, "longest_edge": longest_edge}
     cfg_path.write_text(json.dumps(cfg, indent=2))
-    return out_dir
+    return model_dir

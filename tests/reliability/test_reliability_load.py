@@ -14,7 +14,6 @@ import os
 import random
 import subprocess
 import sys
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -35,33 +34,18 @@ BATCH_SIZE = 4
 MAX_PENDING = 16
 
 
-def build_load_model(out: Path, tiny_model_dir: Path) -> Path:
+def build_load_model(out: Path) -> Path:
     """The tiny test model with a BERT-base sized text encoder (~440 MB of weights) so that a second copy of the
     model would show in the process's RSS; the text encoder runs once per prompt (text cache), so
     predictions stay as fast as the tiny model's. Images are resized to 160 px (as the evaluation tests)."""
-    import torch
-    from transformers import BertConfig, GroundingDinoForObjectDetection
+    from transformers import BertConfig
 
-    from model_factory import tiny_config
+    from model_factory import build_tiny_model, set_input_size, tiny_config
 
     config = tiny_config()
     config.text_config = BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                                     intermediate_size=3072)
-    torch.manual_seed(0)
-    model = GroundingDinoForObjectDetection(config).eval()
-    with torch.no_grad():
-        model.model.decoder.layer_norm.weight.mul_(0.15)
-        model.model.decoder.layer_norm.bias.mul_(0.15)
-    out.mkdir(parents=True)
-    model.save_pretrained(out)
-    for name in tiny_model_dir.iterdir():
-        if name.name not in ("config.json",) and not name.name.endswith(".safetensors"):
-            shutil.copy(name, out / name.name)
-    cfg_path = out / "processor_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["image_processor"]["size"] = {"shortest_edge": 160, "longest_edge": 267}
-    cfg_path.write_text(json.dumps(cfg, indent=2))
-    return out
+    return set_input_size(build_tiny_model(out, config=config), 160, 267)
 
 
 def proc_status(pid: int) -> dict:
@@ -109,7 +93,7 @@ def make_images(root: Path) -> list[str]:
 
 
 def test_load_nothing_lost_probes_fast_memory_flat(tiny_model_dir, tmp_path, start_backend, http_server):
-    model = build_load_model(tmp_path / "load-model", tiny_model_dir)
+    model = build_load_model(tmp_path / "load-model")
     model_bytes = sum(p.stat().st_size for p in model.glob("*.safetensors"))
     bare_rss = bare_process_rss(model)
     root = tmp_path / "media"
@@ -354,12 +338,9 @@ def test_one_large_retrieve_predictions_does_not_stall_health(tiny_model_dir, tm
     """Label Studio sends all selected tasks in ONE /predict ("Retrieve Predictions"). While that request
     runs and while its (large) answer is built, /health must keep answering within Label Studio's 1 s.
     800 tasks x 100 regions (BOX_THRESHOLD=0 keeps every query of the small model): ~80,000 regions."""
-    model = tmp_path / "tiny-64"
-    shutil.copytree(tiny_model_dir, model)
-    cfg_path = model / "processor_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["image_processor"]["size"] = {"shortest_edge": 64, "longest_edge": 96}
-    cfg_path.write_text(json.dumps(cfg, indent=2))
+    from model_factory import with_input_size
+
+    model = with_input_size(tiny_model_dir, tmp_path / "tiny-64", 64, 96)
     root = tmp_path / "media"
     root.mkdir()
     names = make_images(root)
