@@ -93,7 +93,7 @@ def test_cloud_storage_through_presign_without_leaking_the_token(make_settings, 
     try:
         bucket.file("/bucket/x.jpg", IMAGE)
         uri = "s3://bucket/x.jpg"
-        presign = f"/tasks/7/presign/"
+        presign = "/tasks/7/presign/"
 
         def presign_route(req):
             if req["headers"].get("Authorization") != f"Token {TOKEN}":
@@ -229,7 +229,7 @@ def test_absolute_local_path_stays_under_the_root(make_settings, media_root):
     f = fetcher(make_settings, LOCAL_FILES_DOCUMENT_ROOT=media_root)
     with pytest.raises(MediaError, match="not under LOCAL_FILES_DOCUMENT_ROOT"):
         f.fetch("/data/local-files/?d=/etc/passwd")
-    assert f.fetch(f"/data/local-files/?d=/sub/b.jpg") == (media_root / "sub" / "b.jpg").read_bytes()
+    assert f.fetch("/data/local-files/?d=/sub/b.jpg") == (media_root / "sub" / "b.jpg").read_bytes()
 
 
 def test_local_storage_without_root_goes_through_label_studio(make_settings, http_server):

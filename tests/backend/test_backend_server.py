@@ -1,7 +1,6 @@
 """HTTP-level tests of the real app (tiny model) with the bodies Label Studio 1.23.2 really sends."""
 import base64
 import json
-import socket
 import threading
 import time
 
@@ -9,6 +8,7 @@ import httpx
 import pytest
 
 from backend_helpers import jpeg_bytes, ls_body
+from ports import free_port
 
 TOKEN = ls_body("setup")["access_token"]
 UPLOADS = [t["data"]["image"] for t in ls_body("predict-batch")["tasks"]]
@@ -187,12 +187,6 @@ def test_basic_auth_on_every_route_but_webhook(make_client):
     assert client.post("/setup", json=setup, headers=basic("labeler", "s3cret:x")).status_code == 200
     # auth off: open
     assert make_client().get("/health").status_code == 200
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SlowDetector:

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import httpx
 
 from PIL import Image
 
-from backend_helpers import jpeg_bytes, ls_body
+from backend_helpers import jpeg_bytes, ls_body  # noqa: F401 (jpeg_bytes: re-exported to the suite)
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = ls_body("setup")["schema"]
@@ -101,9 +103,6 @@ class RawServer:
     request, never answers)."""
 
     def __init__(self, size: int = 300_000):
-        import socket
-        import threading
-
         self.size = size
         self.hits: list[str] = []
         self.sock = socket.socket()
@@ -116,8 +115,6 @@ class RawServer:
         self.thread.start()
 
     def _serve(self):
-        import threading
-
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
@@ -126,8 +123,6 @@ class RawServer:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn):
-        import time
-
         try:
             conn.settimeout(5)
             request = b""
@@ -160,12 +155,6 @@ class RawServer:
     def close(self):
         self._stop.set()
         self.sock.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def closed_port() -> int:
