@@ -105,25 +105,21 @@ def infer(dataset: CocoDataset, s: Settings, detector, store: PartialStore, shar
     batches = [todo[b : b + s.batch_size] for b in range(0, len(todo), s.batch_size)]
     start = time.perf_counter()
     store.open()
-    # Decode the next batches' images in a background thread while the model runs (bounded lookahead).
-    pool = ThreadPoolExecutor(max_workers=2)
-    pending = deque()
+    # Decode the next PREFETCH batches' images in worker threads while the model runs.
+    pool = ThreadPoolExecutor(max_workers=PREFETCH)
+    decode = lambda ids: [load_image(dataset, i) for i in ids]  # noqa: E731
+    pending = deque(pool.submit(decode, ids) for ids in batches[:PREFETCH])
     try:
-        for ids in batches[:PREFETCH]:
-            pending.append(pool.submit(lambda ids=ids: [load_image(dataset, i) for i in ids]))
         for n, ids in enumerate(batches):
             images = pending.popleft().result()
             if n + PREFETCH < len(batches):
-                nxt = batches[n + PREFETCH]
-                pending.append(pool.submit(lambda ids=nxt: [load_image(dataset, i) for i in ids]))
+                pending.append(pool.submit(decode, batches[n + PREFETCH]))
             ranked = detector.rank(images, prompt, s.num_select)
             store.append([{"image_id": i, "detections": to_coco(i, d, dataset.category_ids)}
                           for i, d in zip(ids, ranked)])
             bar.update(len(ids))
     finally:
-        for f in pending:
-            f.cancel()
-        pool.shutdown(wait=True)
+        pool.shutdown(wait=True, cancel_futures=True)
         store.close()
         bar.close()
     return len(todo), time.perf_counter() - start
