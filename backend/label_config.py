@@ -19,6 +19,8 @@ from typing import Iterable, Sequence
 
 from lxml import etree
 
+from .detection.phrases import split_list, to_words
+
 
 class LabelConfigError(ValueError):
     """A label config the backend cannot use; the message says what to change."""
@@ -93,20 +95,6 @@ class LabelMapping:
              [[c.label, list(c.phrases)] for c in s.classes]]
             for s in self.label_sets
         ] + [["textarea", t.from_name, t.to_name] for t in self.text_prompts]
-
-
-def to_words(value: str) -> str:
-    """`TrafficLight` / `traffic_light` / `traffic-light` -> "traffic light"."""
-    text = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", value)
-    text = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", text)
-    text = re.sub(r"[_\-\s]+", " ", text)
-    return " ".join(text.lower().split())
-
-
-def split_list(value: str | None) -> tuple[str, ...]:
-    if not value:
-        return ()
-    return tuple(p.strip() for p in value.split(",") if p.strip())
 
 
 _TRUE = {"true", "1", "yes", "on"}

@@ -131,13 +131,17 @@ class MediaFetcher:
     def _require_ls(self, host, token, url) -> str:
         if not host:
             raise MediaError(
-                f"{short_url(url)} is a Label Studio file: set LABEL_STUDIO_URL to Label Studio's address "
-                "as seen from this backend (e.g. http://label-studio:8080)"
+                f"{short_url(url)} is a Label Studio file and this project has no Label Studio address: set "
+                "LABEL_STUDIO_URL to Label Studio's address as seen from this backend (e.g. "
+                "http://label-studio:8080), or reconnect the model in the project's settings so that Label "
+                "Studio sends its own (/setup)"
             )
         if not token:
             raise MediaError(
-                f"{short_url(url)} is a Label Studio file: set LABEL_STUDIO_API_KEY to an access token "
-                "(Label Studio → Account & Settings → Access Token)"
+                f"{short_url(url)} is a Label Studio file and this project has no Label Studio key: set "
+                "LABEL_STUDIO_API_KEY to an access token (Label Studio → Account & Settings → Access Token), "
+                "or reconnect the model in the project's settings so that Label Studio sends the project's "
+                "own token (/setup)"
             )
         return host
 

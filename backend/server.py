@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .label_config import LabelConfigError
 from .predictor import Predictor
 from .settings import Settings
+from .state import LabelStudioAccess, ServerState
 
 log = logging.getLogger(__name__)
 MODEL_CLASS = "GroundingDINO"
@@ -72,12 +73,12 @@ def load_predictor(settings: Settings) -> Predictor:
 
 
 def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAPI:
-    state: dict[str, Any] = {"predictor": predictor, "projects": {}, "last_setup": {}, "versions": [], "pending": 0}
+    state = ServerState(predictor=predictor)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if state["predictor"] is None:
-            state["predictor"] = await run_in_threadpool(load_predictor, settings)
+        if state.predictor is None:
+            state.predictor = await run_in_threadpool(load_predictor, settings)
         yield
 
     app = FastAPI(title="Grounding DINO ML backend for Label Studio", lifespan=lifespan)
@@ -140,9 +141,9 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
             return await call_next(request)
 
     def get_predictor() -> Predictor:
-        if state["predictor"] is None:
+        if state.predictor is None:
             raise ApiError(503, "the model is not loaded yet")
-        return state["predictor"]
+        return state.predictor
 
     # ----- routes ------------------------------------------------------------------------------
 
@@ -163,33 +164,29 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
         if not body.label_config:
             raise ApiError(422, "the setup request has no 'schema' (the project's label config)")
         version = await run_in_threadpool(predictor.model_version, body.label_config)
-        info = {"hostname": body.hostname, "access_token": body.access_token, "label_config": body.label_config}
-        state["last_setup"] = info
-        if body.project is not None:
-            state["projects"][_project_id(body.project)] = info
-        if version not in state["versions"]:
-            state["versions"].append(version)
-            del state["versions"][:-50]
+        state.record_setup(body.project, body.label_config, version, body.hostname, body.access_token)
         return {"model_version": version}
 
     @app.post("/predict")
     async def predict(body: PredictRequest):
         predictor = get_predictor()
-        project = state["projects"].get(_project_id(body.project)) if body.project is not None else None
-        known = project or state["last_setup"]
-        label_config = body.label_config or (project or {}).get("label_config")
+        project = state.project(body.project)
+        # Only this project's own /setup credentials (or the configured LABEL_STUDIO_URL/_API_KEY, which
+        # the media fetcher prefers): never another project's token.
+        access = project.access if project else LabelStudioAccess()
+        label_config = body.label_config or (project.label_config if project else None)
         if not label_config:
             raise ApiError(422, "the predict request has no 'label_config' and no /setup was seen for its project")
         context = body.params.context if body.params else None
-        if state["pending"] >= settings.max_pending_predicts:
+        if state.pending_predicts >= settings.max_pending_predicts:
             raise ApiError(
-                503, f"busy: {state['pending']} predict requests are already queued (MAX_PENDING_PREDICTS); retry later"
+                503, f"busy: {state.pending_predicts} predict requests are already queued (MAX_PENDING_PREDICTS); retry later"
             )
-        state["pending"] += 1
+        state.pending_predicts += 1
 
         def predict_as_json() -> bytes:
             results = predictor.predict_tasks(
-                body.tasks, label_config, context, known.get("hostname"), known.get("access_token")
+                body.tasks, label_config, context, access.hostname, access.access_token
             )
             # Serialised here, in the worker thread: thousands of regions take long enough to
             # encode that doing it on the event loop would stall /health past Label Studio's 1 s.
@@ -198,7 +195,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
         try:
             content = await run_in_threadpool(predict_as_json)
         finally:
-            state["pending"] -= 1
+            state.pending_predicts -= 1
         return Response(content=content, media_type="application/json")
 
     @app.post("/webhook")
@@ -215,14 +212,14 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
         return {"status": "ok", "action": action}
 
     @app.get("/versions")
-    async def versions():
-        return {"versions": list(state["versions"])}
+    async def versions(project: str | None = None):
+        # Label Studio asks with ?project=<id>; each project sees only its own versions.
+        if project is not None:
+            record = state.project(project)
+            return {"versions": list(record.versions) if record else []}
+        return {"versions": sorted({v for r in state.projects.values() for v in r.versions})}
 
     return app
-
-
-def _project_id(project) -> str:
-    return str(project).split(".", 1)[0]
 
 
 def _basic_credentials(header: str | None) -> tuple[bytes, bytes]:

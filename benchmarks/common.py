@@ -51,8 +51,7 @@ def model_dir(path: str | None) -> Path:
     target = Path(tempfile.gettempdir()) / "gdino-bench-cache" / "full-tiny-random"
     if not (target / "model.safetensors").exists():
         print(f"building the full-size random model into {target} ...", file=sys.stderr, flush=True)
-        sys.path.insert(0, str(ROOT / "tests"))
-        from model_factory import build_full_size_model
+        from .random_model import build_full_size_model
 
         build_full_size_model(target)
     return target

@@ -1,5 +1,4 @@
 import os
-import sys
 from pathlib import Path
 
 # Tests never reach the hub: set before huggingface_hub is imported (it reads this once), and
@@ -9,9 +8,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # model_factory and other test helpers
 
-from model_factory import build_tiny_model  # noqa: E402
+from tests.model_factory import build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -9,24 +9,7 @@ from pathlib import Path
 
 import torch
 
-FIXTURES = Path(__file__).parent / "fixtures"
-VOCAB = FIXTURES / "bert-base-uncased-vocab.txt"
-
-
-def make_tokenizer():
-    from transformers import BertTokenizer
-
-    # transformers 5: `vocab=` (the old `vocab_file=` silently gives an empty vocabulary)
-    return BertTokenizer(vocab=str(VOCAB), do_lower_case=True)
-
-
-def make_processor():
-    from transformers import GroundingDinoProcessor
-    from transformers.models.grounding_dino.image_processing_pil_grounding_dino import (
-        GroundingDinoImageProcessorPil,
-    )
-
-    return GroundingDinoProcessor(image_processor=GroundingDinoImageProcessorPil(), tokenizer=make_tokenizer())
+from benchmarks.random_model import build_full_size_model, make_processor, make_tokenizer, save_model  # noqa: F401
 
 
 def tiny_config():
@@ -56,22 +39,7 @@ def build_tiny_model(out_dir: Path, seed: int = 0, config=None) -> Path:
         norm = model.model.decoder.layer_norm
         norm.weight.mul_(0.15)
         norm.bias.mul_(0.15)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    make_processor().save_pretrained(out_dir)
-    return out_dir
-
-
-def build_full_size_model(out_dir: Path, seed: int = 0) -> Path:
-    """The full grounding-dino-tiny architecture with random weights (for speed work only)."""
-    from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
-
-    torch.manual_seed(seed)
-    model = GroundingDinoForObjectDetection(GroundingDinoConfig()).eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    make_processor().save_pretrained(out_dir)
-    return out_dir
+    return save_model(model, out_dir)
 
 
 def with_input_size(model_dir: Path, out_dir: Path, shortest_edge: int, longest_edge: int) -> Path:

@@ -4,6 +4,7 @@ Both the Label Studio backend and the COCO evaluation use it.
 """
 from .detector import DEFAULT_MODEL, Detector, DetectorConfig, ModelLoadError, resolve_device
 from .images import ImageError, open_image, to_rgb
+from .phrases import class_phrases, split_list, to_words
 from .postprocess import (
     Detections,
     box_iou,

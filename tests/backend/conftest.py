@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from backend_helpers import LocalServer, jpeg_bytes
+from tests.backend.backend_helpers import LocalServer, jpeg_bytes
 
 
 @pytest.fixture

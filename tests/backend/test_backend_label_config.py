@@ -9,7 +9,7 @@ from backend.label_config import (
     resolve_text_prompt,
     to_words,
 )
-from backend_helpers import ls_body
+from tests.backend.backend_helpers import ls_body
 
 
 def config(body: str, images='<Image name="image" value="$image"/>') -> str:

@@ -7,7 +7,7 @@ import jwt
 import pytest
 
 from backend.media import MediaError, MediaFetcher
-from backend_helpers import LocalServer, jpeg_bytes
+from tests.backend.backend_helpers import LocalServer, jpeg_bytes
 
 IMAGE = jpeg_bytes()
 TOKEN = "legacy0123456789"

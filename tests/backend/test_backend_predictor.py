@@ -7,7 +7,7 @@ from PIL import Image
 
 from backend.label_config import LabelConfigError
 from backend.predictor import Predictor
-from backend_helpers import jpeg_bytes, ls_body
+from tests.backend.backend_helpers import jpeg_bytes, ls_body
 
 CONFIG = ls_body("setup")["schema"]
 CLASSES = [["cat", "kitten"], ["remote control"], ["traffic light"]]

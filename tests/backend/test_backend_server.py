@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from backend_helpers import jpeg_bytes, ls_body
-from ports import free_port
+from tests.backend.backend_helpers import jpeg_bytes, ls_body
+from tests.ports import free_port
 
 TOKEN = ls_body("setup")["access_token"]
 UPLOADS = [t["data"]["image"] for t in ls_body("predict-batch")["tasks"]]
@@ -68,6 +68,44 @@ def test_verbatim_setup_then_batch_predict_with_setup_credentials(make_client, f
             assert (region["original_width"], region["original_height"]) == size
     assert client.get("/versions").json() == {"versions": [version]}
     assert all(r["headers"].get("Authorization") == f"Token {TOKEN}" for r in fake_ls.requests)
+
+
+@pytest.mark.slow
+def test_a_projects_token_is_never_used_for_another_project(make_client, http_server):
+    """Two projects on one Label Studio host, each with its own token: the stand-in Label Studio records
+    the Authorization header of every download. Project 2 never called /setup, so its task fails with
+    what to provide instead of borrowing project 1's token."""
+    http_server.file("/data/upload/1/a.jpg", jpeg_bytes())
+    http_server.file("/data/upload/2/b.jpg", jpeg_bytes())
+    client = make_client(ALLOWED_MEDIA_HOSTS="127.0.0.1")  # plain URLs to the stand-in are allowed
+    setup = setup_body(http_server.url)
+    setup["project"], setup["access_token"] = "1.1746612998", "token-of-project-1"
+    assert client.post("/setup", json=setup).status_code == 200
+    body = ls_body("predict-batch")
+    body["tasks"] = body["tasks"][:1]
+    body["project"] = "1.1746612998"
+    body["tasks"][0]["data"]["image"] = "/data/upload/1/a.jpg"
+    (item,) = client.post("/predict", json=body).json()["results"]
+    assert "result" in item, item
+    body["project"] = "2.1746613999"
+    body["tasks"][0]["data"]["image"] = http_server.url + "/data/upload/2/b.jpg"
+    (item,) = client.post("/predict", json=body).json()["results"]
+    assert "result" in item, item  # fetched as a plain URL, without any token
+    headers = [r["headers"].get("Authorization") for r in http_server.requests]
+    assert headers == ["Token token-of-project-1", None], headers
+    # Relative Label Studio paths of a project without /setup and without LABEL_STUDIO_*: one clear error.
+    body["tasks"][0]["data"]["image"] = "/data/upload/2/b.jpg"
+    (item,) = client.post("/predict", json=body).json()["results"]
+    assert "result" not in item
+    assert "LABEL_STUDIO_URL" in item["error"] and "reconnect the model" in item["error"], item["error"]
+    assert len(http_server.requests) == 2
+    # Each project sees only its own versions.
+    assert client.get("/versions", params={"project": "1"}).json()["versions"] == [setup_version(client, setup)]
+    assert client.get("/versions", params={"project": "2"}).json() == {"versions": []}
+
+
+def setup_version(client, body) -> str:
+    return client.post("/setup", json=body).json()["model_version"]
 
 
 @pytest.mark.slow
@@ -280,9 +318,9 @@ def test_app_loads_the_model_at_start_up_when_given_none(make_settings):
     from backend.server import create_app
 
     app = create_app(make_settings())
-    assert app.state.backend["predictor"] is None
+    assert app.state.backend.predictor is None
     with TestClient(app) as client:
-        assert app.state.backend["predictor"] is not None
+        assert app.state.backend.predictor is not None
         version = client.post("/setup", json=ls_body("setup")).json()["model_version"]
         assert version.startswith("tiny-grounding-dino-")
 

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from backend.detection import Detector, DetectorConfig, ImageError, ModelLoadError, open_image
-from test_postprocess import scene
+from tests.detection.scenes import scene
 
 NAMES = ["red square", "yellow circle", "sky", "person"]
 

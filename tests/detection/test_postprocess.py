@@ -1,11 +1,12 @@
 """Ranking and labelling modes against references written here from the protocol text."""
 import pytest
 import torch
-from PIL import Image, ImageDraw
+
 
 from backend.detection import Detections, box_iou, class_nms, merge_labelled
-from model_factory import make_tokenizer
-from test_prompt import COCO_NAMES
+from tests.model_factory import make_tokenizer
+from evaluation.coco.names import COCO_NAMES
+from tests.detection.scenes import scene
 
 
 def reference_positive_map(tokenizer, names):
@@ -40,14 +41,6 @@ def reference_ranking(logits, pred_boxes, pmap, width, height, k=300):
     cx, cy, w, h = pred_boxes[0][query].unbind(-1)
     boxes = torch.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], -1)
     return values, query, label, boxes
-
-
-def scene(size=(640, 480)):
-    image = Image.new("RGB", size, (30, 120, 200))
-    draw = ImageDraw.Draw(image)
-    draw.rectangle([50, 60, 300, 400], fill=(220, 40, 40))
-    draw.ellipse([350, 100, 600, 350], fill=(240, 240, 20))
-    return image
 
 
 def test_ranking_mode_equals_the_official_algorithm(tiny_detector):

@@ -4,7 +4,7 @@ import torch
 
 from backend.detection import PromptError, build_prompt, caption_for, positive_map
 from evaluation.coco.names import COCO_NAMES
-from model_factory import make_tokenizer
+from tests.model_factory import make_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,13 @@ Logs of every server go to tests/artifacts/ (label-studio.log, backend*.log), sc
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 
-from ls_harness import ARTIFACTS, start_backend, start_label_studio, stop  # noqa: E402
-from ls_user import (  # noqa: E402
+from tests.e2e.ls_harness import ARTIFACTS, start_backend, start_label_studio, stop  # noqa: E402
+from tests.e2e.ls_user import (  # noqa: E402
     BASIC_PASS, BASIC_USER, E2E_BOX_THRESHOLD, create_project, import_tasks, make_image, retrieve_predictions,
     task_ids, upload_images,
 )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from ports import free_port
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LABEL_STUDIO_VERSION = "1.23.2"

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from ls_harness import ARTIFACTS, chromium_path
-from ls_user import LABEL_CONFIG, predictions_of
+from tests.e2e.ls_harness import ARTIFACTS, chromium_path
+from tests.e2e.ls_user import LABEL_CONFIG, predictions_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

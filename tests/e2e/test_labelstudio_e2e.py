@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from label_studio_sdk.core.api_error import ApiError
 
-from ls_user import (
+from tests.e2e.ls_user import (
     BASIC_PASS, BASIC_USER, EMITTED_LABELS, backend_setup_version, create_project, import_tasks,
     make_image, predictions_of, retrieve_predictions, task_ids, upload_images,
 )

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from ls_harness import ARTIFACTS, ROOT
-from ls_user import (
+from tests.e2e.ls_harness import ARTIFACTS, ROOT
+from tests.e2e.ls_user import (
     E2E_BOX_THRESHOLD, backend_setup_version, create_project, import_tasks, make_image, predictions_of,
     task_ids, upload_images,
 )

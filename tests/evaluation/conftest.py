@@ -1,15 +1,13 @@
 """Fixtures for the evaluation toolkit tests: a fast copy of the tiny model and COCO-format datasets."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 
-from coco_data import make_dataset  # noqa: E402
-from model_factory import with_input_size  # noqa: E402
+from tests.evaluation.coco.coco_data import make_dataset  # noqa: E402
+from tests.model_factory import with_input_size  # noqa: E402
 
 
 @pytest.fixture(scope="session")

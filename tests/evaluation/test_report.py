@@ -4,13 +4,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_analysis import HAND_DETS, HAND_GT, write_run  # noqa: E402
+from tests.evaluation.analysis_data import HAND_DETS, HAND_GT, write_run  # noqa: E402
 
 from evaluation import report  # noqa: E402
 

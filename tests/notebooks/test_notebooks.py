@@ -15,8 +15,7 @@ from evaluation.report import main as report_main
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = [REPO / "notebooks" / n for n in ("coco_zero_shot.ipynb", "labelstudio_prelabels.ipynb")]
 
-sys.path.insert(0, str(REPO / "tests" / "evaluation"))
-from test_analysis import HAND_DETS, HAND_GT, labelstudio_run, write_run  # noqa: E402
+from tests.evaluation.analysis_data import HAND_DETS, HAND_GT, labelstudio_run, write_run  # noqa: E402
 
 
 def test_notebooks_exist():

@@ -6,18 +6,15 @@ tests (Label Studio's verbatim bodies, JPEGs, the local HTTP server) are reused 
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "backend"))  # backend_helpers
 
-from backend_helpers import LocalServer  # noqa: E402
-from rel_helpers import BackendProcess  # noqa: E402
+from tests.backend.backend_helpers import LocalServer  # noqa: E402
+from tests.reliability.rel_helpers import BackendProcess  # noqa: E402
 
 
 @pytest.fixture

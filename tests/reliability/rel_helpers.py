@@ -15,8 +15,8 @@ import httpx
 
 from PIL import Image
 
-from backend_helpers import jpeg_bytes, ls_body  # noqa: F401 (jpeg_bytes: re-exported to the suite)
-from ports import free_port
+from tests.backend.backend_helpers import jpeg_bytes, ls_body  # noqa: F401 (jpeg_bytes: re-exported to the suite)
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = ls_body("setup")["schema"]

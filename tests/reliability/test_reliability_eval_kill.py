@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "evaluation"))
 
-from coco_data import REPO, cli_args, env, make_dataset, run_cli  # noqa: E402
-from model_factory import with_input_size  # noqa: E402
+from tests.evaluation.coco.coco_data import REPO, cli_args, env, make_dataset, run_cli  # noqa: E402
+from tests.model_factory import with_input_size  # noqa: E402
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 NUM_IMAGES = 12

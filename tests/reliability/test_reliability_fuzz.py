@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rel_helpers import CONFIG, BackendProcess, jpeg_bytes
-from test_reliability_hostile import ESCAPES, SSRF_URLS, hostile_configs
+from tests.reliability.rel_helpers import CONFIG, BackendProcess, jpeg_bytes
+from tests.reliability.hostile_inputs import ESCAPES, SSRF_URLS, hostile_configs
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 COUNTS: dict[str, int] = {}

@@ -9,7 +9,7 @@ import jwt
 import pytest
 import torch
 
-from rel_helpers import (
+from tests.reliability.rel_helpers import (
     assert_good_unaffected, closed_port, jpeg_bytes, local_task, no_trace, predict, RawServer, same_result, sandwich, url_task,
 )
 
@@ -133,7 +133,7 @@ def run_upload_case(make_client, media_root, reference, env: dict, setup: dict |
 
 @pytest.fixture
 def reference(make_client, media_root):
-    from rel_helpers import CONFIG
+    from tests.reliability.rel_helpers import CONFIG
 
     (item,) = predict(make_client(LOCAL_FILES_DOCUMENT_ROOT=media_root), [local_task(0, "a.jpg")])
     return {"item": item, "config": CONFIG}

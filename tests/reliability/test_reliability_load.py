@@ -22,7 +22,7 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 
-from rel_helpers import CONFIG, png_bytes, same_result
+from tests.reliability.rel_helpers import CONFIG, png_bytes, same_result
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -40,7 +40,7 @@ def build_load_model(out: Path) -> Path:
     predictions stay as fast as the tiny model's. Images are resized to 160 px (as the evaluation tests)."""
     from transformers import BertConfig
 
-    from model_factory import build_tiny_model, set_input_size, tiny_config
+    from tests.model_factory import build_tiny_model, set_input_size, tiny_config
 
     config = tiny_config()
     config.text_config = BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -338,7 +338,7 @@ def test_one_large_retrieve_predictions_does_not_stall_health(tiny_model_dir, tm
     """Label Studio sends all selected tasks in ONE /predict ("Retrieve Predictions"). While that request
     runs and while its (large) answer is built, /health must keep answering within Label Studio's 1 s.
     800 tasks x 100 regions (BOX_THRESHOLD=0 keeps every query of the small model): ~80,000 regions."""
-    from model_factory import with_input_size
+    from tests.model_factory import with_input_size
 
     model = with_input_size(tiny_model_dir, tmp_path / "tiny-64", 64, 96)
     root = tmp_path / "media"

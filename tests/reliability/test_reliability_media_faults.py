@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rel_helpers import (
+from tests.reliability.rel_helpers import (
     assert_good_unaffected, closed_port, jpeg_bytes, png_bytes, predict, RawServer, same_result, sandwich, url_task,
 )
 

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from coco_data import load_json, make_dataset
+from tests.evaluation.coco.coco_data import load_json, make_dataset
 from evaluation.coco.cli import main
 from evaluation.coco.dataset import load_dataset
 

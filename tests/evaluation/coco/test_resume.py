@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from coco_data import REPO, cli_args, env, make_dataset, run_cli
+from tests.evaluation.coco.coco_data import REPO, cli_args, env, make_dataset, run_cli
 from evaluation.coco.store import PartialStore, read_lines
 
 pytestmark = pytest.mark.slow

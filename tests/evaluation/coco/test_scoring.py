@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coco_data import CATEGORIES, cli_args, load_json
+from tests.evaluation.coco.coco_data import CATEGORIES, cli_args, load_json
 from evaluation.coco.cli import build_parser, main
 from evaluation.coco.dataset import load_dataset
 from evaluation.coco.scoring import METRICS, coco_gt, per_class_table, score

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from coco_data import CATEGORIES, cli_args, load_json
+from tests.evaluation.coco.coco_data import CATEGORIES, cli_args, load_json
 from evaluation.coco.cli import main
 
 NUM_SELECT = 300

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # Non-contiguous ids, a capitalised name, multi-word and multi-piece names: label index -> id must hold.
 CATEGORIES = [
     {"id": 3, "name": "cat"},

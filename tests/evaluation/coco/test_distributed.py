@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from coco_data import REPO, cli_args, env, make_dataset, run_cli
+from tests.evaluation.coco.coco_data import REPO, cli_args, env, make_dataset, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,88 @@
+"""Hostile inputs shared by the hostile-input tests and the fuzzer: SSRF targets, path escapes, configs."""
+from __future__ import annotations
+
+import base64
+
+from tests.reliability.rel_helpers import config, jpeg_bytes
+
+IMAGE = jpeg_bytes()
+
+
+SSRF_URLS = [
+    "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+    "http://169.254.169.254:{port}/x.jpg",
+    "http://127.0.0.1:{port}/x.jpg",
+    "http://localhost:{port}/x.jpg",
+    "http://[::1]:{port}/x.jpg",
+    "http://[::1]/x.jpg",
+    "http://[::ffff:127.0.0.1]:{port}/x.jpg",
+    "http://[::]:{port}/x.jpg",
+    "http://2130706433:{port}/x.jpg",  # decimal 127.0.0.1
+    "http://0x7f000001:{port}/x.jpg",  # hex
+    "http://017700000001:{port}/x.jpg",  # octal
+    "http://127.1:{port}/x.jpg",
+    "http://127.000.000.001:{port}/x.jpg",
+    "http://0:{port}/x.jpg",
+    "http://10.0.0.1/x.jpg",
+    "http://172.16.0.1/x.jpg",
+    "http://192.168.1.1/x.jpg",
+    "http://100.64.0.1/x.jpg",  # carrier-grade NAT
+    "http://[fe80::1%25lo]:{port}/x.jpg",  # link-local IPv6 with a zone
+    "http://[fd00::1]/x.jpg",  # unique local IPv6
+    "http://user:pw@127.0.0.1:{port}/x.jpg",
+    "http://example.com@127.0.0.1:{port}/x.jpg",
+    "file:///etc/passwd",
+    "file://127.0.0.1/etc/passwd",
+    "gopher://127.0.0.1:{port}/_GET%20/x.jpg",
+    "ftp://127.0.0.1:{port}/x.jpg",
+    "dict://127.0.0.1:{port}/",
+    "data:image/jpeg;base64," + base64.b64encode(IMAGE).decode(),
+]
+
+
+ESCAPES = ["../outside.jpg", "./../outside.jpg", "%2e%2e/outside.jpg", "..%2Foutside.jpg", "a.jpg/../../outside.jpg",
+           "....//outside.jpg", "up/outside.jpg", "up/media/../outside.jpg", "..\\outside.jpg", "/../outside.jpg",
+           "%00a.jpg", "a.jpg%00.png"]
+
+
+BILLION_LAUGHS = (
+    '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+    + "".join(f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10))
+    + ']>' + config('<RectangleLabels name="label" toName="image"><Label value="&lol9;"/></RectangleLabels>')
+)
+
+
+def hostile_configs(port: int) -> dict[str, tuple[str, str]]:
+    """name -> (config, what the 422 detail must say)."""
+    rl = '<RectangleLabels name="label" toName="image">{}</RectangleLabels>'
+    return {
+        "malformed XML": ("<View><Image name='image' value='$image'><RectangleLabels", "not valid XML"),
+        "not XML at all": ("just some text", "not valid XML"),
+        "unclosed tag": (config(rl.format('<Label value="Cat">')), "not valid XML"),
+        "no Image": (config(rl.format('<Label value="Cat"/>'), images=""), "no <Image"),
+        "Image without $value": (config(rl.format('<Label value="Cat"/>'), images='<Image name="image" value="x"/>'),
+                                 "no <Image"),
+        "no RectangleLabels": (config('<Choices name="c" toName="image"><Choice value="x"/></Choices>'),
+                               "no <RectangleLabels>"),
+        "empty label set": (config(rl.format("")), "has no <Label"),
+        "label without value": (config(rl.format('<Label value=""/>')), "without a value"),
+        "duplicate labels": (config(rl.format('<Label value="Cat"/><Label value="Dog"/><Label value="Cat"/>')),
+                             "more than once"),
+        "alias duplicates a value": (config(rl.format('<Label value="Cat" alias="Dog"/><Label value="Dog"/>')),
+                                     "more than once"),
+        "label of dots only": (config(rl.format('<Label value="..."/>')), "phrase"),
+        "one label over 256 tokens": (config(rl.format(f'<Label value="{" ".join(["word"] * 300)}"/>')),
+                                      "256 tokens"),
+        "billion laughs": (BILLION_LAUGHS, "DOCTYPE or ENTITY"),
+        "external entity": ('<!DOCTYPE v [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+                            + config(rl.format('<Label value="&e;"/>')), "DOCTYPE or ENTITY"),
+        "parameter entity over http": (f'<!DOCTYPE v [<!ENTITY % x SYSTEM "http://127.0.0.1:{port}/evil.dtd"> %x;]>'
+                                       + config(rl.format('<Label value="Cat"/>')), "DOCTYPE or ENTITY"),
+        "lowercase doctype": ('<!doctype v [<!entity e "x">]>' + config(rl.format('<Label value="&e;"/>')),
+                              "DOCTYPE or ENTITY"),
+        "undeclared entity": (config(rl.format('<Label value="&lol9;"/>')), "not valid XML"),
+        "bad threshold": (config('<RectangleLabels name="label" toName="image" model_score_threshold="nan">'
+                                 '<Label value="Cat"/></RectangleLabels>'), "model_score_threshold"),
+        "toName to nothing": (config('<RectangleLabels name="label" toName="ghost"><Label value="Cat"/>'
+                                    '</RectangleLabels>'), "not an <Image>"),
+    }
