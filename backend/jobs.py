@@ -115,8 +115,10 @@ class PredictionJob:
 
 
 class JobManager:
-    def __init__(self, predictor: Predictor, on_failure=None, import_timeout: float = 60.0):
+    def __init__(self, predictor: Predictor, on_failure=None, import_timeout: float = 60.0, importer_factory=None):
         self.predictor = predictor
+        # (url, api_key, project id, timeout) -> an object with import_items(items, version) -> ImportOutcome
+        self.importer_factory = importer_factory or PredictionImporter.connect
         self.on_failure = on_failure or (lambda job, entry, reason: None)
         self.import_timeout = import_timeout
         self._cond = threading.Condition(threading.RLock())
@@ -136,8 +138,9 @@ class JobManager:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self) -> None:
-        """Queued work is abandoned (nothing of it was stored, so the next click redoes it)."""
+    def stop(self, wait_s: float = 5.0) -> None:
+        """Queued work is abandoned (nothing of it was stored, so the next click redoes it); the batch in
+        the model may finish (up to `wait_s`)."""
         with self._cond:
             self._stopped = True
             for job in self._jobs.values():
@@ -147,6 +150,12 @@ class JobManager:
                 job.state, job.finished_at = "cancelled", time.time()
                 job.message = "the backend was stopped; the next Retrieve Predictions redoes the rest"
             self._cond.notify_all()
+        deadline = time.monotonic() + wait_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
 
     # ----- requests ---------------------------------------------------------------------------
 
@@ -221,6 +230,7 @@ class JobManager:
         while True:
             current = upcoming or self._take_batch(pool, block=True)
             if current is None:
+                pool.shutdown(wait=False, cancel_futures=True)
                 return
             upcoming = self._take_batch(pool, block=False)  # its images load while the model runs
             job, entries, futures = current
@@ -336,6 +346,10 @@ class JobManager:
             except PredictionImportError as exc:
                 self._import_failed(job, chunk, str(exc))
                 continue
+            except Exception as exc:  # the importer's own bug: say so, keep the thread alive
+                log.exception("project %s: import failed", job.project)
+                self._import_failed(job, chunk, f"import failed ({type(exc).__name__}); see the backend's log")
+                continue
             with self._cond:
                 for entry in chunk:
                     job.registry.pop(entry.key, None)
@@ -347,8 +361,8 @@ class JobManager:
     def _importer(self, target: ImportTarget, project: str) -> PredictionImporter:
         key = (target.url, target.api_key, project)
         if key not in self._importers:
-            self._importers[key] = PredictionImporter.connect(target.url, target.api_key, int(project),
-                                                              timeout=self.import_timeout)
+            self._importers[key] = self.importer_factory(target.url, target.api_key, int(project),
+                                                         timeout=self.import_timeout)
         return self._importers[key]
 
     def _import_failed(self, job: PredictionJob, chunk: list[TaskEntry], reason: str) -> None:

@@ -92,7 +92,7 @@ def import_target(settings: Settings, access: LabelStudioAccess) -> ImportTarget
     return ImportTarget(url, key, source) if url and key else None
 
 
-def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAPI:
+def create_app(settings: Settings, predictor: Predictor | None = None, importer_factory=None) -> FastAPI:
     state = ServerState(predictor=predictor)
     failures: deque[dict] = deque(maxlen=MAX_FAILURES_SHOWN)
     started_at = time.time()
@@ -111,7 +111,8 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
         nonlocal jobs
         if state.predictor is None:
             state.predictor = await run_in_threadpool(load_predictor, settings)
-        jobs = JobManager(state.predictor, on_failure=record_failure, import_timeout=settings.download_timeout * 2)
+        jobs = JobManager(state.predictor, on_failure=record_failure, import_timeout=settings.download_timeout * 2,
+                          importer_factory=importer_factory)
         jobs.start()
         try:
             yield
