@@ -37,6 +37,12 @@ from .state import LabelStudioAccess, ServerState, project_key
 
 log = logging.getLogger(__name__)
 MODEL_CLASS = "GroundingDINO"
+try:
+    from importlib.metadata import version as _dist_version
+
+    BACKEND_VERSION = _dist_version("grounding-dino-prelabel")
+except Exception:  # running from a checkout that was not installed
+    BACKEND_VERSION = "unknown"
 MAX_FAILURES_SHOWN = 200
 
 
@@ -102,7 +108,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
         data = task.get("data") if isinstance(task.get("data"), dict) else {}
         urls = [data.get(key) for key in job.plan.images.values() if isinstance(data.get(key), str)]
         failures.appendleft({"at": time.time(), "project": job.project, "task": entry.work.task_id,
-                             "image": short_url(urls[0]) if urls else None, "reason": reason})
+                             "image": shown_url(urls[0]) if urls else None, "reason": reason})
 
     jobs: JobManager | None = None
 
@@ -214,7 +220,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
             "server": {
                 "started_at": started_at, "predict_deadline_s": settings.predict_deadline,
                 "ml_timeout_predict_s": settings.ml_timeout_predict, "pending_predicts": state.pending_predicts,
-                "batch_size": getattr(predictor, "batch_size", None),
+                "batch_size": getattr(predictor, "batch_size", None), "version": BACKEND_VERSION,
             },
             "projects": [record.snapshot(settings) for record in state.projects.values()],
             "jobs": jobs.status() if jobs else [],
@@ -335,6 +341,15 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
         return {"versions": list(record.versions) if record else []}
 
     return app
+
+
+def shown_url(url: str) -> str:
+    """An image URL for the status page: no signatures or tokens, but a Local Storage path kept whole."""
+    if url.startswith("data:"):
+        return url[:48] + ("..." if len(url) > 48 else "")
+    if url.startswith("/data/local-files/"):
+        return url if len(url) <= 200 else url[:197] + "..."
+    return short_url(url)
 
 
 def _basic_credentials(header: str | None) -> tuple[bytes, bytes]:
