@@ -1,6 +1,9 @@
 """Bulk pre-labelling of a whole Label Studio project, outside Label Studio's 100 s `/predict` timeout.
 
     python -m backend.prelabel --project 12 [--batch-size 32] [--page-size 200] [--import-chunk 200]
+    torchrun --nproc-per-node 8 -m backend.prelabel --project 12      # every GPU of this machine
+    torchrun --nnodes 4 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
+        -m backend.prelabel --project 12                               # and several machines
 
 Label Studio's URL and API key come from LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY (the backend's
 variables; legacy tokens and personal access tokens both work through label_studio_sdk.LabelStudio),
@@ -8,98 +11,284 @@ the model and thresholds from the backend's other variables, so the predictions 
 `model_version` are exactly what the ML backend would give.
 
 Pages through the project's tasks with the SDK, skips tasks that already hold a prediction of the current
-model_version, predicts in batches with the backend's Predictor and imports predictions through the SDK
-(`projects.import_predictions`) chunk by chunk. Killed half-way, a re-run skips what was imported and
-goes on: nothing is predicted twice into Label Studio and nothing is lost. Exit status 0 when no task
-failed, 1 when some did (see the summary), 2 on a configuration error.
+model_version, predicts in batches with the backend's Predictor and imports the predictions chunk by chunk
+through `ls_import.PredictionImporter` (which asks Label Studio again under a per-project lock, so a
+running backend and this command never store one task twice). Killed half-way, a re-run skips what was
+imported and goes on: nothing is predicted twice into Label Studio and nothing is lost.
+
+Under torchrun every process (rank) takes the tasks whose id modulo the number of processes is its rank,
+on its own device (`cuda:LOCAL_RANK`, or the LOCAL_RANK-th entry of DEVICES; gloo on the CPU); rank 0
+shows the whole run's progress and prints one summary. Exit status 0 when no task failed, 1 when some did
+or the run stopped early (see the summary), 2 on a configuration error.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import threading
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from .ls_import import PredictionImporter, PredictionImportError, describe_api_error, has_version
+
 log = logging.getLogger("backend.prelabel")
+FAILURES_SHOWN = 50
+
+
+class ConfigError(RuntimeError):
+    """The run cannot start (project, key, label config, device); the message says what to change."""
+
+
+class RunStopped(RuntimeError):
+    """Label Studio stopped answering mid-run; what was imported stays, a re-run goes on from there."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The tasks one process takes: task id modulo the number of processes. Decided by the id alone, so
+    two processes never take one task, whatever order or page Label Studio lists it in."""
+
+    index: int = 0
+    count: int = 1
+
+    def owns(self, task_id) -> bool:
+        return int(task_id) % self.count == self.index
 
 
 @dataclass
 class Summary:
-    predicted: int = 0
-    skipped: int = 0
-    empty: int = 0
+    predicted: int = 0  # imported by this run
+    skipped: int = 0  # held a prediction of this model_version already
+    stored_meanwhile: int = 0  # of the skipped: stored by another process while this run predicted them
+    empty: int = 0  # of the predicted: without boxes
     failed: dict = field(default_factory=dict)  # task id -> reason
+    stopped: list = field(default_factory=list)  # why a process stopped before the end of its share
+
+    @classmethod
+    def merge(cls, parts: list["Summary"]) -> "Summary":
+        total = cls()
+        for part in parts:
+            total.predicted += part.predicted
+            total.skipped += part.skipped
+            total.stored_meanwhile += part.stored_meanwhile
+            total.empty += part.empty
+            total.failed.update(part.failed)
+            total.stopped.extend(part.stopped)
+        return total
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.stopped
 
     def report(self) -> str:
+        meanwhile = f" (of which stored by another process during this run: {self.stored_meanwhile})"
         lines = [f"predicted: {self.predicted} (of which without boxes: {self.empty})",
-                 f"skipped (already predicted by this model version): {self.skipped}",
+                 f"skipped (already predicted by this model version): {self.skipped}"
+                 + (meanwhile if self.stored_meanwhile else ""),
                  f"failed: {len(self.failed)}"]
-        for task_id, reason in list(self.failed.items())[:50]:
+        for task_id, reason in sorted(self.failed.items())[:FAILURES_SHOWN]:
             lines.append(f"  task {task_id}: {reason}")
-        if len(self.failed) > 50:
-            lines.append(f"  ... and {len(self.failed) - 50} more")
+        if len(self.failed) > FAILURES_SHOWN:
+            lines.append(f"  ... and {len(self.failed) - FAILURES_SHOWN} more")
+        for reason in dict.fromkeys(self.stopped):
+            lines.append(f"stopped early: {reason}; run the command again to go on")
         return "\n".join(lines)
+
+
+class BarProgress:
+    """This process's progress on a tqdm bar."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self._bar = None
+
+    def start(self, total: int | None, desc: str) -> None:
+        self._bar = tqdm(total=total, unit="task", desc=desc, disable=not self.enabled)
+
+    def advance(self, tasks: int) -> None:
+        self._bar.update(tasks)
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 def _get(obj, name, default=None):
     return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
 
 
-def has_version(task, version: str) -> bool:
-    return any(_get(p, "model_version") == version for p in (_get(task, "predictions") or []))
+@dataclass(frozen=True)
+class ProjectRun:
+    """One project to pre-label: its label config, the model_version it gets, its size."""
+
+    client: object  # label_studio_sdk.LabelStudio
+    predictor: object  # backend.predictor.Predictor
+    project_id: int
+    label_config: str
+    version: str
+    total: int | None
+
+    @classmethod
+    def open(cls, client, predictor, project_id: int, base_url: str = "") -> "ProjectRun":
+        """Raises ConfigError naming what to fix (no such project, a refused key, an unusable config)."""
+        from .label_config import LabelConfigError
+
+        try:
+            project = client.projects.get(id=project_id)
+        except Exception as exc:
+            raise ConfigError(f"cannot read project {project_id}: {describe_api_error(exc, base_url)}") from None
+        label_config = _get(project, "label_config")
+        try:
+            version = predictor.model_version(label_config)
+        except LabelConfigError as exc:
+            raise ConfigError(f"project {project_id}'s label config cannot be used: {exc}") from None
+        log.info("project %s: model_version %s", project_id, version)
+        return cls(client, predictor, project_id, label_config, version, _get(project, "task_number") or None)
+
+    def label(self, importer, shard: Shard = Shard(), tracker=None, batch_size: int = 16, page_size: int = 100,
+              import_chunk: int = 100, hostname: str | None = None, access_token: str | None = None) -> Summary:
+        """Predict and import this shard's tasks that lack a prediction of this version."""
+        tracker = tracker or BarProgress(enabled=False)
+        summary = Summary()
+        batch: list[dict] = []
+        pending: list[dict] = []  # predictions waiting to be imported
+
+        def flush_imports(force: bool = False) -> None:
+            while pending and (force or len(pending) >= import_chunk):
+                chunk = pending[:import_chunk]
+                try:
+                    outcome = importer.import_items(chunk, self.version)
+                except PredictionImportError as exc:
+                    raise RunStopped(str(exc)) from None
+                del pending[:import_chunk]
+                stored = set(outcome.imported)
+                summary.predicted += len(stored)
+                summary.empty += sum(1 for item in chunk if item["task"] in stored and not item["result"])
+                summary.skipped += len(outcome.already)
+                summary.stored_meanwhile += len(outcome.already)
+
+        def run_batch() -> None:
+            if not batch:
+                return
+            items = self.predictor.predict_tasks(batch, self.label_config, hostname=hostname,
+                                                 access_token=access_token)
+            for task, item in zip(batch, items):
+                if "result" not in item:
+                    summary.failed[task["id"]] = item.get("error") or "no result"
+                elif item.get("model_version") != self.version:
+                    summary.failed[task["id"]] = f"model_version changed during the run ({item.get('model_version')})"
+                else:
+                    pending.append({"task": task["id"], "result": item["result"], "score": item.get("score"),
+                                    "model_version": self.version})
+            tracker.advance(len(batch))
+            batch.clear()
+            flush_imports()
+
+        tracker.start(self.total, f"project {self.project_id}")
+        try:
+            for task in self._tasks(page_size, importer.base_url):
+                task_id = _get(task, "id")
+                if not shard.owns(task_id):
+                    continue
+                if has_version(task, self.version):
+                    summary.skipped += 1
+                    tracker.advance(1)
+                    continue
+                batch.append({"id": task_id, "data": _get(task, "data") or {}, "meta": _get(task, "meta") or {}})
+                if len(batch) >= batch_size:
+                    run_batch()
+            run_batch()
+            flush_imports(force=True)
+        except RunStopped as exc:
+            log.error("project %s: %s; %d predictions were not stored (a re-run redoes them)",
+                      self.project_id, exc, len(pending) + len(batch))
+            summary.stopped.append(str(exc))
+        finally:
+            tracker.close()
+        return summary
+
+    def _tasks(self, page_size: int, base_url: str):
+        """Every task of the project, page by page; a failed page stops the run with a clear reason."""
+        pages = iter(self.client.tasks.list(project=self.project_id, page_size=page_size, fields="all",
+                                            resolve_uri=False))
+        while True:
+            try:
+                task = next(pages)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise RunStopped(describe_api_error(exc, base_url)) from None
+            yield task
 
 
 def prelabel(client, predictor, project_id: int, batch_size: int = 16, page_size: int = 100,
              import_chunk: int = 100, progress: bool = True, hostname: str | None = None,
-             access_token: str | None = None) -> Summary:
-    project = client.projects.get(id=project_id)
-    label_config = project.label_config
-    version = predictor.model_version(label_config)
-    total = _get(project, "task_number") or None
-    log.info("project %s: model_version %s", project_id, version)
-    summary = Summary()
-    batch: list[dict] = []
-    pending: list[dict] = []  # predictions waiting to be imported
+             access_token: str | None = None, shard: Shard = Shard(), tracker=None) -> Summary:
+    """One process's pre-labelling of `project_id` (its `shard` of the tasks); `hostname` is Label
+    Studio's URL: for media and for the per-project import lock shared with a running backend."""
+    run = ProjectRun.open(client, predictor, project_id, hostname or "")
+    importer = PredictionImporter(client, hostname or "", project_id)
+    return run.label(importer, shard, tracker or BarProgress(progress), batch_size, page_size, import_chunk,
+                     hostname, access_token)
 
-    def flush_imports(force: bool = False):
-        while pending and (force or len(pending) >= import_chunk):
-            chunk = pending[:import_chunk]
-            client.projects.import_predictions(id=project_id, request=chunk)
-            del pending[:import_chunk]
 
-    def run_batch(bar):
-        if not batch:
-            return
-        items = predictor.predict_tasks(batch, label_config, hostname=hostname, access_token=access_token)
-        for task, item in zip(batch, items):
-            if "result" not in item:
-                summary.failed[task["id"]] = item.get("error") or "no result"
-                continue
-            if item.get("model_version") != version:
-                summary.failed[task["id"]] = f"model_version changed during the run ({item.get('model_version')})"
-                continue
-            pending.append({"task": task["id"], "result": item["result"], "score": item.get("score"),
-                            "model_version": version})
-            summary.predicted += 1
-            summary.empty += not item["result"]
-        bar.update(len(batch))
-        batch.clear()
-        flush_imports()
+class SharedProgress:
+    """Rank 0's bar shows the whole run: a thread on every rank sums the ranks' counts (all_reduce in a
+    gloo group of its own) every `interval` seconds, until every rank has finished its share. Every rank
+    sees the same sums, so all take the same number of rounds and none waits on a collective alone."""
 
-    with tqdm(total=total, unit="task", desc=f"project {project_id}", disable=not progress) as bar:
-        for task in client.tasks.list(project=project_id, page_size=page_size, fields="all", resolve_uri=False):
-            if has_version(task, version):
-                summary.skipped += 1
-                bar.update(1)
-                continue
-            batch.append({"id": _get(task, "id"), "data": _get(task, "data") or {}, "meta": _get(task, "meta") or {}})
-            if len(batch) >= batch_size:
-                run_batch(bar)
-        run_batch(bar)
-        flush_imports(force=True)
-    return summary
+    def __init__(self, dist, enabled: bool = True, interval: float = 1.0):
+        import torch.distributed as torch_dist
+
+        self.dist, self.interval = dist, interval
+        self._group = torch_dist.new_group(backend="gloo")  # collective: every rank creates it here
+        self._bar = BarProgress(enabled and dist.is_main)
+        self._lock = threading.Lock()
+        self._done = 0
+        self._finished = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, total: int | None, desc: str) -> None:
+        self._bar.start(total, desc)
+        self._thread = threading.Thread(target=self._sum_loop, name="prelabel-progress", daemon=True)
+        self._thread.start()
+
+    def advance(self, tasks: int) -> None:
+        with self._lock:
+            self._done += tasks
+
+    def close(self) -> None:
+        self._finished.set()
+        self._thread.join()
+        self._bar.close()
+
+    def _sum_loop(self) -> None:
+        import torch
+        import torch.distributed as torch_dist
+
+        shown = 0
+        while True:
+            self._finished.wait(self.interval)
+            with self._lock:
+                counts = torch.tensor([self._done, int(self._finished.is_set())], dtype=torch.int64)
+            torch_dist.all_reduce(counts, group=self._group)
+            done, finished = int(counts[0]), int(counts[1])
+            self._bar.advance(done - shown)
+            shown = done
+            if finished == self.dist.world_size:
+                return
+
+
+def rank_device(settings, dist) -> str:
+    """This process's device: the LOCAL_RANK-th of DEVICES, else DEVICE (cuda/auto -> cuda:LOCAL_RANK)."""
+    if settings.devices:
+        if dist.local_rank >= len(settings.devices):
+            raise ConfigError(f"DEVICES={','.join(settings.devices)} lists {len(settings.devices)} devices for "
+                              f"more processes on this machine: start at most {len(settings.devices)} per node "
+                              "(torchrun --nproc-per-node) or list more devices")
+        return settings.devices[dist.local_rank]
+    return dist.device_for(settings.device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,19 +318,55 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
 
+    from evaluation.coco.distributed import Dist
+
+    # gloo for CPU processes, nccl for GPUs; one process (no group) without torchrun's variables.
+    dist = Dist.from_env(settings.devices[0] if settings.devices else settings.device)
+    try:
+        return _run(args, settings, dist)
+    finally:
+        dist.close()
+
+
+def _run(args, settings, dist) -> int:
     from label_studio_sdk import LabelStudio
 
-    from .server import load_predictor
+    from .detection import ModelLoadError
+    from .devices import load_on
 
-    client = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key, timeout=300)
-    predictor = load_predictor(settings)
-    summary = prelabel(
-        client, predictor, args.project, batch_size=args.batch_size or 4 * predictor.batch_size,
-        page_size=args.page_size, import_chunk=args.import_chunk, progress=not args.no_progress,
-        hostname=settings.label_studio_url, access_token=settings.label_studio_api_key,
+    run, error = None, None
+    try:
+        device = rank_device(settings, dist)
+        predictor = load_on(settings, device)
+        client = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key, timeout=300)
+        run = ProjectRun.open(client, predictor, args.project, settings.label_studio_url)
+    except (ConfigError, ModelLoadError, ValueError) as exc:
+        error = str(exc)
+    error = dist.agree(error)  # every rank stops together, with the first rank's reason
+    if error is None:
+        versions = sorted(set(dist.gather(run.version)))
+        if len(versions) > 1:  # several machines with different models or settings
+            error = (f"the processes disagree on the model_version ({', '.join(versions)}): give every machine "
+                     "the same GROUNDING_DINO_MODEL, thresholds and DTYPE")
+    if error is not None:
+        if dist.is_main:
+            print(f"error: {error}", file=sys.stderr)
+        return 2
+    if dist.is_main and dist.enabled:
+        log.info("project %s: %d processes, each on its own device, take the tasks by id modulo %d",
+                 args.project, dist.world_size, dist.world_size)
+    progress = not args.no_progress
+    tracker = SharedProgress(dist, progress) if dist.enabled else BarProgress(progress)
+    summary = run.label(
+        PredictionImporter(run.client, settings.label_studio_url, args.project), Shard(dist.rank, dist.world_size),
+        tracker, batch_size=args.batch_size or 4 * run.predictor.batch_size, page_size=args.page_size,
+        import_chunk=args.import_chunk, hostname=settings.label_studio_url,
+        access_token=settings.label_studio_api_key,
     )
-    print(summary.report())
-    return 1 if summary.failed else 0
+    total = Summary.merge(dist.gather(summary))
+    if dist.is_main:
+        print(total.report())
+    return 0 if total.ok else 1
 
 
 if __name__ == "__main__":

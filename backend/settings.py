@@ -24,6 +24,9 @@ class SettingsError(ValueError):
 class Settings:
     model: str = DEFAULT_MODEL
     device: str = "auto"
+    # Several devices in one backend (one model each, work spread over them): e.g. ("cuda:0", "cuda:1").
+    # Empty: DEVICE, or every visible GPU when DEVICE is auto/cuda (backend/devices.py).
+    devices: tuple[str, ...] = ()
     dtype: str = "fp32"
     box_threshold: float = 0.35
     nms_iou: float | None = None
@@ -63,6 +66,7 @@ class Settings:
         settings = cls(
             model=get.str("GROUNDING_DINO_MODEL") or DEFAULT_MODEL,
             device=get.choice_prefix("DEVICE", "auto", ("auto", "cpu", "cuda", "mps")),
+            devices=get.devices("DEVICES"),
             dtype=get.choice("DTYPE", "fp32", ("fp32", "bf16", "fp16")),
             box_threshold=get.float("BOX_THRESHOLD", 0.35, lo=0.0, hi=1.0),
             nms_iou=get.float("NMS_IOU", None, lo=0.0, hi=1.0),
@@ -81,6 +85,7 @@ class Settings:
             ml_timeout_predict=get.float("ML_TIMEOUT_PREDICT", 100.0, lo=1.0, hi=86400.0),
             failed_task_comments=get.bool("FAILED_TASK_COMMENTS", False),
         )
+        _check_devices(settings.device, settings.devices)
         if bool(settings.basic_auth_user) != bool(settings.basic_auth_pass):
             raise SettingsError(
                 "BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together (both for HTTP Basic auth, or neither)"
@@ -140,11 +145,22 @@ class _Reader:
         if value is None:
             return default
         value = value.lower()
-        base = value.split(":", 1)[0]
-        index_ok = ":" not in value or (base == "cuda" and value.split(":", 1)[1].isdigit())
-        if base not in choices or not index_ok:
+        if not _is_device(value, choices):
             raise SettingsError(f"{name}={value!r} is not one of auto, cpu, cuda, cuda:N, mps")
         return value
+
+    def devices(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list of devices (`cuda:0,cuda:1`); `cpu,cpu` runs two models on the CPU."""
+        _, value = self.raw(name)
+        if value is None:
+            return ()
+        items = [item.strip().lower() for item in value.split(",")]
+        for item in items:
+            if not _is_device(item, ("cpu", "cuda", "mps")):
+                shown = repr(item) if item else "an empty entry"
+                raise SettingsError(f"{name}={value!r}: {shown} is not a device (cpu, cuda, cuda:N or mps, "
+                                    "comma-separated, e.g. DEVICES=cuda:0,cuda:1)")
+        return tuple(items)
 
     def url(self, *names: str) -> str | None:
         name, value = self.raw(*names)
@@ -183,6 +199,19 @@ class _Reader:
         if value is None:
             return ()
         return tuple(item.strip().lower() for item in value.split(",") if item.strip())
+
+
+def _is_device(value: str, choices: tuple[str, ...]) -> bool:
+    base, colon, index = value.partition(":")
+    return base in choices and (not colon or (base == "cuda" and index.isdigit()))
+
+
+def _check_devices(device: str, devices: tuple[str, ...]) -> None:
+    """DEVICES names every device; a DEVICE of another kind next to it is a contradiction, not a choice."""
+    kind = device.split(":", 1)[0]
+    if devices and kind != "auto" and any(d.split(":", 1)[0] != kind for d in devices):
+        raise SettingsError(f"DEVICE={device} contradicts DEVICES={','.join(devices)}: DEVICES lists every "
+                            "device the backend uses, so leave DEVICE unset (or auto) or make them agree")
 
 
 def _check_range(name, number, lo, hi) -> None:
