@@ -1,9 +1,9 @@
 """Background prediction jobs: what does not fit in one `/predict` answer is finished and imported later.
 
 Label Studio sends every selected task in ONE `/predict` and gives up after ML_TIMEOUT_PREDICT seconds.
-Each request's tasks join the job of its (project, model_version); one worker thread runs batches through
-the model (downloads of the next batch overlap the model's work on the current one), tasks whose request
-is still waiting first. The request answers before Label Studio's deadline with what is finished; the rest
+Each request's tasks join the job of its (project, model_version); one worker thread per device runs
+batches through that device's model (downloads of the next batch overlap the model's work on the current
+one), tasks whose request is still waiting first. The request answers before Label Studio's deadline with what is finished; the rest
 stays in the job and is imported through Label Studio's API when done (`ls_import`).
 
 No task is predicted or stored twice: a task queued, running or awaiting import for the same project and
@@ -21,6 +21,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from .devices import DeviceSlot, PredictorPool
 from .ls_import import PredictionImporter, PredictionImportError
 from .predictor import DOWNLOAD_WORKERS, PredictionPlan, Predictor, TaskWork
 from .state import LabelStudioAccess
@@ -133,8 +134,11 @@ class JobManager:
     # ----- life -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        for target, name in ((self._work_loop, "prediction-jobs"), (self._import_loop, "prediction-imports")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
+        """One worker thread per device (all pulling batches from the same queues), one importer."""
+        self.devices = PredictorPool.around(self.predictor)
+        workers = [(self._work_loop, (slot,), f"prediction-jobs-{slot.name}") for slot in self.devices.slots]
+        for target, args, name in workers + [(self._import_loop, (), "prediction-imports")]:
+            thread = threading.Thread(target=target, args=args, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -224,26 +228,27 @@ class JobManager:
 
     # ----- the worker: batches through the model, the next batch's downloads overlapping ----------
 
-    def _work_loop(self) -> None:
-        pool = ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS, thread_name_prefix="media")
+    def _work_loop(self, device: DeviceSlot) -> None:
+        downloads = ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS, thread_name_prefix=f"media-{device.name}")
         upcoming = None
         while True:
-            current = upcoming or self._take_batch(pool, block=True)
+            current = upcoming or self._take_batch(downloads, device, block=True)
             if current is None:
-                pool.shutdown(wait=False, cancel_futures=True)
+                downloads.shutdown(wait=False, cancel_futures=True)
                 return
-            upcoming = self._take_batch(pool, block=False)  # its images load while the model runs
+            upcoming = self._take_batch(downloads, device, block=False)  # its images load while the model runs
             job, entries, futures = current
             wait(futures)
             try:
-                items = self.predictor.run(job.plan, [e.work for e in entries], urgent=False)
+                with device.working(len(entries)) as predictor:
+                    items = predictor.run(job.plan, [e.work for e in entries], urgent=False)
             except Exception as exc:  # never let the worker die
-                log.exception("job %s: a batch failed", job.id)
+                log.exception("job %s: a batch failed on %s", job.id, device.name)
                 items = [{"model_version": job.version, "error": f"inference failed ({type(exc).__name__})"}
                          for _ in entries]
             self._finish(job, entries, items)
 
-    def _take_batch(self, pool, block: bool):
+    def _take_batch(self, downloads: ThreadPoolExecutor, device: DeviceSlot, block: bool):
         with self._cond:
             while True:
                 if self._stopped:
@@ -254,12 +259,12 @@ class JobManager:
                 if not block:
                     return None
                 self._cond.wait()
-            size = self.predictor.batch_size
+            size = device.predictor.batch_size
             entries = [job.queue.popleft() for _ in range(min(size, len(job.queue)))]
             if job.started_at is None:
                 job.started_at = time.time()
             job.state = "running"
-        futures = [pool.submit(self.predictor.load, job.plan, e.work, job.access) for e in entries]
+        futures = [downloads.submit(device.predictor.load, job.plan, e.work, job.access) for e in entries]
         return job, entries, futures
 
     def _next_job(self) -> PredictionJob | None:

@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .devices import PredictorPool
 from .jobs import ImportTarget, JobManager, RequestWaiter
 from .label_config import LabelConfigError
 from .media import short_url
@@ -80,12 +81,10 @@ class ApiError(Exception):
         self.message = message
 
 
-def load_predictor(settings: Settings) -> Predictor:
-    """Load the detector once (raises ModelLoadError / ValueError with a clear message)."""
-    from .detection import Detector, DetectorConfig
-
-    detector = Detector.load(DetectorConfig(model=settings.model, device=settings.device, dtype=settings.dtype))
-    return Predictor(detector, settings)
+def load_predictor(settings: Settings) -> PredictorPool:
+    """Load the model once per device (DEVICES, or every visible GPU; usually one) and serve them as one
+    predictor (raises ModelLoadError / ValueError with a clear message)."""
+    return PredictorPool.load(settings)
 
 
 def import_target(settings: Settings, access: LabelStudioAccess) -> ImportTarget | None:
@@ -225,7 +224,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
             "projects": [record.snapshot(settings) for record in state.projects.values()],
             "jobs": jobs.status() if jobs else [],
             "failures": list(failures),
-            "devices": [],
+            "devices": jobs.devices.status() if jobs else [],
         }
 
     @app.get("/health")
