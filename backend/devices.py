@@ -80,7 +80,7 @@ class PredictorPool:
         self._choose = threading.Lock()
 
     @classmethod
-    def load(cls, settings: Settings) -> "PredictorPool":
+    def from_settings(cls, settings: Settings) -> "PredictorPool":
         """One model per device of `device_names(settings)`; the devices share one media fetcher."""
         names = device_names(settings)
         first = load_on(settings, names[0])

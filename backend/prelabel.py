@@ -272,7 +272,12 @@ class SharedProgress:
             self._finished.wait(self.interval)
             with self._lock:
                 counts = torch.tensor([self._done, int(self._finished.is_set())], dtype=torch.int64)
-            torch_dist.all_reduce(counts, group=self._group)
+            try:
+                torch_dist.all_reduce(counts, group=self._group)
+            except Exception as exc:  # a process died: torchrun stops the run; no traceback from this thread
+                log.warning("progress: lost contact with the other processes (%s); the bar stops here",
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                return
             done, finished = int(counts[0]), int(counts[1])
             self._bar.advance(done - shown)
             shown = done

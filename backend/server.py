@@ -84,7 +84,7 @@ class ApiError(Exception):
 def load_predictor(settings: Settings) -> PredictorPool:
     """Load the model once per device (DEVICES, or every visible GPU; usually one) and serve them as one
     predictor (raises ModelLoadError / ValueError with a clear message)."""
-    return PredictorPool.load(settings)
+    return PredictorPool.from_settings(settings)
 
 
 def import_target(settings: Settings, access: LabelStudioAccess) -> ImportTarget | None:
