@@ -360,6 +360,9 @@ def _run(args, settings, dist) -> int:
     if dist.is_main and dist.enabled:
         log.info("project %s: %d processes, each on its own device, take the tasks by id modulo %d",
                  args.project, dist.world_size, dist.world_size)
+    elif len(settings.devices) > 1:
+        log.info("DEVICES lists %d devices; one process uses the first (%s): run it under torchrun "
+                 "--nproc-per-node %d to use them all", len(settings.devices), device, len(settings.devices))
     progress = not args.no_progress
     tracker = SharedProgress(dist, progress) if dist.enabled else BarProgress(progress)
     summary = run.label(
