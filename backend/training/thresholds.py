@@ -171,3 +171,15 @@ def _choose(sweep: pd.DataFrame, configured: float, min_boxes: int, delete_cost:
 def _number(value) -> float | None:
     value = float(value)
     return None if math.isnan(value) else value
+
+
+def configured_thresholds(mapping, default: float) -> dict[str, float]:
+    """label -> the threshold the backend predicts it with: its control's ``model_score_threshold``, else
+    ``default`` (BOX_THRESHOLD). ``mapping`` is ``backend.label_config.parse_label_config(config)``."""
+    out: dict[str, float] = {}
+    for label_set in mapping.active:
+        if label_set.kind != "rectanglelabels":
+            continue
+        for c in label_set.classes:
+            out.setdefault(c.label, label_set.threshold if label_set.threshold is not None else default)
+    return out

@@ -1,0 +1,93 @@
+"""Resumable training state in OUT/checkpoint/, guarded by a fingerprint of the settings it belongs to.
+
+``state.pt`` holds the step reached, the model and optimizer state and the loss history. It is written
+to a temporary file, fsynced and renamed over the old one, so a run killed at any moment (SIGKILL
+included) finds either the previous checkpoint or the new one, never half of one. Because the batches
+and the dropout noise of every step are functions of (seed, step) alone (``BatchSchedule``,
+``step_seed``), a resumed run continues exactly as the uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from .errors import TrainingError
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.pt"
+FINISHED_FILE = "training.json"
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The torch seed of one step on one rank (dropout noise): the same on every resume."""
+    return (seed * 1_000_003 + step * 8_191 + rank * 131) % (2**63 - 1)
+
+
+class Checkpoints:
+    def __init__(self, out: Path, fingerprint: dict):
+        self.out = Path(out)
+        self.dir = self.out / CHECKPOINT_DIR
+        self.path = self.dir / STATE_FILE
+        self.fingerprint = fingerprint
+
+    def prepare(self, resume: bool) -> None:
+        """Refuse to mix settings in one OUT; with ``resume=False`` start over. Rank 0 only."""
+        finished = self.out / FINISHED_FILE
+        if not resume:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            finished.unlink(missing_ok=True)
+            shutil.rmtree(self.out / "heldout", ignore_errors=True)
+            return
+        if finished.is_file():
+            try:
+                done = json.loads(finished.read_text()).get("fingerprint")
+            except json.JSONDecodeError:
+                done = None
+            if done == self.fingerprint and not self.path.is_file():
+                raise TrainingError(f"{self.out} already holds a finished training run with these settings; "
+                                    "use another --out, or --no-resume to train again from the start")
+        old = self._read_fingerprint()
+        if old is not None and old != self.fingerprint:
+            raise TrainingError(f"{self.out} holds a training run with other settings ({_diff(old, self.fingerprint)}); "
+                                "use another --out, or --no-resume to discard it")
+
+    def _read_fingerprint(self) -> dict | None:
+        if not self.path.is_file():
+            return None
+        return self.load(map_location="cpu", check=False)["fingerprint"]
+
+    def load(self, map_location, check: bool = True) -> dict | None:
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # a file this code did not write, or another torch's
+            raise TrainingError(f"{self.path} cannot be read ({type(exc).__name__}: {exc}); "
+                                "use --no-resume to start over") from None
+        if check and state.get("fingerprint") != self.fingerprint:
+            raise TrainingError(f"{self.path} belongs to other settings; use --no-resume to start over")
+        return state
+
+    def save(self, step: int, model, optimizer, losses: list[float]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(STATE_FILE + ".tmp")
+        state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "fingerprint": self.fingerprint, "losses": list(losses)}
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def discard(self) -> None:
+        """After a finished run: the model directory is what matters, the optimizer state is 2x its size."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _diff(old: dict, new: dict) -> str:
+    keys = sorted(set(old) | set(new))
+    return "; ".join(f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k))

@@ -1,0 +1,278 @@
+"""Fine-tune Grounding DINO on a COCO-format dataset with transformers' own loss.
+
+One process, or several under torchrun (DDP; gloo on the CPU, nccl on GPUs) set up by the evaluation's
+``Dist``. ``batch_size`` is the effective (global) batch: each of N ranks takes its 1/N of every batch,
+and the loss is rescaled so that the averaged gradients equal one process's over the whole batch
+(transformers normalises each rank's loss by that rank's own box count).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from backend.detection import Detector, DetectorConfig, build_prompt, resolve_device
+from evaluation.coco.distributed import Dist
+from evaluation.coco.run import file_digest, library_versions
+from evaluation.coco.store import _atomic_write
+
+from .batches import BatchBuilder, BatchSchedule
+from .checkpoint import FINISHED_FILE, Checkpoints, step_seed
+from .data import TrainingData
+from .errors import TrainingCancelled, TrainingError
+from .heldout import HeldoutScore, load_score, score_heldout
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str  # base checkpoint: hub id or directory
+    out: Path  # the fine-tuned model directory
+    steps: int = 1000
+    lr: float = 1e-4
+    batch_size: int = 4  # effective batch over all ranks
+    image_size: int | None = None  # shortest edge; None: the base processor's
+    val_fraction: float = 0.2
+    seed: int = 0
+    checkpoint_every: int = 100
+    resume: bool = True
+    device: str = "auto"
+    weight_decay: float = 1e-4
+    # The image backbone and the text encoder learn at lr x this (mmdetection's Grounding DINO fine-tuning
+    # configs use 0.1): they carry the pre-training that a few hundred images should not wash out.
+    encoder_lr_factor: float = 0.1
+    max_grad_norm: float = 0.1  # DINO's clip_max_norm
+
+    def check(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise TrainingError(f"--lr must be positive, got {self.lr}")
+        if self.image_size is not None and not 32 <= self.image_size <= 4096:
+            raise TrainingError(f"--image-size must be between 32 and 4096 pixels, got {self.image_size}")
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase: str  # "evaluating base model", "training", "saving", "evaluating fine-tuned model", "done"
+    step: int = 0
+    total: int = 0
+    loss: float | None = None
+
+
+@dataclass
+class TrainingOutcome:
+    model_dir: Path
+    steps: int
+    train_images: int
+    heldout_images: int
+    before: HeldoutScore | None
+    after: HeldoutScore | None
+    losses: list[float] = field(default_factory=list)
+
+    @property
+    def not_worse(self) -> bool | None:
+        """Held-out AP of the fine-tuned model >= the base model's (None without a held-out part)."""
+        if self.before is None or self.after is None:
+            return None
+        return self.after.ap >= self.before.ap
+
+    def summary(self) -> str:
+        if self.before is None or self.after is None:
+            return f"fine-tuned {self.steps} steps on {self.train_images} images; no held-out images to score"
+        b, a = self.before, self.after
+        verdict = "not worse" if self.not_worse else "WORSE"
+        return (f"held-out AP on {self.heldout_images} images: {100 * b.ap:.1f} -> {100 * a.ap:.1f} "
+                f"(AP50 {100 * b.ap50:.1f} -> {100 * a.ap50:.1f}); the fine-tuned model is {verdict} than the base")
+
+
+def training_size(image_processor, shortest_edge: int | None) -> dict:
+    """The processor's resize for training: the given shortest edge, the longest scaled alike."""
+    size = image_processor.size
+    base_short, base_long = size.shortest_edge, size.longest_edge
+    if not base_short or not base_long:
+        raise TrainingError(f"the model's image processor resizes by {size}, not by a shortest edge: "
+                            "--image-size cannot be applied to it")
+    short = shortest_edge or base_short
+    return {"shortest_edge": int(short), "longest_edge": int(round(short * base_long / base_short))}
+
+
+def make_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
+    slow, fast = [], []
+    encoders = (model.model.backbone, model.model.text_backbone)
+    slow_ids = {id(p) for m in encoders for p in m.parameters()}
+    for p in model.parameters():
+        if p.requires_grad:
+            (slow if id(p) in slow_ids else fast).append(p)
+    return torch.optim.AdamW([{"params": fast, "lr": config.lr},
+                              {"params": slow, "lr": config.lr * config.encoder_lr_factor}],
+                             weight_decay=config.weight_decay)
+
+
+class Trainer:
+    """One fine-tuning run into ``config.out``; ``run()`` on every rank."""
+
+    def __init__(self, config: TrainConfig, data: TrainingData, dist: Dist = Dist(),
+                 progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
+                 show_bar: bool = True):
+        config.check()
+        self.config, self.data, self.dist = config, data, dist
+        self.progress = progress or (lambda p: None)
+        self.cancel = cancel
+        self.show_bar = show_bar and dist.is_main
+        self.device = resolve_device(dist.device_for(config.device))
+        self.split = data.split(config.val_fraction, config.seed)
+
+    def fingerprint(self, size: dict) -> dict:
+        c = self.config
+        return {"model": c.model, "ann": str(self.data.dataset.ann_path), "ann_sha1": file_digest(self.data.dataset.ann_path),
+                "images": str(self.data.dataset.images_dir), "image_size": size, "lr": c.lr, "batch_size": c.batch_size,
+                "seed": c.seed, "val_fraction": c.val_fraction, "weight_decay": c.weight_decay,
+                "encoder_lr_factor": c.encoder_lr_factor, "max_grad_norm": c.max_grad_norm}
+
+    def run(self) -> TrainingOutcome | None:
+        """Train, save the model directory, score before/after; the outcome on rank 0, None elsewhere."""
+        from transformers import AutoProcessor, GroundingDinoForObjectDetection
+
+        c, dist = self.config, self.dist
+        out = Path(c.out)
+        processor = AutoProcessor.from_pretrained(c.model)
+        size = training_size(processor.image_processor, c.image_size)
+        processor.image_processor.size = size
+        model = GroundingDinoForObjectDetection.from_pretrained(c.model).to(self.device)
+        prompt = build_prompt(processor.tokenizer, self.data.class_phrases,
+                              max_text_len=int(getattr(model.config, "max_text_len", 256)))
+        builder = BatchBuilder(processor.image_processor, prompt)
+        schedule = BatchSchedule(self.split.train, len(prompt.chunks), c.batch_size, c.seed)
+        if schedule.batch_size % dist.world_size:
+            raise TrainingError(f"the batch of {schedule.batch_size} images cannot be shared by {dist.world_size} "
+                                "processes: use a --batch-size that is a multiple of the number of processes")
+        checkpoints = Checkpoints(out, self.fingerprint(size))
+        error = None
+        if dist.is_main:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                checkpoints.prepare(c.resume)
+            except (TrainingError, OSError) as exc:
+                error = str(exc)
+        error = dist.agree(error)
+        if error:
+            raise TrainingError(error)
+
+        before = self._score(c.model, out / "heldout" / "before", "evaluating base model")
+        losses = self._train(model, builder, schedule, checkpoints)
+        self.progress(Progress("saving", c.steps, c.steps, losses[-1] if losses else None))
+        if dist.is_main:
+            model.save_pretrained(out)
+            processor.save_pretrained(out)
+        dist.barrier()
+        del model
+        after = self._score(str(out), out / "heldout" / "after", "evaluating fine-tuned model", cached=False)
+        if not dist.is_main:
+            return None
+        outcome = TrainingOutcome(out, c.steps, len(self.split.train), len(self.split.heldout), before, after, losses)
+        self._write_report(outcome, checkpoints, size)
+        checkpoints.discard()
+        self.progress(Progress("done", c.steps, c.steps, losses[-1] if losses else None))
+        return outcome
+
+    # ----- steps ------------------------------------------------------------------------------
+
+    def _train(self, model, builder: BatchBuilder, schedule: BatchSchedule, checkpoints: Checkpoints) -> list[float]:
+        from tqdm import tqdm
+
+        c, dist = self.config, self.dist
+        optimizer = make_optimizer(model, c)
+        state = checkpoints.load(map_location=self.device)
+        start, losses = 0, []
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start, losses = int(state["step"]), list(state["losses"])[: int(state["step"])]
+            if dist.is_main:
+                print(f"resuming from step {start} of {c.steps} ({checkpoints.path})", file=sys.stderr)
+        del state
+        net = model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        model.train()
+        per_rank = schedule.batch_size // dist.world_size
+        bar = tqdm(total=c.steps, initial=min(start, c.steps), desc="fine-tuning", unit="step",
+                   disable=not self.show_bar, dynamic_ncols=True, file=sys.stderr)
+        try:
+            for step in range(start, c.steps):
+                if self.cancel is not None and self.cancel.is_set():
+                    raise TrainingCancelled(f"cancelled at step {step} of {c.steps}")
+                torch.manual_seed(step_seed(c.seed, step, dist.rank))
+                chunk, ids = schedule.batch(step)
+                ids = ids[dist.rank * per_rank : (dist.rank + 1) * per_rank]
+                inputs = builder.build([self.data.load_image(i) for i in ids], [self.data.targets[i] for i in ids],
+                                       chunk, self.device)
+                local_boxes = sum(len(t["boxes"]) for t in inputs["labels"])
+                total_boxes = sum(dist.gather(local_boxes))
+                try:
+                    loss = net(**inputs).loss
+                except RuntimeError as exc:
+                    if "selected index k out of range" in str(exc):  # fewer image features than queries
+                        raise TrainingError(
+                            f"--image-size {c.image_size} is too small for this model: its {model.config.num_queries} "
+                            "queries need more image features than such images give; use a larger --image-size") from None
+                    raise
+                # transformers divides each rank's loss by max(1, its own box count); DDP averages over ranks.
+                scaled = loss * (max(local_boxes, 1) * dist.world_size / max(total_boxes, 1))
+                optimizer.zero_grad(set_to_none=True)
+                scaled.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), c.max_grad_norm)
+                optimizer.step()
+                value = sum(dist.gather(float(scaled.detach()))) / dist.world_size
+                losses.append(value)
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.3f}", mean100=f"{sum(losses[-100:]) / len(losses[-100:]):.3f}")
+                self.progress(Progress("training", step + 1, c.steps, value))
+                if dist.is_main and ((step + 1) % c.checkpoint_every == 0 or step + 1 == c.steps):
+                    checkpoints.save(step + 1, model, optimizer, losses)
+                dist.barrier()
+        finally:
+            bar.close()
+        model.eval()
+        return losses
+
+    # ----- held-out ---------------------------------------------------------------------------
+
+    def _score(self, model: str, run_dir: Path, phase: str, cached: bool = True) -> HeldoutScore | None:
+        if not self.split.heldout:
+            return None
+        dist = self.dist
+        known = load_score(run_dir) if (cached and dist.is_main) else None
+        if dist.broadcast(known is not None):
+            return known
+        self.progress(Progress(phase))
+        detector = Detector.load(DetectorConfig(model=model, device=str(self.device)))
+        try:
+            return score_heldout(detector, model, self.data, self.split.heldout, dist, run_dir)
+        finally:
+            del detector
+
+    def _write_report(self, outcome: TrainingOutcome, checkpoints: Checkpoints, size: dict) -> None:
+        report = {
+            "base_model": self.config.model, "model_dir": str(outcome.model_dir),
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.config).items()},
+            "image_size": size, "world_size": self.dist.world_size, "device": str(self.device),
+            "threads": torch.get_num_threads(), "steps": outcome.steps,
+            "classes": [asdict(cls) for cls in self.data.classes],
+            "train_image_ids": list(self.split.train), "heldout_image_ids": list(self.split.heldout),
+            "heldout": {"before": outcome.before.as_dict() if outcome.before else None,
+                        "after": outcome.after.as_dict() if outcome.after else None,
+                        "not_worse": outcome.not_worse},
+            "summary": outcome.summary(), "losses": outcome.losses, "fingerprint": checkpoints.fingerprint,
+            "versions": library_versions(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        _atomic_write(Path(outcome.model_dir) / FINISHED_FILE, json.dumps(report, indent=2, default=str))
