@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="fraction of images held out to score before/after AP (default 0.2; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the batch order and dropout (default 0)")
+    p.add_argument("--no-dropout", action="store_true",
+                   help="train without dropout and drop-path (deterministic per image: N processes = 1 process)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
     p.add_argument("--no-resume", action="store_true", help="discard a checkpoint in --out and start over")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N (default auto)")
@@ -147,7 +149,7 @@ def train(args) -> int:
             model=args.model or os.environ.get("GROUNDING_DINO_MODEL") or DEFAULT_MODEL, out=out, steps=args.steps,
             lr=args.lr, batch_size=args.batch_size, image_size=args.image_size, val_fraction=args.val_fraction,
             seed=args.seed, checkpoint_every=args.checkpoint_every, resume=not args.no_resume, device=args.device,
-            encoder_lr_factor=args.encoder_lr_factor)
+            encoder_lr_factor=args.encoder_lr_factor, dropout=not args.no_dropout)
         if dist.is_main:
             print(f"fine-tuning {config.model} on {len(data.image_ids)} images of {len(data.classes)} classes "
                   f"({', '.join(c.name for c in data.classes)}); {dist.world_size} process(es), "

@@ -47,6 +47,11 @@ class TrainConfig:
     # configs use 0.1): they carry the pre-training that a few hundred images should not wash out.
     encoder_lr_factor: float = 0.1
     max_grad_norm: float = 0.1  # DINO's clip_max_norm
+    # Dropout and drop-path as the checkpoint configures them. Off (the model runs in eval mode, which in
+    # Grounding DINO changes nothing else: no batch norm), every image's forward is a function of the
+    # weights alone, so N processes sharing a batch match one process exactly (with it, each rank draws
+    # its own masks).
+    dropout: bool = True
 
     def check(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
@@ -134,7 +139,7 @@ class Trainer:
         return {"model": c.model, "ann": str(self.data.dataset.ann_path), "ann_sha1": file_digest(self.data.dataset.ann_path),
                 "images": str(self.data.dataset.images_dir), "image_size": size, "lr": c.lr, "batch_size": c.batch_size,
                 "seed": c.seed, "val_fraction": c.val_fraction, "weight_decay": c.weight_decay,
-                "encoder_lr_factor": c.encoder_lr_factor, "max_grad_norm": c.max_grad_norm}
+                "encoder_lr_factor": c.encoder_lr_factor, "max_grad_norm": c.max_grad_norm, "dropout": c.dropout}
 
     def run(self) -> TrainingOutcome | None:
         """Train, save the model directory, score before/after; the outcome on rank 0, None elsewhere."""
@@ -202,8 +207,11 @@ class Trainer:
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
-            net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        model.train()
+            # transformers' loss leaves some parameters without a gradient (the two-stage proposal heads:
+            # its encoder loss is computed on detached proposals; Swin's final norm): DDP must expect that.
+            net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                          find_unused_parameters=True)
+        model.train(c.dropout)
         per_rank = schedule.batch_size // dist.world_size
         bar = tqdm(total=c.steps, initial=min(start, c.steps), desc="fine-tuning", unit="step",
                    disable=not self.show_bar, dynamic_ncols=True, file=sys.stderr)
