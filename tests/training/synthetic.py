@@ -58,3 +58,41 @@ def make_shapes_dataset(root: Path, num_images: int = 100, size: int = 128, seed
     ann = root / "annotations.json"
     ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     return ann, images_dir
+
+
+LABEL_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="label" toName="image">
+""" + "".join(f'    <Label value="{c["name"]}"/>\n' for c in CLASSES) + """  </RectangleLabels>
+</View>"""
+
+
+def labelstudio_tasks(ann: Path, model_version: str, annotated: int | None = None) -> list[dict]:
+    """The dataset as Label Studio tasks: every image annotated (or the first ``annotated``), each with a
+    prediction of ``model_version`` holding its true boxes at score 0.9 and one wrong box at 0.5."""
+    coco = json.loads(Path(ann).read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    tasks = []
+    for n, im in enumerate(coco["images"]):
+        w, h = im["width"], im["height"]
+
+        def region(rid, name, bbox, score=None):
+            x, y, bw, bh = bbox
+            r = {"id": rid, "type": "rectanglelabels", "from_name": "label", "to_name": "image",
+                 "original_width": w, "original_height": h,
+                 "value": {"x": 100 * x / w, "y": 100 * y / h, "width": 100 * bw / w, "height": 100 * bh / h,
+                           "rotation": 0, "rectanglelabels": [name]}}
+            return r if score is None else {**r, "score": score}
+
+        boxes = [a for a in coco["annotations"] if a["image_id"] == im["id"]]
+        final = [region(f"r{a['id']}", names[a["category_id"]], a["bbox"]) for a in boxes]
+        wrong = names[coco["categories"][n % len(names)]["id"]]
+        prediction = [region(f"r{a['id']}", names[a["category_id"]], a["bbox"], 0.9) for a in boxes]
+        prediction.append(region(f"x{im['id']}", wrong, [0, 0, w / 10, h / 10], 0.5))
+        task = {"id": im["id"], "data": {"image": im["file_name"]},
+                "predictions": [{"model_version": model_version, "score": 0.7, "result": prediction}],
+                "annotations": []}
+        if annotated is None or n < annotated:
+            task["annotations"] = [{"id": 10_000 + im["id"], "was_cancelled": False, "result": final}]
+        tasks.append(task)
+    return tasks
