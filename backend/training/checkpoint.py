@@ -20,6 +20,9 @@ from .errors import TrainingError
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
 FINISHED_FILE = "training.json"
+# What a run directory holds before its model is written (data/: a Label Studio project's export;
+# progress.jsonl and train.log: written by the backend's training job).
+RUN_ENTRIES = {CHECKPOINT_DIR, "heldout", "data", "progress.jsonl", "train.log"}
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -35,25 +38,35 @@ class Checkpoints:
         self.fingerprint = fingerprint
 
     def prepare(self, resume: bool) -> None:
-        """Refuse to mix settings in one OUT; with ``resume=False`` start over. Rank 0 only."""
+        """Refuse to mix settings in one OUT or to write over a directory that is not a run; with
+        ``resume=False`` start over. Rank 0 only."""
         finished = self.out / FINISHED_FILE
         if not resume:
             shutil.rmtree(self.dir, ignore_errors=True)
             finished.unlink(missing_ok=True)
             shutil.rmtree(self.out / "heldout", ignore_errors=True)
             return
+        running = self._read_fingerprint()
+        if running is not None:
+            if running != self.fingerprint:
+                raise TrainingError(f"{self.out} holds a training run with other settings "
+                                    f"({_diff(running, self.fingerprint)}); use another --out, or --no-resume to discard it")
+            return
         if finished.is_file():
             try:
-                done = json.loads(finished.read_text()).get("fingerprint")
+                done = json.loads(finished.read_text()).get("fingerprint") or {}
             except json.JSONDecodeError:
-                done = None
-            if done == self.fingerprint and not self.path.is_file():
+                done = {}
+            if done == self.fingerprint:
                 raise TrainingError(f"{self.out} already holds a finished training run with these settings; "
                                     "use another --out, or --no-resume to train again from the start")
-        old = self._read_fingerprint()
-        if old is not None and old != self.fingerprint:
-            raise TrainingError(f"{self.out} holds a training run with other settings ({_diff(old, self.fingerprint)}); "
-                                "use another --out, or --no-resume to discard it")
+            raise TrainingError(f"{self.out} holds a finished training run with other settings "
+                                f"({_diff(done, self.fingerprint)}); use another --out, or --no-resume to replace it")
+        foreign = sorted(p.name for p in self.out.iterdir() if p.name not in RUN_ENTRIES) if self.out.is_dir() else []
+        if foreign:
+            raise TrainingError(f"{self.out} is not empty ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}) "
+                                "and holds no training run: give --out a new directory (the fine-tuned model is "
+                                "written there)")
 
     def _read_fingerprint(self) -> dict | None:
         if not self.path.is_file():

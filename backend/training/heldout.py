@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from evaluation.coco.distributed import Dist
 from evaluation.coco.run import to_coco
 from evaluation.coco.scoring import coco_gt, per_class_table, score
@@ -83,8 +85,6 @@ def load_score(run_dir: Path) -> HeldoutScore | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     config = metrics.pop("config", {})
-    import pandas as pd
-
     per_class = pd.read_csv(run_dir / "per_class.csv").astype(object)
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
             for r in per_class.to_dict("records")]

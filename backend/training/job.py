@@ -122,7 +122,7 @@ class TrainingJob:
         self._check(cancel)
         report(JobProgress("fetching images", message=f"{annotated} annotated tasks"))
         data_dir = self.store.project_dir(self.project) / "data"
-        export = export_project(snapshot, data_dir, self.fetch_image)
+        export = export_project(snapshot, data_dir, self.fetch_image, cancel)
         if export.skipped_tasks:
             result.notes.append(f"{len(export.skipped_tasks)} tasks left out (see the training log)")
         if export.tasks < c.min_annotated_tasks:
@@ -174,12 +174,12 @@ class TrainingJob:
             log.flush()
             proc = subprocess.Popen(self.command(ann, images, model_dir, progress_file), cwd=REPO_ROOT, env=env,
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            seen = 0
+            offset = 0
             try:
                 while proc.poll() is None:
                     if cancel.wait(0.5):
                         raise TrainingCancelled(f"training of project {self.project} was cancelled")
-                    seen = _forward_progress(progress_file, seen, report)
+                    offset = _forward_progress(progress_file, offset, report)
             finally:
                 if proc.poll() is None:
                     proc.terminate()
@@ -188,7 +188,7 @@ class TrainingJob:
                     except subprocess.TimeoutExpired:
                         proc.kill()
                         proc.wait()
-            _forward_progress(progress_file, seen, report)
+            _forward_progress(progress_file, offset, report)
         if proc.returncode != 0:
             tail = " | ".join(log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:])
             raise TrainingError(f"fine-tuning of project {self.project} failed (exit status {proc.returncode}): "
@@ -208,17 +208,16 @@ class TrainingJob:
                             train_tasks=len(report["train_image_ids"]), heldout_tasks=len(report["heldout_image_ids"]))
 
 
-def _forward_progress(path: Path, seen: int, report: Callable[[JobProgress], None]) -> int:
-    """Pass on the progress lines written since the last call; returns how many have been read."""
+def _forward_progress(path: Path, offset: int, report: Callable[[JobProgress], None]) -> int:
+    """Pass on the complete progress lines written since byte ``offset``; returns the new offset."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open(path, "rb") as f:
+            f.seek(offset)
+            chunk = f.read()
     except FileNotFoundError:
-        return seen
-    for line in lines[seen:]:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:  # a line being written: read it next time
-            return seen
+        return offset
+    complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written is read next time
+    for line in complete.splitlines():
+        event = json.loads(line)
         report(JobProgress(event["phase"], event.get("step", 0), event.get("total", 0), event.get("loss")))
-        seen += 1
-    return seen
+    return offset + len(complete)

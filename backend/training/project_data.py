@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,7 +25,7 @@ from backend.media import MediaError
 from evaluation.coco.store import _atomic_write
 from evaluation.labelstudio.export import Box
 
-from .errors import TrainingError
+from .errors import TrainingCancelled, TrainingError
 from .tasks import ProjectSnapshot, read_tasks
 
 FetchImage = Callable[[str, object], bytes]  # (url, task id) -> bytes
@@ -89,8 +90,10 @@ def project_classes(label_config: str) -> ProjectClasses:
     return ProjectClasses(sets[0].data_key, tuple(classes))
 
 
-def export_project(snapshot: ProjectSnapshot, out_dir: Path, fetch_image: FetchImage) -> ExportReport:
-    """Write ``out_dir/annotations.json`` and ``out_dir/images/`` from the project's annotated tasks."""
+def export_project(snapshot: ProjectSnapshot, out_dir: Path, fetch_image: FetchImage,
+                   cancel: threading.Event | None = None) -> ExportReport:
+    """Write ``out_dir/annotations.json`` and ``out_dir/images/`` from the project's annotated tasks
+    (``cancel``, checked before each image, stops it with TrainingCancelled)."""
     classes = project_classes(snapshot.label_config)
     out_dir = Path(out_dir)
     images_dir = out_dir / "images"
@@ -99,6 +102,8 @@ def export_project(snapshot: ProjectSnapshot, out_dir: Path, fetch_image: FetchI
     raw = {str(t.get("id")): t for t in snapshot.annotated_tasks()}
     images, annotations = [], []
     for task in read_tasks(raw.values()):
+        if cancel is not None and cancel.is_set():
+            raise TrainingCancelled(f"export of project {snapshot.project} was cancelled")
         data = raw.get(str(task.id), {}).get("data") or {}
         url = data.get(classes.data_key) if isinstance(data, dict) else None
         if not url:

@@ -68,3 +68,13 @@ def test_bad_settings_are_named(small_shapes, tiny_model_dir, tmp_path, capsys):
     assert "--steps must be at least 1" in capsys.readouterr().err
     assert main(args(ann, images, tiny_model_dir, tmp_path / "m", "--val-fraction", "1.5")) == 2
     assert "--val-fraction must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_an_out_directory_holding_something_else_is_not_written_over(small_shapes, tiny_model_dir, tmp_path, capsys):
+    ann, images = small_shapes
+    out = tmp_path / "base-model-by-mistake"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    assert main(args(ann, images, tiny_model_dir, out, "--steps", "1")) == 2
+    assert "is not empty (config.json) and holds no training run" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == "{}"
