@@ -45,7 +45,7 @@ class TrainingJobConfig:
     seed: int = 0
     checkpoint_every: int = 100
     device: str = "auto"
-    threads: int | None = 1  # on the CPU the server competes for the cores: one thread (see threads.py)
+    threads: int | None = None  # None: 1 on the CPU, where the server competes for the cores (threads.py)
     min_annotated_tasks: int = 20
     min_reviewed_boxes: int = 20
 
@@ -160,8 +160,9 @@ class TrainingJob:
                "--progress-file", str(progress_file), "--no-progress"]
         if c.image_size:
             cmd += ["--image-size", str(c.image_size)]
-        if c.threads:
-            cmd += ["--threads", str(c.threads)]
+        threads = c.threads or (1 if _on_cpu(c.device) else None)
+        if threads:
+            cmd += ["--threads", str(threads)]
         return cmd
 
     def _fine_tune(self, ann: Path, images: Path, model_dir: Path, export_text: str, cancel: threading.Event,
@@ -206,6 +207,12 @@ class TrainingJob:
                             ap50_before=metric(before, "AP50"), ap50_after=metric(after, "AP50"),
                             not_worse=bool(report["heldout"]["not_worse"]),
                             train_tasks=len(report["train_image_ids"]), heldout_tasks=len(report["heldout_image_ids"]))
+
+
+def _on_cpu(device: str) -> bool:
+    from backend.detection import resolve_device
+
+    return resolve_device(device).type == "cpu"
 
 
 def _forward_progress(path: Path, offset: int, report: Callable[[JobProgress], None]) -> int:

@@ -194,15 +194,7 @@ class Trainer:
 
         c, dist = self.config, self.dist
         optimizer = make_optimizer(model, c)
-        state = checkpoints.load(map_location=self.device)
-        start, losses = 0, []
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start, losses = int(state["step"]), list(state["losses"])[: int(state["step"])]
-            if dist.is_main:
-                print(f"resuming from step {start} of {c.steps} ({checkpoints.path})", file=sys.stderr)
-        del state
+        start, losses = self._resume(model, optimizer, checkpoints)
         net = model
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -212,46 +204,83 @@ class Trainer:
             net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                                           find_unused_parameters=True)
         model.train(c.dropout)
-        per_rank = schedule.batch_size // dist.world_size
         bar = tqdm(total=c.steps, initial=min(start, c.steps), desc="fine-tuning", unit="step",
                    disable=not self.show_bar, dynamic_ncols=True, file=sys.stderr)
+        batches = self._prefetched(builder, schedule, start)
         try:
-            for step in range(start, c.steps):
+            for step, inputs in batches:
                 if self.cancel is not None and self.cancel.is_set():
                     raise TrainingCancelled(f"cancelled at step {step} of {c.steps}")
                 torch.manual_seed(step_seed(c.seed, step, dist.rank))
-                chunk, ids = schedule.batch(step)
-                ids = ids[dist.rank * per_rank : (dist.rank + 1) * per_rank]
-                inputs = builder.build([self.data.load_image(i) for i in ids], [self.data.targets[i] for i in ids],
-                                       chunk, self.device)
-                local_boxes = sum(len(t["boxes"]) for t in inputs["labels"])
-                total_boxes = sum(dist.gather(local_boxes))
-                try:
-                    loss = net(**inputs).loss
-                except RuntimeError as exc:
-                    if "selected index k out of range" in str(exc):  # fewer image features than queries
-                        raise TrainingError(
-                            f"--image-size {c.image_size} is too small for this model: its {model.config.num_queries} "
-                            "queries need more image features than such images give; use a larger --image-size") from None
-                    raise
-                # transformers divides each rank's loss by max(1, its own box count); DDP averages over ranks.
-                scaled = loss * (max(local_boxes, 1) * dist.world_size / max(total_boxes, 1))
-                optimizer.zero_grad(set_to_none=True)
-                scaled.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), c.max_grad_norm)
-                optimizer.step()
-                value = sum(dist.gather(float(scaled.detach()))) / dist.world_size
+                value = self._step(net, model, optimizer, inputs)
                 losses.append(value)
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.3f}", mean100=f"{sum(losses[-100:]) / len(losses[-100:]):.3f}")
                 self.progress(Progress("training", step + 1, c.steps, value))
                 if dist.is_main and ((step + 1) % c.checkpoint_every == 0 or step + 1 == c.steps):
                     checkpoints.save(step + 1, model, optimizer, losses)
-                dist.barrier()
         finally:
+            batches.close()
             bar.close()
+        dist.barrier()  # every rank has stepped; rank 0 has written the last checkpoint
         model.eval()
         return losses
+
+    def _resume(self, model, optimizer, checkpoints: Checkpoints) -> tuple[int, list[float]]:
+        state = checkpoints.load(map_location=self.device)
+        if state is None:
+            return 0, []
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+        if self.dist.is_main:
+            print(f"resuming from step {start} of {self.config.steps} ({checkpoints.path})", file=sys.stderr)
+        return start, list(state["losses"])[:start]
+
+    def _prefetched(self, builder: BatchBuilder, schedule: BatchSchedule, start: int):
+        """(step, model inputs) from ``start`` on; the next batch is decoded and resized in a worker thread
+        while the model runs (the batches hold no randomness, so this changes nothing but the time)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        dist, per_rank = self.dist, schedule.batch_size // self.dist.world_size
+
+        def make(step: int) -> dict:
+            chunk, ids = schedule.batch(step)
+            ids = ids[dist.rank * per_rank : (dist.rank + 1) * per_rank]
+            return builder.build([self.data.load_image(i) for i in ids], [self.data.targets[i] for i in ids],
+                                 chunk, self.device)
+
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            pending = pool.submit(make, start) if start < self.config.steps else None
+            for step in range(start, self.config.steps):
+                inputs = pending.result()
+                if step + 1 < self.config.steps:
+                    pending = pool.submit(make, step + 1)
+                yield step, inputs
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _step(self, net, model, optimizer, inputs: dict) -> float:
+        """One optimizer step; the batch's loss over all ranks."""
+        c, dist = self.config, self.dist
+        local_boxes = sum(len(t["boxes"]) for t in inputs["labels"])
+        total_boxes = sum(dist.gather(local_boxes))
+        try:
+            loss = net(**inputs).loss
+        except RuntimeError as exc:
+            if "selected index k out of range" in str(exc):  # fewer image features than queries
+                raise TrainingError(
+                    f"--image-size {c.image_size} is too small for this model: its {model.config.num_queries} "
+                    "queries need more image features than such images give; use a larger --image-size") from None
+            raise
+        # transformers divides each rank's loss by max(1, its own box count); DDP averages over ranks.
+        scaled = loss * (max(local_boxes, 1) * dist.world_size / max(total_boxes, 1))
+        optimizer.zero_grad(set_to_none=True)
+        scaled.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), c.max_grad_norm)
+        optimizer.step()
+        return sum(dist.gather(float(scaled.detach()))) / dist.world_size
 
     # ----- held-out ---------------------------------------------------------------------------
 
