@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers.image_processing_utils import ImageProcessingMixin
 
 from benchmarks.random_sam import IMAGE_MEAN, IMAGE_STD, save_mask_model
 
@@ -79,35 +80,58 @@ def build_tiny_mask_model(out_dir: Path, model_type: str = "sam", seed: int = 0)
     return save_mask_model(tiny_mask_model(model_type, seed), out_dir)
 
 
-class Sam2ProcessorStandIn:
-    """Test double for transformers' Sam2Processor where torchvision (which it needs) is not installed.
+class Sam2ImageProcessorStandIn(ImageProcessingMixin):
+    """Test double for transformers' Sam2ImageProcessor where torchvision (which it needs) is not installed.
 
-    Its contract as MaskModel uses it: pixel_values resized to a square without padding, ImageNet
-    normalised, `original_sizes` as (h, w); `post_process_masks` upsamples logits to each original size
-    and thresholds at 0. With torchvision installed the tests use the real processor instead.
+    Its contract as Sam2Processor and MaskModel use it: pixel_values resized to a square without padding
+    and ImageNet-normalised, `original_sizes` as (h, w); `post_process_masks` upsamples logits to each
+    original size and thresholds at 0. Wrapped in the real Sam2Processor (which normalises the prompts);
+    with torchvision installed the tests use the real image processor instead.
     """
 
-    def __init__(self, image_size: int = IMAGE_SIZE):
-        self.image_size = image_size
+    def __init__(self, image_size: int = IMAGE_SIZE, **kwargs):
+        super().__init__(**kwargs)
+        self.size = {"height": image_size, "width": image_size}
 
-    def __call__(self, images, return_tensors="pt"):
+    def __call__(self, images, segmentation_maps=None, return_tensors=None, **kwargs):
         import numpy as np
+        from transformers import BatchFeature
 
-        mean = torch.tensor(IMAGE_MEAN).view(3, 1, 1)
-        std = torch.tensor(IMAGE_STD).view(3, 1, 1)
+        images = images if isinstance(images, (list, tuple)) else [images]
+        side = self.size["height"]
+        mean, std = torch.tensor(IMAGE_MEAN).view(3, 1, 1), torch.tensor(IMAGE_STD).view(3, 1, 1)
         pixels = []
         for image in images:
             array = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
-            resized = F.interpolate(array[None], size=(self.image_size, self.image_size), mode="bilinear", antialias=True)[0]
+            resized = F.interpolate(array[None], size=(side, side), mode="bilinear", antialias=True)[0]
             pixels.append((resized - mean) / std)
-        return {"pixel_values": torch.stack(pixels), "original_sizes": torch.tensor([[im.size[1], im.size[0]] for im in images])}
+        sizes = torch.tensor([[im.size[1], im.size[0]] for im in images])
+        return BatchFeature({"pixel_values": torch.stack(pixels), "original_sizes": sizes}, tensor_type=return_tensors)
 
-    def post_process_masks(self, masks, original_sizes, mask_threshold=0.0, binarize=True):
+    def post_process_masks(
+        self, masks, original_sizes, mask_threshold=0.0, binarize=True, max_hole_area=0.0, max_sprinkle_area=0.0,
+        apply_non_overlapping_constraints=False, **kwargs,
+    ):  # Sam2ImageProcessor's signature; the hole/sprinkle/overlap options are off (their defaults) here
+        sizes = original_sizes.tolist() if hasattr(original_sizes, "tolist") else original_sizes
         out = []
-        for i, size in enumerate(original_sizes):
-            upsampled = F.interpolate(masks[i], tuple(size), mode="bilinear", align_corners=False)
+        for i, size in enumerate(sizes):
+            upsampled = F.interpolate(masks[i], tuple(int(v) for v in size), mode="bilinear", align_corners=False)
             out.append(upsampled > mask_threshold if binarize else upsampled)
         return out
+
+
+def sam2_processor(image_size: int = IMAGE_SIZE):
+    """transformers' Sam2Processor: with its real image processor where torchvision is installed, else
+    around the stand-in."""
+    from transformers import Sam2Processor
+
+    if has_torchvision():
+        from transformers import Sam2ImageProcessor
+
+        image_processor = Sam2ImageProcessor(size={"height": image_size, "width": image_size})
+    else:
+        image_processor = Sam2ImageProcessorStandIn(image_size)
+    return Sam2Processor(image_processor=image_processor, target_size=image_size)
 
 
 def has_torchvision() -> bool:
