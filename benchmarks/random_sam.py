@@ -81,15 +81,19 @@ def save_mask_model(model, out_dir: Path) -> Path:
 
 
 def build_full_size_sam(out_dir: Path, model_type: str = "sam", seed: int = 0) -> Path:
-    """The default architecture of a family with random weights: SAM ViT-B (`sam`) or SAM 2.1 Hiera-Tiny
-    (`sam2`), 1024x1024 input. For speed work only."""
-    from transformers import Sam2Config, Sam2Model, SamConfig, SamModel
+    """A family's default architecture with random weights, 1024x1024 input: SAM ViT-B (`sam`), SAM 2.1
+    Hiera-Tiny (`sam2`), or `sam-small`: SAM with a 4-layer, 256-wide ViT and the full prompt encoder and
+    decoder (a quick stand-in: about 1/20 of ViT-B's encoder cost). For speed work only."""
+    from transformers import Sam2Config, Sam2Model, SamConfig, SamModel, SamVisionConfig
 
     torch.manual_seed(seed)
     if model_type == "sam":
         model = SamModel(SamConfig())
+    elif model_type == "sam-small":
+        vision = SamVisionConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, mlp_dim=1024, global_attn_indexes=[1, 3])
+        model = SamModel(SamConfig(vision_config=vision))
     elif model_type == "sam2":
         model = Sam2Model(Sam2Config())
     else:
-        raise ValueError(f"unknown model type {model_type!r}: use sam or sam2")
+        raise ValueError(f"unknown model type {model_type!r}: use sam, sam-small or sam2")
     return save_mask_model(model.eval(), out_dir)
