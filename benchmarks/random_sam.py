@@ -26,20 +26,22 @@ def sam_processor(image_size: int):
     return SamProcessor(image_processor=image_processor)
 
 
-def save_sam2_processor(out_dir: Path, image_size: int) -> None:
-    """SAM 2's processor (resize to a square, no padding). transformers only has a torchvision build of
-    it: without torchvision the same processor_config.json is written by hand, so that loading the
-    directory fails the way a hub checkpoint does on such a machine."""
+def save_sam2_processor(out_dir: Path, image_size: int, video: bool = False) -> None:
+    """SAM 2's processor (resize to a square, no padding); `video`: the Sam2VideoProcessor the hub's SAM 2
+    / 2.1 checkpoints carry (same image path). transformers only has a torchvision build of them: without
+    torchvision the processor_config.json is written by hand, so that loading the directory fails the way
+    a hub checkpoint does on such a machine."""
+    processor_class = "Sam2VideoProcessor" if video else "Sam2Processor"
     try:
         import torchvision  # noqa: F401
     except Exception:
         config = {
-            "processor_class": "Sam2Processor",
+            "processor_class": processor_class,
             "point_pad_value": -10,
             "target_size": image_size,
             "image_processor": {
                 "image_processor_type": "Sam2ImageProcessor",
-                "processor_class": "Sam2Processor",
+                "processor_class": processor_class,
                 "do_convert_rgb": True,
                 "do_normalize": True,
                 "do_rescale": True,
@@ -54,15 +56,20 @@ def save_sam2_processor(out_dir: Path, image_size: int) -> None:
         }
         (out_dir / "processor_config.json").write_text(json.dumps(config, indent=2))
         return
-    from transformers import Sam2ImageProcessor, Sam2Processor
+    from transformers import Sam2ImageProcessor, Sam2Processor, Sam2VideoProcessor, Sam2VideoVideoProcessor
 
     image_processor = Sam2ImageProcessor(size={"height": image_size, "width": image_size})
-    Sam2Processor(image_processor=image_processor, target_size=image_size).save_pretrained(out_dir)
+    if video:
+        video_processor = Sam2VideoVideoProcessor(size={"height": image_size, "width": image_size})
+        processor = Sam2VideoProcessor(image_processor=image_processor, video_processor=video_processor, target_size=image_size)
+    else:
+        processor = Sam2Processor(image_processor=image_processor, target_size=image_size)
+    processor.save_pretrained(out_dir)
 
 
 def input_size(config) -> int:
     """The square input side the model's image encoder expects."""
-    if config.model_type == "sam2":
+    if config.model_type in ("sam2", "sam2_video"):
         size = config.vision_config.backbone_config.image_size
         return int(size[0] if isinstance(size, (list, tuple)) else size)
     return int(config.vision_config.image_size)
@@ -73,8 +80,8 @@ def save_mask_model(model, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     size = input_size(model.config)
-    if model.config.model_type == "sam2":
-        save_sam2_processor(out_dir, size)
+    if model.config.model_type in ("sam2", "sam2_video"):
+        save_sam2_processor(out_dir, size, video=model.config.model_type == "sam2_video")
     else:
         sam_processor(size).save_pretrained(out_dir)
     return out_dir

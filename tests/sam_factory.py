@@ -1,4 +1,4 @@
-"""Small random-weight SAM, SAM-HQ and SAM 2 models for tests, built at run time (no downloads).
+"""Small random-weight SAM, SAM-HQ and SAM 2 (image and hub-style video) models for tests, built at run time (no downloads).
 
 Each is saved with its processor by `save_pretrained` and loaded back by directory, as a user loads a hub
 id. Input 256x256 (image embedding 16x16), a few hundred thousand parameters: a forward pass takes
@@ -65,18 +65,35 @@ def tiny_sam2_config():
     return Sam2Config(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=Sam2MaskDecoderConfig(**_decoder_kwargs()))
 
 
-CONFIGS = {"sam": tiny_sam_config, "sam_hq": tiny_sam_hq_config, "sam2": tiny_sam2_config}
+def tiny_sam2_video_config():
+    """SAM 2 as the hub ships SAM 2 / 2.1 (model type `sam2_video`: the image model plus video memory)."""
+    from transformers import Sam2VideoConfig
+
+    image = tiny_sam2_config()
+    return Sam2VideoConfig(
+        vision_config=image.vision_config, prompt_encoder_config=image.prompt_encoder_config,
+        mask_decoder_config=image.mask_decoder_config, image_size=IMAGE_SIZE, memory_attention_hidden_size=32,
+        memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=64, memory_encoder_hidden_size=32,
+        memory_encoder_output_channels=16, mask_downsampler_embed_dim=32, memory_fuser_embed_dim=32,
+        memory_fuser_intermediate_dim=64,
+    )
+
+
+CONFIGS = {"sam": tiny_sam_config, "sam_hq": tiny_sam_hq_config, "sam2": tiny_sam2_config, "sam2_video": tiny_sam2_video_config}
 
 
 def tiny_mask_model(model_type: str, seed: int = 0):
-    from transformers import AutoModelForMaskGeneration
+    from transformers import AutoModelForMaskGeneration, Sam2VideoModel
 
     torch.manual_seed(seed)
-    return AutoModelForMaskGeneration.from_config(CONFIGS[model_type]()).eval()
+    config = CONFIGS[model_type]()
+    # The hub's sam2_video checkpoints are saved from the video model (memory weights included).
+    model = Sam2VideoModel(config) if model_type == "sam2_video" else AutoModelForMaskGeneration.from_config(config)
+    return model.eval()
 
 
 def build_tiny_mask_model(out_dir: Path, model_type: str = "sam", seed: int = 0) -> Path:
-    """Save a tiny random `sam`, `sam_hq` or `sam2` model with its processor into `out_dir`."""
+    """Save a tiny random `sam`, `sam_hq`, `sam2` or `sam2_video` model with its processor into `out_dir`."""
     return save_mask_model(tiny_mask_model(model_type, seed), out_dir)
 
 

@@ -19,15 +19,16 @@ from .detector import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
-# SAM 2.1 Hiera-Tiny: 38.9 M parameters against SAM ViT-B's 93.7 M (the image encoder is the cost), and
-# SAM 2 is reported "more accurate and 6x faster than SAM" on image segmentation (SAM 2 paper); 2.1 tiny
-# runs at 47.2 FPS vs 43.3 for 2.1 small on an A100 with near-equal SA-V J&F (76.5 vs 76.6)
-# (facebookresearch/sam2 README). Its image processor needs torchvision; `facebook/sam-vit-base` is the
-# choice where torchvision is not installed.
+# SAM 2.1 Hiera-Tiny. Published: SAM 2 is "more accurate and 6x faster than SAM" on image segmentation
+# (SAM 2 paper); 2.1 tiny has 38.9 M parameters (SAM ViT-B 93.7 M) and runs at 47.2 FPS vs 43.3 for 2.1
+# small on an A100 with near-equal SA-V J&F, 76.5 vs 76.6 (facebookresearch/sam2 README). Measured here
+# (random weights, 1024x1024, one CPU thread): one image embedding costs 6.3 s of CPU vs 21.7 s for SAM
+# ViT-B. Its image processor needs torchvision; where that is missing, `facebook/sam-vit-base` (PIL only).
 DEFAULT_SAM_MODEL = "facebook/sam2.1-hiera-tiny"
 
-# model_type -> how its image embeddings are fed back to the decoder (see `_image_inputs`).
-SUPPORTED_MODEL_TYPES = ("sam", "sam_hq", "sam2")
+# model_type -> family: how its image embeddings are fed back to the decoder (see `_image_inputs`). The
+# hub's SAM 2 / 2.1 checkpoints are `sam2_video` (transformers' Auto class loads them as Sam2Model).
+FAMILIES = {"sam": "sam", "sam_hq": "sam_hq", "sam2": "sam2", "sam2_video": "sam2"}
 
 
 class MaskModelLoadError(RuntimeError):
@@ -59,6 +60,7 @@ class MaskModel:
             raise ValueError(f"boxes_per_call must be at least 1, got {config.boxes_per_call}")
         self.config = config
         self.model_type = _model_type(model, config.model)
+        self.family = FAMILIES[self.model_type]
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.processor = processor
@@ -131,9 +133,9 @@ class MaskModel:
 
     def _image_inputs(self, embeddings, j: int) -> dict:
         """Image j's slice of `get_image_embeddings`' output, as the family's forward takes it back."""
-        if self.model_type == "sam":  # one (B, C, h, w) tensor
+        if self.family == "sam":  # one (B, C, h, w) tensor
             return {"image_embeddings": embeddings[j : j + 1]}
-        if self.model_type == "sam_hq":  # (final embedding, the ViT's global-attention features)
+        if self.family == "sam_hq":  # (final embedding, the ViT's global-attention features)
             final, intermediate = embeddings
             return {"image_embeddings": final[j : j + 1], "intermediate_embeddings": [x[j : j + 1] for x in intermediate]}
         return {"image_embeddings": [level[j : j + 1] for level in embeddings]}  # sam2: one per FPN level
@@ -179,10 +181,10 @@ def _missing_dependency(exc: BaseException) -> str | None:
 
 def _model_type(model, name: str) -> str:
     model_type = getattr(model.config, "model_type", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
+    if model_type not in FAMILIES:
         raise MaskModelLoadError(
             f"mask model {name!r} is a {model_type!r} model; supported are SAM-family checkpoints of type "
-            f"{', '.join(SUPPORTED_MODEL_TYPES)} (e.g. {DEFAULT_SAM_MODEL}, facebook/sam-vit-base)"
+            f"{', '.join(FAMILIES)} (e.g. {DEFAULT_SAM_MODEL}, facebook/sam-vit-base)"
         )
     return model_type
 

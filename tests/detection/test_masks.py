@@ -11,7 +11,7 @@ from backend.detection.masks import MaskModel, MaskModelConfig, MaskModelLoadErr
 from tests.detection.scenes import scene
 from tests.sam_factory import build_tiny_mask_model, has_torchvision, sam2_processor
 
-FAMILIES = ["sam", "sam_hq", "sam2"]
+FAMILIES = ["sam", "sam_hq", "sam2", "sam2_video"]  # sam2_video: how the hub ships SAM 2 / 2.1
 # Different sizes and aspects: SAM pads each to a square, SAM 2 stretches each to one.
 IMAGES = [((200, 120), [[10, 10, 120, 90], [0, 0, 200, 120], [150, 20, 190, 110]]), ((90, 160), [[5, 30, 80, 150]]), ((64, 64), [])]
 
@@ -24,7 +24,7 @@ def model_dirs(tmp_path_factory):
 
 def load(model_dir, family, **config) -> MaskModel:
     config = MaskModelConfig(model=str(model_dir), device="cpu", **config)
-    if family == "sam2" and not has_torchvision():  # transformers' SAM 2 image processor needs torchvision
+    if family.startswith("sam2") and not has_torchvision():  # transformers' SAM 2 image processor needs torchvision
         from transformers import AutoModelForMaskGeneration
 
         return MaskModel(AutoModelForMaskGeneration.from_pretrained(model_dir), sam2_processor(), config)
@@ -85,7 +85,7 @@ def test_matches_transformers_documented_one_call_pipeline(models, family):
     assert torch.equal(masks, expected)
 
 
-@pytest.mark.parametrize("family", ["sam", "sam2"])
+@pytest.mark.parametrize("family", ["sam", "sam2_video"])
 def test_exif_rotated_file_is_masked_in_the_displayed_frame(models, family, tmp_path):
     displayed = scene((90, 160))  # what a browser shows: 90 wide, 160 tall
     stored = displayed.transpose(Image.Transpose.ROTATE_90)  # the sensor's frame: 160 wide, 90 tall
@@ -141,9 +141,10 @@ def test_load_errors_name_the_checkpoint_and_the_fix(tmp_path, model_dirs):
 
 
 @pytest.mark.skipif(has_torchvision(), reason="torchvision is installed: SAM 2 loads")
-def test_sam2_without_torchvision_says_what_to_install(model_dirs):
+@pytest.mark.parametrize("family", ["sam2", "sam2_video"])
+def test_sam2_without_torchvision_says_what_to_install(model_dirs, family):
     with pytest.raises(MaskModelLoadError) as err:
-        MaskModel.load(MaskModelConfig(model=str(model_dirs["sam2"]), device="cpu"))
+        MaskModel.load(MaskModelConfig(model=str(model_dirs[family]), device="cpu"))
     message = str(err.value)
     assert "needs torchvision" in message and "facebook/sam-vit-base" in message and "Traceback" not in message
 
@@ -152,5 +153,5 @@ def test_a_model_outside_the_sam_family_is_refused():
     from transformers import BertConfig, BertModel
 
     bert = BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8))
-    with pytest.raises(MaskModelLoadError, match="'dir' is a 'bert' model; supported are .* sam, sam_hq, sam2"):
+    with pytest.raises(MaskModelLoadError, match="'dir' is a 'bert' model; supported are .* sam, sam_hq, sam2, sam2_video"):
         MaskModel(bert, None, MaskModelConfig(model="dir", device="cpu"))
