@@ -31,5 +31,7 @@ def ground_truth_as_detections(gt) -> list[dict]:
         if ann.get("iscrowd", 0):
             continue
         (rle,) = masks_to_coco_rle(gt.annToMask(ann)[None])
-        detections.append({"image_id": ann["image_id"], "category_id": ann["category_id"], "segmentation": rle, "score": 1.0})
+        detections.append(
+            {"image_id": ann["image_id"], "category_id": ann["category_id"], "segmentation": rle, "score": 1.0}
+        )
     return detections

@@ -93,7 +93,9 @@ class MaskModel:
         without boxes are not encoded.
         """
         if len(images) != len(boxes_per_image):
-            raise ValueError(f"{len(images)} images but {len(boxes_per_image)} box lists: give one (N, 4) box tensor per image")
+            raise ValueError(
+                f"{len(images)} images but {len(boxes_per_image)} box lists: give one (N, 4) box tensor per image"
+            )
         boxes = [_check_boxes(b, i) for i, b in enumerate(boxes_per_image)]
         out = [torch.zeros((0, im.size[1], im.size[0]), dtype=torch.bool) for im in images]
         todo = [i for i, b in enumerate(boxes) if len(b)]
@@ -104,17 +106,20 @@ class MaskModel:
         original_sizes = _pairs(encoded["original_sizes"])
         # The frame the encoder saw, in which prompts are given: SAM pads a resized image (its resized
         # size is reported); SAM 2 resizes to the full input without padding.
-        if "reshaped_input_sizes" in encoded:
+        padded = "reshaped_input_sizes" in encoded
+        if padded:
             frames = _pairs(encoded["reshaped_input_sizes"])
         else:
             frames = [tuple(pixel_values.shape[-2:])] * len(todo)
         with self._inference():
             embeddings = self.model.get_image_embeddings(pixel_values)
         for j, i in enumerate(todo):
-            out[i] = self._decode(embeddings, j, boxes[i], original_sizes[j], frames[j], padded="reshaped_input_sizes" in encoded)
+            out[i] = self._decode(embeddings, j, boxes[i], original_sizes[j], frames[j], padded)
         return out
 
-    def _decode(self, embeddings, j: int, boxes: torch.Tensor, original: tuple[int, int], frame: tuple[int, int], padded: bool) -> torch.Tensor:
+    def _decode(
+        self, embeddings, j: int, boxes: torch.Tensor, original: tuple[int, int], frame: tuple[int, int], padded: bool
+    ) -> torch.Tensor:
         (orig_h, orig_w), (frame_h, frame_w) = original, frame
         scale = torch.tensor([frame_w / orig_w, frame_h / orig_h] * 2)
         prompts = (boxes * scale).to(self.device)
@@ -137,7 +142,10 @@ class MaskModel:
             return {"image_embeddings": embeddings[j : j + 1]}
         if self.family == "sam_hq":  # (final embedding, the ViT's global-attention features)
             final, intermediate = embeddings
-            return {"image_embeddings": final[j : j + 1], "intermediate_embeddings": [x[j : j + 1] for x in intermediate]}
+            return {
+                "image_embeddings": final[j : j + 1],
+                "intermediate_embeddings": [x[j : j + 1] for x in intermediate],
+            }
         return {"image_embeddings": [level[j : j + 1] for level in embeddings]}  # sam2: one per FPN level
 
     @contextmanager
@@ -194,7 +202,9 @@ def _check_boxes(boxes, index: int) -> torch.Tensor:
     if tensor.numel() == 0:
         return tensor.reshape(0, 4)
     if tensor.ndim != 2 or tensor.shape[1] != 4:
-        raise ValueError(f"boxes of image {index} must have shape (N, 4) as x0, y0, x1, y1 pixels, got {tuple(tensor.shape)}")
+        raise ValueError(
+            f"boxes of image {index} must have shape (N, 4) as x0, y0, x1, y1 pixels, got {tuple(tensor.shape)}"
+        )
     if not torch.isfinite(tensor).all():
         raise ValueError(f"boxes of image {index} contain NaN or infinite coordinates")
     return tensor

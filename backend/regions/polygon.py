@@ -13,6 +13,8 @@ import numpy as np
 
 from .result import as_mask, region_result
 
+_BBOX_STATS = (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT)
+
 
 @dataclass(frozen=True)
 class PolygonConfig:
@@ -50,7 +52,7 @@ def mask_to_polygons(mask: np.ndarray, config: PolygonConfig = PolygonConfig()) 
         area = int(stats[k, cv2.CC_STAT_AREA])
         if area < threshold:
             break
-        x, y, w, h = (int(stats[k, c]) for c in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
+        x, y, w, h = (int(stats[k, c]) for c in _BBOX_STATS)
         part = (labels[y : y + h, x : x + w] == k).astype(np.uint8)
         outline = _outline(part, area, config)
         if outline is None:
@@ -82,7 +84,8 @@ def polygon_regions(
     for n, polygon in enumerate(mask_to_polygons(as_mask(mask, size), config)):
         points = [[_pct(px, width), _pct(py, height)] for px, py in polygon.tolist()]
         value = {"points": points, "polygonlabels": [label]}
-        regions.append(region_result(region_id if n == 0 else f"{region_id}-{n}", from_name, to_name, "polygonlabels", size, value, score))
+        part_id = region_id if n == 0 else f"{region_id}-{n}"
+        regions.append(region_result(part_id, from_name, to_name, "polygonlabels", size, value, score))
     return regions
 
 

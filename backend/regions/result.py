@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def region_result(region_id: str, from_name: str, to_name: str, kind: str, size: tuple[int, int], value: dict, score: float) -> dict:
+def region_result(
+    region_id: str, from_name: str, to_name: str, kind: str, size: tuple[int, int], value: dict, score: float
+) -> dict:
     """One Label Studio result: `kind` is the control's type ("brushlabels", "polygonlabels", ...), `size`
     the (width, height) of the image as displayed (EXIF applied), `value` the kind's own fields."""
     width, height = size
