@@ -52,7 +52,7 @@ class MaskModel:
     Multimask output is off: a box is an unambiguous prompt, for which SAM's authors use the single-mask
     output (the three-mask head is for single clicks, where a part and the whole both fit); SAM 2's
     single-mask path also falls back to the best of its three masks by predicted IoU when the single mask
-    is unstable. It also upsamples a third of the masks.
+    is unstable. And it upsamples one mask per box instead of three.
     """
 
     def __init__(self, model, processor, config: MaskModelConfig):
