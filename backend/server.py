@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .jobs import ImportTarget, JobManager, RequestWaiter
 from .label_config import LabelConfigError
+from .ls_notes import FailureNotes, sdk_client
 from .media import short_url
 from .predictor import Predictor
 from .settings import Settings
@@ -98,8 +99,11 @@ def import_target(settings: Settings, access: LabelStudioAccess) -> ImportTarget
     return ImportTarget(url, key, source) if url and key else None
 
 
-def create_app(settings: Settings, predictor: Predictor | None = None, importer_factory=None) -> FastAPI:
+def create_app(settings: Settings, predictor: Predictor | None = None, importer_factory=None,
+               notes_client_factory=None) -> FastAPI:
     state = ServerState(predictor=predictor)
+    notes = (FailureNotes(settings.failed_task_field, notes_client_factory or sdk_client)
+             if settings.failed_task_field else None)
     failures: deque[dict] = deque(maxlen=MAX_FAILURES_SHOWN)
     started_at = time.time()
 
@@ -109,6 +113,12 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
         urls = [data.get(key) for key in job.plan.images.values() if isinstance(data.get(key), str)]
         failures.appendleft({"at": time.time(), "project": job.project, "task": entry.work.task_id,
                              "image": shown_url(urls[0]) if urls else None, "reason": reason})
+        if notes is not None and entry.item is not None and "result" not in entry.item:
+            notes.failed(job.target, task, reason, job.version)
+
+    def record_success(job, entry) -> None:
+        if notes is not None and isinstance(entry.work.task, dict):
+            notes.succeeded(job.target, entry.work.task)
 
     jobs: JobManager | None = None
 
@@ -118,12 +128,14 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
         if state.predictor is None:
             state.predictor = await run_in_threadpool(load_predictor, settings)
         jobs = JobManager(state.predictor, on_failure=record_failure, import_timeout=settings.download_timeout * 2,
-                          importer_factory=importer_factory)
+                          importer_factory=importer_factory, on_success=record_success)
         jobs.start()
         try:
             yield
         finally:
             jobs.stop()
+            if notes is not None:
+                notes.stop()
 
     app = FastAPI(title="Grounding DINO ML backend for Label Studio", lifespan=lifespan)
     app.state.backend = state

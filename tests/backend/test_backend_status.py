@@ -1,6 +1,8 @@
 """GET /status (JSON) and GET / for a browser (the status page), from the real app's state."""
 from __future__ import annotations
 
+import time
+
 from lxml import html
 
 from tests.backend.backend_helpers import ls_body
@@ -34,3 +36,35 @@ def test_status_json_and_page_show_projects_jobs_and_failures(make_client, media
     assert page.headers["content-type"].startswith("text/html")
     text = html.fromstring(page.text).text_content()
     assert "not-an-image.jpg" in text and failure["reason"][:40] in text and version in text
+
+
+class StandInTasksApi:
+    """label_studio_sdk.LabelStudio(...).tasks.update, recording what the backend writes."""
+
+    def __init__(self):
+        self.updates: list[tuple[int, dict]] = []
+        self.tasks = self
+
+    def update(self, id, data):
+        self.updates.append((id, data))
+
+
+def test_failed_task_field_holds_the_reason_and_is_cleared_on_success(make_client, media_root):
+    api = StandInTasksApi()
+    client = make_client(LOCAL_FILES_DOCUMENT_ROOT=media_root, FAILED_TASK_FIELD="prelabel_error",
+                         LABEL_STUDIO_URL="http://label-studio.test:8080", LABEL_STUDIO_API_KEY="the-key",
+                         notes_client_factory=lambda url, key: api)
+    config = ls_body("setup")["schema"]
+    tasks = [{"id": 41, "data": {"image": "/data/local-files/?d=a.jpg", "prelabel_error": "old reason"}},
+             {"id": 42, "data": {"image": "/data/local-files/?d=not-an-image.jpg"}}]
+    results = client.post("/predict", json={"tasks": tasks, "label_config": config, "project": "3.1"}).json()["results"]
+    assert "result" in results[0] and "error" in results[1]
+    for _ in range(100):
+        if len(api.updates) == 2:
+            break
+        time.sleep(0.05)
+    updates = dict(api.updates)
+    assert updates[41] == {"image": "/data/local-files/?d=a.jpg"}, "the old reason is cleared, the data kept"
+    assert set(updates[42]) == {"image", "prelabel_error"} and updates[42]["image"] == tasks[1]["data"]["image"]
+    assert updates[42]["prelabel_error"].startswith(results[1]["error"])
+    assert results[1]["model_version"] in updates[42]["prelabel_error"]
