@@ -7,6 +7,9 @@
   control's own `predicted_values` or from a TextArea prompt.
 - `model_score_threshold` overrides the box threshold per control, `model_skip="true"` skips it.
 - A `<TextArea>` bound to an image is a free-text prompt (see `resolve_text_prompt`).
+- What cannot be served (a blank, wordless or repeated label, a control bound to no image, a bad
+  threshold, a Polygon or other non-rectangle control) is skipped and listed in `LabelMapping.skipped`
+  with its reason; only a config with nothing usable is refused (LabelConfigError lists every reason).
 """
 from __future__ import annotations
 
@@ -205,46 +208,55 @@ def parse_label_config(config: str) -> LabelMapping:
     has_box_control = False
     for control in interface.controls:
         tag = control.tag.lower()
-        attr = control.attr or {}
-        bound = list(control.to_name or [])
-        targets = [t for t in bound if t in images]
-        skip = str(attr.get("model_skip", "")).strip().lower() in _TRUE
+        targets = [t for t in (control.to_name or []) if t in images]
         if tag == "textarea":
             prompts.extend(TextPromptControl(control.name, t) for t in targets)
-            continue
-        if tag not in _BOX_TAGS:
-            if targets and not skip:
-                reason = f"this backend predicts rectangles only (<RectangleLabels>, <Rectangle>), not <{control.tag}>"
-                skipped.append(SkippedItem(control.name, None, reason, control.tag))
-            continue
-        strays = [t for t in bound if t not in images]
-        if strays or not bound:
-            where = f'toName="{",".join(strays)}" is not an <Image> of this config' if bound else "it has no toName"
-            skipped.append(SkippedItem(control.name, None, f"{where}; bind it to {' or '.join(images)}", control.tag))
-        if not targets:
-            continue
-        has_box_control = True
-        try:
-            threshold = _threshold(attr.get("model_score_threshold"))
-        except _Unusable as exc:
-            skipped.append(SkippedItem(control.name, None, str(exc), control.tag))
-            continue
-        if tag == "rectanglelabels":
-            classes, label_skips = _label_classes(control.name, raw_labels.get(control.name, []))
-            skipped.extend(label_skips)
-            if not classes:
-                if not label_skips:
-                    reason = 'it has no <Label value="..."/>; add at least one label'
-                    skipped.append(SkippedItem(control.name, None, reason, control.tag))
-                continue
-        else:
-            classes, phrase_skips = _rectangle_classes(control.name, attr.get("predicted_values"))
-            skipped.extend(phrase_skips)
-        for target in targets:
-            label_sets.append(LabelSet(control.name, target, images[target], tag, classes, threshold, skip))
+        elif tag in _BOX_TAGS:
+            has_box_control = has_box_control or bool(targets)
+            sets, reasons = _box_control(control, images, raw_labels.get(control.name, []))
+            label_sets.extend(sets)
+            skipped.extend(reasons)
+        elif targets and not _is_true((control.attr or {}).get("model_skip")):
+            reason = f"this backend predicts rectangles only (<RectangleLabels>, <Rectangle>), not <{control.tag}>"
+            skipped.append(SkippedItem(control.name, None, reason, control.tag))
     if not label_sets:
         raise LabelConfigError(_nothing_usable(skipped, has_box_control))
     return LabelMapping(tuple(label_sets), tuple(prompts), images, tuple(skipped))
+
+
+def _box_control(control, images: dict[str, str], raw: Sequence[_RawLabel]) -> tuple[list[LabelSet], list[SkippedItem]]:
+    """The label sets of one `<RectangleLabels>`/`<Rectangle>` (one per image it is bound to), and what of
+    it is skipped."""
+    tag, attr = control.tag.lower(), control.attr or {}
+    bound = list(control.to_name or [])
+    skipped = []
+    strays = [t for t in bound if t not in images]
+    if strays or not bound:
+        where = f'toName="{",".join(strays)}" is not an <Image> of this config' if bound else "it has no toName"
+        skipped.append(SkippedItem(control.name, None, f"{where}; bind it to {' or '.join(images)}", control.tag))
+    targets = [t for t in bound if t in images]
+    if not targets:
+        return [], skipped
+    try:
+        threshold = _threshold(attr.get("model_score_threshold"))
+    except _Unusable as exc:
+        return [], skipped + [SkippedItem(control.name, None, str(exc), control.tag)]
+    if tag == "rectanglelabels":
+        classes, label_skips = _label_classes(control.name, raw)
+        if not raw:
+            label_skips = [SkippedItem(control.name, None, 'it has no <Label value="..."/>; add at least one label')]
+        skipped += label_skips
+        if not classes:
+            return [], skipped
+    else:
+        classes, phrase_skips = _rectangle_classes(control.name, attr.get("predicted_values"))
+        skipped += phrase_skips
+    skip = _is_true(attr.get("model_skip"))
+    return [LabelSet(control.name, t, images[t], tag, classes, threshold, skip) for t in targets], skipped
+
+
+def _is_true(value) -> bool:
+    return str(value or "").strip().lower() in _TRUE
 
 
 def _nothing_usable(skipped: Sequence[SkippedItem], has_box_control: bool) -> str:

@@ -102,6 +102,11 @@ def short_url(url: str) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def source_name(url: str) -> str:
+    """The subject of a sentence about a task's image: `the file at <url>`, `the image of a data: URI (...)`."""
+    return f"the image of {short_url(url)}" if url[:5].lower() == "data:" else f"the file at {short_url(url)}"
+
+
 class MediaFetcher:
     """Thread-safe: one instance serves every request of the process."""
 
@@ -134,8 +139,7 @@ class MediaFetcher:
         try:
             return open_image(data, max_pixels=self.settings.max_image_pixels)
         except ImageError as exc:
-            subject = "the image of " + short_url(url) if url.lstrip()[:5].lower() == "data:" else f"the file at {short_url(url)}"
-            raise MediaError(exc.about(subject)) from None
+            raise MediaError(exc.about(source_name(url.strip()))) from None
 
     def fetch(self, url, task_id=None, hostname: str | None = None, access_token: str | None = None) -> bytes:
         if not isinstance(url, str) or not url.strip():
@@ -156,7 +160,9 @@ class MediaFetcher:
             if not host:
                 raise MediaError(
                     f"Local Storage file {parse_qs(parsed.query)['d'][-1]!r} is not under "
-                    f"LOCAL_FILES_DOCUMENT_ROOT ({self.settings.local_files_document_root})"
+                    f"LOCAL_FILES_DOCUMENT_ROOT ({self.settings.local_files_document_root}): point it at the "
+                    "directory Label Studio's LOCAL_FILES_DOCUMENT_ROOT names, or set LABEL_STUDIO_URL to fetch "
+                    "the file through Label Studio"
                 )
         if is_cloud_storage_uri(url):
             if task_id is None:
@@ -228,17 +234,17 @@ class MediaFetcher:
         if "base64" in params[1:]:
             compact = "".join(payload.split())  # some encoders wrap lines
             if len(compact) // 4 * 3 > limit:
-                raise MediaError(self._too_large(f"the image of {short_url(url)}", len(compact) // 4 * 3))
+                raise MediaError(self._too_large(source_name(url), len(compact) // 4 * 3))
             try:
                 data = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
             except (binascii.Error, ValueError):
                 raise MediaError(
-                    f"the image of {short_url(url)} is not valid base64: re-encode the file (e.g. base64 -w0 image.png)"
+                    f"{source_name(url)} is not valid base64: re-encode the file (e.g. base64 -w0 image.png)"
                 ) from None
         else:
             data = unquote_to_bytes(payload)
         if len(data) > limit:
-            raise MediaError(self._too_large(f"the image of {short_url(url)}", len(data)))
+            raise MediaError(self._too_large(source_name(url), len(data)))
         return data
 
     def _read_file(self, path: str) -> bytes:
