@@ -37,7 +37,7 @@ def open_image(source: str | Path | bytes | Image.Image, max_pixels: int = DEFAU
         image, subject = source, "the image"
     else:
         data = source if isinstance(source, bytes) else None
-        subject = "the file" if data is not None else f"the file {source}"
+        subject = "the file"  # callers name their source (a URL, a path): ImageError.about
         if data is not None and len(data) == 0:
             raise ImageError("is empty", subject)
         _leave_the_pixel_limit_to_us()
