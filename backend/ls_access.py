@@ -36,6 +36,7 @@ class AccessCheck:
     status: str
     message: str  # one line for people, naming the variable to fix
     host: str | None = None
+    checked_at: float = field(default_factory=time.time, compare=False)  # when Label Studio answered (epoch s)
 
     @property
     def ok(self) -> bool:
