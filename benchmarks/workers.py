@@ -89,10 +89,8 @@ class FastWorker:
     """Our code: the backend path and the evaluation path, sharing one model (as the server does)."""
 
     def __init__(self, model: str, device: str, batch_size: int):
-        from backend.detection import Detector, DetectorConfig  # first: sets the THP lever before torch
-        from backend.detection import detector as detector_module
+        from backend.detection import Detector, DetectorConfig
 
-        self.thp = detector_module.THP_LEVER_ACTIVE
         self.Detector, self.DetectorConfig = Detector, DetectorConfig
         self.base = Detector.load(DetectorConfig(model=model, device=device))
         self.detectors = {"fp32": self.base}
@@ -176,7 +174,7 @@ class FastWorker:
         from backend.allocator import active_allocator
 
         return {"seconds": seconds, "cpu": cpu, "raw": self._recorded, "detections": detections, "rss_mb": _peak_rss_mb(),
-                "thp": self.thp, "note": self.predictor_note, "allocator": active_allocator()}
+                "thp": self.base.lever_report["thp_allocation"] == "active", "note": self.predictor_note, "allocator": active_allocator()}
 
 
 
@@ -208,6 +206,9 @@ def worker_main(kind: str, args: dict) -> None:
     if kind == "baseline":
         worker = BaselineWorker(args["model"], args["device"])
     else:
+        from backend.allocator import enable_thp_allocation
+
+        enable_thp_allocation()  # the process's start: before the worker imports torch
         worker = FastWorker(args["model"], args["device"], args["batch_size"])
     _send(stdout, {"ready": True, "rss_mb": _peak_rss_mb()})
     while True:
