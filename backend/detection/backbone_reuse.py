@@ -63,7 +63,7 @@ class BackboneReuse:
         self.runs += 1
         if self._open:
             self._inputs = (pixel_values, pixel_mask)
-            self._versions = (pixel_values._version, pixel_mask._version)
+            self._versions = (_version(pixel_values), _version(pixel_mask))
             self._output = output
             return self._copy(output)
         return output
@@ -75,7 +75,7 @@ class BackboneReuse:
         # The same tensor objects, not written to since (a tensor's _version counts in-place writes).
         return (
             pixel_values is values and pixel_mask is mask
-            and (pixel_values._version, pixel_mask._version) == self._versions
+            and (_version(pixel_values), _version(pixel_mask)) == self._versions
         )
 
     @staticmethod
@@ -84,6 +84,15 @@ class BackboneReuse:
         # embedding to the list it receives, which must not grow the cached one.
         features, positions = output
         return [tuple(level) for level in features], list(positions)
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    """How often the tensor was written in place; None for inference-mode tensors, which cannot be
+    written outside inference mode and do not count (identity is then the whole check)."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return None
 
 
 def install(model: nn.Module, architecture: Architecture | None = None, device=None) -> LeverInstall:
