@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -47,8 +48,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    uvicorn.run(create_app(settings, predictor), host=args.host, port=args.port, log_level=level.lower())
-    return 0
+    # A /predict waits at most until its deadline; on SIGTERM it is cut short after 3 s, and the background
+    # job drops its queue (nothing of it is stored: the next click redoes it).
+    uvicorn.run(create_app(settings, predictor), host=args.host, port=args.port, log_level=level.lower(),
+                timeout_graceful_shutdown=3)
+    # A batch still in the model when the jobs' grace period ran out must not hold the exit: nothing
+    # of it is stored, and the interpreter's own shutdown would abort on the running torch thread.
+    logging.shutdown()
+    os._exit(0)
 
 
 if __name__ == "__main__":

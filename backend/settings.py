@@ -41,6 +41,16 @@ class Settings:
     max_image_pixels: int = 100_000_000
     download_timeout: float = 30.0
     max_pending_predicts: int = 16
+    # Label Studio's own variable and default: how long it waits for a /predict answer.
+    ml_timeout_predict: float = 100.0
+    # Optional: a failed task gets a Label Studio comment with the reason (FAILED_TASK_COMMENTS=true).
+    failed_task_comments: bool = False
+
+    @property
+    def predict_deadline(self) -> float:
+        """When /predict answers with what is finished: safely before Label Studio gives up (network,
+        JSON encoding and Label Studio's own saving need the rest)."""
+        return max(0.5, self.ml_timeout_predict - max(2.0, 0.15 * self.ml_timeout_predict))
 
     @property
     def auth_enabled(self) -> bool:
@@ -68,6 +78,8 @@ class Settings:
             max_image_pixels=get.int("MAX_IMAGE_PIXELS", 100_000_000, lo=1),
             download_timeout=get.float("DOWNLOAD_TIMEOUT", 30.0, lo=0.1, hi=3600.0),
             max_pending_predicts=get.int("MAX_PENDING_PREDICTS", 16, lo=1),
+            ml_timeout_predict=get.float("ML_TIMEOUT_PREDICT", 100.0, lo=1.0, hi=86400.0),
+            failed_task_comments=get.bool("FAILED_TASK_COMMENTS", False),
         )
         if bool(settings.basic_auth_user) != bool(settings.basic_auth_pass):
             raise SettingsError(
@@ -155,6 +167,16 @@ class _Reader:
         if not os.path.isdir(path):
             raise SettingsError(f"{name}={value!r} is not an existing directory")
         return path
+
+    def bool(self, name: str, default: bool) -> bool:
+        _, value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name}={value!r} is not true or false")
 
     def list(self, name: str) -> tuple[str, ...]:
         _, value = self.raw(name)

@@ -192,15 +192,19 @@ class MemoryFetcher:
 
 def _ls_boxes(prediction, size):
     """Label Studio regions -> (class indices, scores, xyxy pixel boxes), as the core's Detections."""
+    import numpy as np
+
+    from backend.detection.boxes import xywh_to_xyxy
+
     width, height = size
     labels, scores, boxes = [], [], []
     for r in (prediction or {}).get("result", []):
         v = r["value"]
         labels.append(LS_LABELS.index(v["rectanglelabels"][0]))
         scores.append(r["score"])
-        x, y = v["x"] / 100 * width, v["y"] / 100 * height
-        boxes.append([x, y, x + v["width"] / 100 * width, y + v["height"] / 100 * height])
-    return labels, scores, boxes
+        boxes.append([v["x"] / 100 * width, v["y"] / 100 * height, v["width"] / 100 * width,
+                      v["height"] / 100 * height])
+    return labels, scores, xywh_to_xyxy(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)).tolist()
 
 
 def worker_main(kind: str, args: dict) -> None:
