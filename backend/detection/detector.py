@@ -12,7 +12,7 @@ from PIL import Image
 from ..allocator import thp_allocation_status
 from .backbone_reuse import BackboneReuse
 from .family import Architecture, ModelLoadError, architecture_of, load_checkpoint
-from .levers import install_levers
+from .levers import install_levers, lever_warnings
 from .postprocess import Detections, class_nms, label_detections, merge_labelled, rank_detections
 from .preprocess import OfficialPreprocessing, PixelBatch
 from .prompt import MAX_TEXT_LEN, Prompt, PromptChunk, build_prompt
@@ -139,6 +139,11 @@ class Detector:
     def lever_report(self) -> dict[str, str]:
         """{lever: "active" | "off" | "not installed: <reason>"}: the model's levers and the process's THP lever."""
         return {**self._levers, "thp_allocation": thp_allocation_status()}
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the start-up log warned about (levers that found nothing to patch), for /status."""
+        return lever_warnings(self._levers, self.architecture.model_type)
 
     @property
     def preprocessing(self) -> str:

@@ -28,7 +28,7 @@ from torch import nn
 
 from . import backbone_reuse, deformable, fusion, inplace_relu, text_cache
 from .family import Architecture
-from .patching import OFF, LeverInstall
+from .patching import NOT_INSTALLED, OFF, LeverInstall
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,19 @@ def install_levers(
         if not enabled.get(lever.name, True):
             report[lever.name] = OFF
             continue
-        result = lever.install(model, architecture, device)
-        report[lever.name] = result.status
-        if not result.active:
-            log.warning(
-                "speed lever %r %s (model type %s); running without it: same outputs, slower",
-                lever.name, result.status, architecture.model_type,
-            )
+        report[lever.name] = lever.install(model, architecture, device).status
+    for message in lever_warnings(report, architecture.model_type):
+        log.warning("%s", message)
     return report
+
+
+def lever_warnings(report: Mapping[str, str], model_type: str) -> list[str]:
+    """One sentence per lever of `report` that was meant to run and patched nothing."""
+    return [
+        f"speed lever {name!r} {status} (model type {model_type}); running without it: same outputs, slower"
+        for name, status in report.items()
+        if name in LEVER_NAMES and status.startswith(NOT_INSTALLED)
+    ]
 
 
 def uninstall_levers(model: nn.Module) -> dict[str, int]:

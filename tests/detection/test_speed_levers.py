@@ -250,6 +250,7 @@ def test_a_lever_that_finds_nothing_is_a_warning_and_in_the_report(tiny_model_di
         assert report[name].startswith("not installed: transformers ") and "has no class RenamedGroundingDino" in report[name]
         assert any(f"speed lever '{name}' not installed" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     assert report["text_cache"] == report["deformable"] == report["backbone_reuse"] == "active"
+    assert [w.split(" not installed")[0] for w in detector.warnings] == ["speed lever 'fusion'", "speed lever 'inplace_relu'"]
     json_form = __import__("json").dumps(report)  # what /status and metrics.json carry
     assert "RenamedGroundingDinoBiMultiHeadAttention" in json_form
 
@@ -260,6 +261,7 @@ def test_switched_off_levers_are_reported_off(tiny_model_dir):
         "text_cache": "off", "backbone_reuse": "off", "fusion": "active", "deformable": "off", "inplace_relu": "off",
     }
     assert detector.text_cache is None and detector.backbone_reuse is None
+    assert detector.warnings == []  # switched off is not a warning
     with pytest.raises(ValueError, match="unknown speed lever"):
         DetectorConfig().with_levers(["warp_drive"])
 
