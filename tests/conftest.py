@@ -54,10 +54,11 @@ def make_client(tiny_detector, make_settings):
 
     clients = []
 
-    def make(detector=None, raise_server_exceptions=True, importer_factory=None, **env):
+    def make(detector=None, raise_server_exceptions=True, importer_factory=None, notes_client_factory=None, **env):
         settings = make_settings(**env)
         predictor = Predictor(detector or tiny_detector, settings)
-        app = create_app(settings, predictor, importer_factory=importer_factory)
+        app = create_app(settings, predictor, importer_factory=importer_factory,
+                         notes_client_factory=notes_client_factory)
         client = TestClient(app, raise_server_exceptions=raise_server_exceptions)
         client.__enter__()
         client.predictor = predictor
