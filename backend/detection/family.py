@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ def load_checkpoint(name: str, revision: str | None = None):
     """(model, processor) of a hub id or local directory, refused with ModelLoadError unless it loads right."""
     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor, PretrainedConfig
 
+    use_cache_only_when_offline(name)
     try:
         config_dict, _ = PretrainedConfig.get_config_dict(name, revision=revision)
     except Exception as exc:  # OSError, hub errors: no config.json there
@@ -137,18 +140,49 @@ def _weight_problems(info: dict) -> list[str]:
     return problems
 
 
+def use_cache_only_when_offline(name: str, timeout: float = 3.0) -> bool:
+    """A hub id on a machine that cannot reach the hub: switch the hub client to its cache now.
+
+    Without this, every file of a model that is not cached is retried with back-off (minutes) before
+    the error; with it, a cached model loads at once and a missing one fails in seconds with the
+    offline hint. Returns True when it switched. Local directories and HF_HUB_OFFLINE=1 need nothing.
+    """
+    from huggingface_hub import constants
+
+    if Path(name).expanduser().exists() or constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urlparse(constants.ENDPOINT)
+    host, port = endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return False
+    except OSError as exc:
+        log.warning("the Hugging Face hub (%s) is unreachable (%s): using only the local cache for %s",
+                    constants.ENDPOINT, exc, name)
+        constants.HF_HUB_OFFLINE = True
+        return True
+
+
 def _not_found(name: str, exc: Exception) -> str:
     local = Path(name).expanduser()
     hint = (
         f"the directory {local} has no loadable Grounding DINO model (config.json, weights and "
         "processor files saved with save_pretrained)"
         if local.exists()
-        else "if this machine is offline, download it where there is internet "
+        else ("it is not in this machine's Hugging Face cache and the hub cannot be reached (offline); "
+              if _offline() else "check the hub id, or if this machine is offline, ")
+        + "download it where there is internet "
         f"(`hf download {name} --local-dir DIR`) and point GROUNDING_DINO_MODEL "
         "(backend) or --model (evaluation) at DIR"
     )
     detail = " ".join(str(exc).split())
     return f"could not load Grounding DINO model {name!r}: {hint}. ({type(exc).__name__}: {detail})"
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def _supported() -> str:

@@ -113,3 +113,32 @@ def test_both_architectures_are_known_to_transformers():
     for model_type, architecture in ARCHITECTURES.items():
         assert AutoConfig.for_model(model_type).model_type == model_type
         assert architecture.transformers_class(architecture.model_class).__name__ == architecture.model_class
+
+
+def test_an_unreachable_hub_fails_in_seconds_with_the_offline_hint(monkeypatch):
+    """No network: the hub client is switched to its cache before any download is tried (no minutes of
+    retries); a model that is not cached is refused at once with how to get it."""
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    from backend.detection import ModelLoadError
+    from backend.detection.family import load_checkpoint
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    tried = []
+
+    def no_route(address, timeout=None):
+        tried.append(address)
+        raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", no_route)
+    started = time.monotonic()
+    with pytest.raises(ModelLoadError) as refused:
+        load_checkpoint("IDEA-Research/not-cached-anywhere")
+    assert time.monotonic() - started < 10
+    assert tried and tried[0][0] == "huggingface.co"
+    message = str(refused.value)
+    assert "hub cannot be reached" in message and "hf download IDEA-Research/not-cached-anywhere --local-dir DIR" in message
+    assert constants.HF_HUB_OFFLINE is True
