@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .allocator import enable_thp_allocation
+
+    enable_thp_allocation()  # before anything imports torch (the settings do)
     parser = argparse.ArgumentParser(prog="python -m backend", description="Grounding DINO ML backend for Label Studio")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=9090, help="port to listen on (default 9090)")
@@ -44,8 +48,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    uvicorn.run(create_app(settings, predictor), host=args.host, port=args.port, log_level=level.lower())
-    return 0
+    # A /predict waits at most until its deadline; on SIGTERM it is cut short after 3 s, and the background
+    # job drops its queue (nothing of it is stored: the next click redoes it).
+    uvicorn.run(create_app(settings, predictor), host=args.host, port=args.port, log_level=level.lower(),
+                timeout_graceful_shutdown=3)
+    # A batch still in the model when the jobs' grace period ran out must not hold the exit: nothing
+    # of it is stored, and the interpreter's own shutdown would abort on the running torch thread.
+    logging.shutdown()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """The model glue: Label Studio tasks + label config -> one Label Studio prediction item per task.
 
-`Predictor.predict_tasks` is also the entry point of bulk pre-labelling (`backend/prelabel.py`):
-keep its name and signature.
+Three steps, so that the server's background jobs can overlap downloads with the model's work:
+`plan` (label config + context -> prompts and model_version, once per request), `load` (one task's
+images, any thread) and `run` (a batch of loaded tasks through the model -> items).
+`predict_tasks` chains them for a list of tasks; it is also the entry point of bulk pre-labelling
+(`backend/prelabel.py`): keep its name and signature.
 """
 from __future__ import annotations
 
@@ -9,12 +12,13 @@ import hashlib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
 import torch
 
-from .detection import ImageError, PromptError, open_image
+from .detection import PromptError
 from .label_config import (
     LabelConfigError,
     LabelMapping,
@@ -27,6 +31,7 @@ from .label_config import (
 )
 from .media import MediaError, MediaFetcher
 from .settings import Settings
+from .state import LabelStudioAccess
 
 log = logging.getLogger(__name__)
 DOWNLOAD_WORKERS = 8
@@ -45,19 +50,75 @@ def is_oom(exc: BaseException) -> bool:
     )
 
 
+class ModelGate:
+    """One forward pass at a time, urgent callers (interactive pre-annotation) first.
+
+    Background jobs take the gate once per batch with `urgent=False`, so an interactive request waits
+    for at most the batch in flight, never for the job's queue.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._busy = False
+        self._urgent_waiting = 0
+
+    @contextmanager
+    def hold(self, urgent: bool = True):
+        with self._cond:
+            if urgent:
+                self._urgent_waiting += 1
+            try:
+                while self._busy or (not urgent and self._urgent_waiting):
+                    self._cond.wait()
+            finally:
+                if urgent:
+                    self._urgent_waiting -= 1
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
+@dataclass(frozen=True)
+class PredictionPlan:
+    """What one request predicts: the label sets with their prompts, and the version it stamps."""
+
+    mapping: LabelMapping
+    version: str
+    prompts: tuple = ()  # ((LabelSet, Prompt), ...)
+    error: str | None = None  # every task fails with this (e.g. a typed prompt that maps to nothing)
+    notice: str | None = None  # said with every answer (e.g. typed phrases that map to no label)
+
+    @property
+    def images(self) -> dict[str, str]:
+        """image name -> task data key, for the images some label set needs."""
+        return {s.to_name: s.data_key for s, _ in self.prompts}
+
+
 @dataclass
-class _Job:
-    """One task on its way through the batch."""
+class TaskWork:
+    """One task on its way through a batch."""
 
     index: int
     task: dict
     images: dict = field(default_factory=dict)  # image name -> PIL image
+    image_errors: dict = field(default_factory=dict)  # image name -> reason
     regions: list = field(default_factory=list)
     error: str | None = None
 
     @property
     def task_id(self):
         return self.task.get("id") if isinstance(self.task, dict) else None
+
+    @property
+    def notes(self) -> list[str]:
+        """Failures that did not stop the task (one image of several), for the log and the status page."""
+        if self.error is not None:
+            return []
+        return [f"image {name!r}: {reason}" for name, reason in self.image_errors.items()]
 
 
 class Predictor:
@@ -68,10 +129,11 @@ class Predictor:
         device = getattr(detector, "device", None)
         on_cpu = device is None or getattr(device, "type", "cpu") == "cpu"
         self.batch_size = settings.batch_size or (1 if on_cpu else 4)
-        self._lock = threading.Lock()  # one forward pass at a time per process
+        self.gate = ModelGate()
         # Tokenizers are not safe to share between threads; prompts are quick to build, so /setup
-        # (which validates them) never waits behind a long forward pass holding `_lock`.
-        self._prompt_lock = threading.Lock()
+        # (which validates them) never waits behind a long forward pass holding the gate.
+        self._prompt_lock = threading.RLock()
+        self._mappings: dict[str, LabelMapping] = {}
         model = settings.model.rstrip("/\\")
         self.model_name = PurePath(model).name or model
 
@@ -81,11 +143,44 @@ class Predictor:
         """Model name + short hash of what changes predictions; raises LabelConfigError.
 
         The labels are turned into prompts here too, so a config that can never be predicted
-        (a label over the model's text length, say) is refused when Label Studio connects.
+        (every label over the model's text length, say) is refused when Label Studio connects.
         """
+        return self._version(self.mapping(label_config))
+
+    def mapping(self, label_config: str) -> LabelMapping:
+        """The config's label sets less every label that cannot be prompted (recorded in `skipped`).
+
+        Raises LabelConfigError when nothing usable is left. Memoised per config: Label Studio sends
+        the same config with every request.
+        """
+        with self._prompt_lock:
+            cached = self._mappings.get(label_config)
+        if cached is not None:
+            return cached
         mapping = parse_label_config(label_config)
-        self._prompts(mapping.active, from_text=False, jobs=[])
-        return self._version(mapping)
+        while True:
+            try:
+                self._prompts(mapping.active)
+                break
+            except PromptError:
+                mapping = self._without_unpromptable(mapping)
+        with self._prompt_lock:
+            if len(self._mappings) > 64:
+                self._mappings.clear()
+            self._mappings[label_config] = mapping
+        return mapping
+
+    def _without_unpromptable(self, mapping: LabelMapping) -> LabelMapping:
+        """Find the classes that fail alone and drop them (one at a time: `without` is per control)."""
+        for label_set in mapping.active:
+            for label_class in label_set.classes:
+                try:
+                    with self._prompt_lock:
+                        self.detector.prompt([list(label_class.phrases)])
+                except PromptError as exc:
+                    return mapping.without(label_set.from_name, label_class.label,
+                                           f"its phrases cannot be prompted ({exc})")
+        raise LabelConfigError("the labels cannot be turned into a prompt together, though each one can alone")
 
     def _version(self, mapping: LabelMapping) -> str:
         revision = getattr(self.detector, "model_revision", None)
@@ -98,7 +193,67 @@ class Predictor:
         }
         return f"{self.model_name}-{model_version_hash(mapping, extra)}"
 
-    # ----- prediction -------------------------------------------------------------------------
+    # ----- the three steps --------------------------------------------------------------------
+
+    def plan(self, label_config: str, context: dict | None = None) -> PredictionPlan:
+        """Raises LabelConfigError for a label config that cannot be used (nothing can be predicted)."""
+        mapping = self.mapping(label_config)
+        version = self._version(mapping)
+        typed = prompt_texts(mapping, context)
+        try:
+            resolution = resolve_text_prompt(mapping, typed)
+        except TextPromptError as exc:
+            return PredictionPlan(mapping, version, error=str(exc))
+        if resolution.unknown_message:  # the known phrases are served; the answer says what was left out
+            log.warning("%s", resolution.unknown_message)
+        try:
+            prompts = self._prompts(resolution.label_sets)
+        except PromptError as exc:
+            return PredictionPlan(mapping, version, error=f"the prompt cannot be used: {exc}")
+        return PredictionPlan(mapping, version, tuple(prompts), notice=resolution.unknown_message)
+
+    def load(self, plan: PredictionPlan, work: TaskWork, access: LabelStudioAccess | None = None) -> TaskWork:
+        """Fetch and decode the task's images; a failed image is recorded, the others are kept."""
+        access = access or LabelStudioAccess()
+        if plan.error is not None:
+            work.error = plan.error
+            return work
+        if not isinstance(work.task, dict) or not isinstance(work.task.get("data"), dict):
+            work.error = "the task has no 'data' object"
+            return work
+        for image_name, key in plan.images.items():
+            try:
+                url = work.task["data"].get(key)
+                if url is None:
+                    raise MediaError(f"the task has no data.{key} (the <Image> value ${key})")
+                work.images[image_name] = self.fetcher.fetch_image(
+                    url, task_id=work.task_id, hostname=access.hostname, access_token=access.access_token
+                )
+            except MediaError as exc:
+                work.image_errors[image_name] = str(exc)
+            except Exception as exc:  # never let one task take the batch down
+                log.exception("task %s: unexpected error loading its image %r", work.task_id, image_name)
+                work.image_errors[image_name] = f"could not load the image ({type(exc).__name__}: {exc})"
+        if plan.images and not work.images:
+            reasons = list(dict.fromkeys(work.image_errors.values()))
+            work.error = reasons[0] if len(reasons) == 1 else "; ".join(
+                f"image {name!r}: {reason}" for name, reason in work.image_errors.items()
+            )
+        return work
+
+    def run(self, plan: PredictionPlan, works: list[TaskWork], urgent: bool = True) -> list[dict]:
+        """Detect on loaded tasks (micro-batches of BATCH_SIZE); one item per task, in order."""
+        ready = [w for w in works if w.error is None]
+        for start in range(0, len(ready), self.batch_size):
+            self._run_batch(ready[start : start + self.batch_size], plan.prompts, urgent)
+        items = [self.item(w, plan.version, plan.notice) for w in works]
+        for work in works:
+            work.images = {}  # free memory as we go
+            if work.error is not None:
+                log.warning("task %s: no prediction: %s", work.task_id, work.error)
+            for note in work.notes:
+                log.warning("task %s: %s (the task's other images were predicted)", work.task_id, note)
+        return items
 
     def predict_tasks(
         self,
@@ -112,122 +267,83 @@ class Predictor:
 
         Raises LabelConfigError for a label config that cannot be used (nothing can be predicted).
         """
-        mapping = parse_label_config(label_config)
-        version = self._version(mapping)
-        jobs = [_Job(i, t) for i, t in enumerate(tasks)]
-        typed = prompt_texts(mapping, context)
-        try:
-            label_sets = resolve_text_prompt(mapping, typed)
-        except TextPromptError as exc:
-            for job in jobs:
-                job.error = str(exc)
-            log.warning("no predictions for tasks %s: %s", [j.task_id for j in jobs], exc)
-            return [self._item(job, version) for job in jobs]
-        prompts = self._prompts(label_sets, from_text=bool(typed), jobs=jobs)
-        if prompts is None:
-            return [self._item(job, version) for job in jobs]
-
-        for job in jobs:
-            if not isinstance(job.task, dict) or not isinstance(job.task.get("data"), dict):
-                job.error = "the task has no 'data' object"
-        needed = {s.to_name: s.data_key for s, _ in prompts}
-        pending = [j for j in jobs if j.error is None]
+        plan = self.plan(label_config, context)
+        access = LabelStudioAccess(hostname, access_token)
+        works = [TaskWork(i, t) for i, t in enumerate(tasks)]
+        items: list[dict] = []
         batch_size = self.batch_size
         with ThreadPoolExecutor(max_workers=min(DOWNLOAD_WORKERS, max(1, batch_size))) as pool:
-            for start in range(0, len(pending), batch_size):
-                batch = pending[start : start + batch_size]
-                list(pool.map(lambda job: self._load_images(job, needed, hostname, access_token), batch))
-                ready = [j for j in batch if j.error is None]
-                if ready:
-                    self._run_batch(ready, prompts)
-                for job in batch:
-                    job.images = {}  # free memory as we go
-        items = [self._item(job, version) for job in jobs]
-        for job in jobs:
-            if job.error is not None:
-                log.warning("task %s: no prediction: %s", job.task_id, job.error)
+            for start in range(0, len(works), batch_size):
+                batch = works[start : start + batch_size]
+                list(pool.map(lambda w: self.load(plan, w, access), batch))
+                items.extend(self.run(plan, batch))
         return items
 
-    def _prompts(self, label_sets: tuple[LabelSet, ...], from_text: bool, jobs: list[_Job]):
-        out = []
-        try:
-            with self._prompt_lock:
-                for label_set in label_sets:
-                    out.append((label_set, self.detector.prompt(label_set.prompt_classes)))
-        except PromptError as exc:
-            if not from_text:
-                raise LabelConfigError(f"the labels cannot be turned into a prompt: {exc}") from None
-            for job in jobs:
-                job.error = f"the prompt cannot be used: {exc}"
-            return None
-        return out
+    # ----- internals --------------------------------------------------------------------------
 
-    def _load_images(self, job: _Job, needed: dict, hostname, access_token) -> None:
-        try:
-            for image_name, key in needed.items():
-                url = job.task["data"].get(key)
-                if url is None:
-                    raise MediaError(f"the task has no data.{key} (the <Image> value ${key})")
-                data = self.fetcher.fetch(url, task_id=job.task_id, hostname=hostname, access_token=access_token)
-                job.images[image_name] = open_image(data, max_pixels=self.settings.max_image_pixels)
-        except (MediaError, ImageError) as exc:
-            job.error = str(exc)
-            job.images = {}
-        except Exception as exc:  # never let one task take the batch down
-            log.exception("task %s: unexpected error loading its image", job.task_id)
-            job.error = f"could not load the image ({type(exc).__name__}: {exc})"
-            job.images = {}
+    def _prompts(self, label_sets: tuple[LabelSet, ...]) -> list:
+        with self._prompt_lock:
+            return [(label_set, self.detector.prompt(label_set.prompt_classes)) for label_set in label_sets]
 
-    def _run_batch(self, jobs: list[_Job], prompts) -> None:
+    def _run_batch(self, works: list[TaskWork], prompts, urgent: bool) -> None:
         """Detect on a micro-batch; on out-of-memory retry in halves; fail only what still fails."""
         try:
-            results = self._detect(jobs, prompts)
+            results = self._detect(works, prompts, urgent)
         except Exception as exc:
             if is_oom(exc):
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                if len(jobs) > 1:
-                    half = len(jobs) // 2
-                    log.warning("out of memory on a batch of %d images: retrying in halves", len(jobs))
-                    self._run_batch(jobs[:half], prompts)
-                    self._run_batch(jobs[half:], prompts)
+                if len(works) > 1:
+                    half = len(works) // 2
+                    log.warning("out of memory on a batch of %d images: retrying in halves", len(works))
+                    self._run_batch(works[:half], prompts, urgent)
+                    self._run_batch(works[half:], prompts, urgent)
                     return
                 message = (
                     "out of memory running the model on this image: lower MAX_IMAGE_PIXELS or BATCH_SIZE, "
                     "or use a device with more memory"
                 )
             else:
-                log.exception("inference failed on a batch of %d images", len(jobs))
+                log.exception("inference failed on a batch of %d images", len(works))
                 message = f"inference failed ({type(exc).__name__}: {exc})"
-            for job in jobs:
-                job.error = message
+            for work in works:
+                work.error = message
             return
-        for job, regions in zip(jobs, results):
-            job.regions = regions
+        for work, regions in zip(works, results):
+            work.regions = regions
 
-    def _detect(self, jobs: list[_Job], prompts) -> list[list[dict]]:
-        regions: list[list[dict]] = [[] for _ in jobs]
+    def _detect(self, works: list[TaskWork], prompts, urgent: bool) -> list[list[dict]]:
+        regions: list[list[dict]] = [[] for _ in works]
         for label_set, prompt in prompts:
-            images = [job.images[label_set.to_name] for job in jobs]
+            # Only the tasks whose image for this label set loaded (a task may have lost one of several).
+            members = [i for i, w in enumerate(works) if label_set.to_name in w.images]
+            if not members:
+                continue
+            images = [works[i].images[label_set.to_name] for i in members]
             threshold = label_set.threshold if label_set.threshold is not None else self.settings.box_threshold
-            with self._lock:
+            with self.gate.hold(urgent):
                 detections = self.detector.detect(images, prompt, threshold, nms_iou=self.settings.nms_iou)
-            for i, (job, image, dets) in enumerate(zip(jobs, images, detections)):
+            for i, image, dets in zip(members, images, detections):
                 for k in range(len(dets)):
                     regions[i].append(
                         make_region(
-                            job.task_id, label_set, image.size, dets.boxes[k].tolist(),
+                            works[i].task_id, label_set, image.size, dets.boxes[k].tolist(),
                             float(dets.scores[k]), label_set.classes[int(dets.labels[k])].label, len(regions[i]),
                         )
                     )
         return regions
 
-    def _item(self, job: _Job, version: str) -> dict:
-        if job.error is not None:
-            return {"model_version": version, "error": job.error}
-        regions = sorted(job.regions, key=lambda r: -r["score"])
+    @staticmethod
+    def item(work: TaskWork, version: str, notice: str | None = None) -> dict:
+        if work.error is not None:
+            return {"model_version": version, "error": work.error}
+        regions = sorted(work.regions, key=lambda r: -r["score"])
         score = sum(r["score"] for r in regions) / len(regions) if regions else 0.0
-        return {"result": regions, "score": score, "model_version": version}
+        item = {"result": regions, "score": score, "model_version": version}
+        notes = ([notice] if notice else []) + work.notes
+        if notes:  # not stored by Label Studio; for the caller and the interactive view
+            item["message"] = "; ".join(notes)
+        return item
 
 
 def make_region(task_id, label_set: LabelSet, size, box, score: float, label: str, n: int) -> dict:

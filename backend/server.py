@@ -1,33 +1,51 @@
 """The Label Studio ML backend HTTP server (the protocol of Label Studio 1.23, spoken directly).
 
-Routes: GET /health and GET / , POST /setup, POST /predict, POST /webhook, GET /versions.
-Inference runs in a worker thread (the event loop stays free, so /health and /setup answer fast
-during a long /predict); at most MAX_PENDING_PREDICTS predict requests wait or run at once.
+Routes: GET /health, GET / (JSON for Label Studio and curl, the status page for a browser), GET /status,
+POST /setup, POST /predict, POST /webhook, GET /versions.
+
+`/predict` answers before Label Studio's ML_TIMEOUT_PREDICT with every task finished by then; the rest
+goes on in a background job (`jobs.py`) that imports its predictions through Label Studio's API.
+Interactive pre-annotation runs at once, ahead of any background work. Inference runs in worker
+threads, so /health and /setup answer while the model works.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import logging
 import secrets
+import time
+from collections import deque
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .jobs import ImportTarget, JobManager, RequestWaiter
 from .label_config import LabelConfigError
+from .ls_access import AccessChecker
+from .ls_notes import FailureNotes, sdk_client
+from .media import short_url
 from .predictor import Predictor
 from .settings import Settings
-from .state import LabelStudioAccess, ServerState
+from .state import LabelStudioAccess, ServerState, project_key
 
 log = logging.getLogger(__name__)
 MODEL_CLASS = "GroundingDINO"
+try:
+    from importlib.metadata import version as _dist_version
+
+    BACKEND_VERSION = _dist_version("grounding-dino-prelabel")
+except Exception:  # running from a checkout that was not installed
+    BACKEND_VERSION = "unknown"
+MAX_FAILURES_SHOWN = 200
 
 
 class SetupRequest(BaseModel):
@@ -72,27 +90,78 @@ def load_predictor(settings: Settings) -> Predictor:
     return Predictor(detector, settings)
 
 
-def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAPI:
+def import_target(settings: Settings, access: LabelStudioAccess) -> ImportTarget | None:
+    """Where background predictions are stored: the configured Label Studio and key, else /setup's."""
+    url = settings.label_studio_url or (access.hostname.rstrip("/") if access.hostname else None)
+    if settings.label_studio_api_key:
+        key, source = settings.label_studio_api_key, "LABEL_STUDIO_API_KEY"
+    else:
+        key, source = access.access_token, "/setup"
+    return ImportTarget(url, key, source) if url and key else None
+
+
+def create_app(settings: Settings, predictor: Predictor | None = None, importer_factory=None,
+               notes_client_factory=None) -> FastAPI:
     state = ServerState(predictor=predictor)
+    notes = (FailureNotes(settings.failed_task_field, notes_client_factory or sdk_client)
+             if settings.failed_task_field else None)
+    failures: deque[dict] = deque(maxlen=MAX_FAILURES_SHOWN)
+    started_at = time.time()
+
+    def record_failure(job, entry, reason: str) -> None:
+        task = entry.work.task if isinstance(entry.work.task, dict) else {}
+        data = task.get("data") if isinstance(task.get("data"), dict) else {}
+        urls = [data.get(key) for key in job.plan.images.values() if isinstance(data.get(key), str)]
+        failures.appendleft({"at": time.time(), "project": job.project, "task": entry.work.task_id,
+                             "image": shown_url(urls[0]) if urls else None, "reason": reason})
+        if notes is not None and entry.item is not None and "result" not in entry.item:
+            notes.failed(job.target, task, reason, job.version)
+
+    def record_success(job, entry) -> None:
+        if notes is not None and isinstance(entry.work.task, dict):
+            notes.succeeded(job.target, entry.work.task)
+
+    jobs: JobManager | None = None
+    checker: AccessChecker | None = None
+    configs_reported: set[int] = set()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        nonlocal jobs, checker
         if state.predictor is None:
             state.predictor = await run_in_threadpool(load_predictor, settings)
-        yield
+        # 2 s of /setup's 3 s (ML_TIMEOUT_SETUP); the label config is checked meanwhile.
+        checker = AccessChecker(state.predictor.fetcher, budget_s=2.0)
+        jobs = JobManager(state.predictor, on_failure=record_failure, import_timeout=settings.download_timeout * 2,
+                          importer_factory=importer_factory, on_success=record_success)
+        jobs.start()
+        try:
+            yield
+        finally:
+            jobs.stop()
+            if notes is not None:
+                notes.stop()
 
     app = FastAPI(title="Grounding DINO ML backend for Label Studio", lifespan=lifespan)
     app.state.backend = state
 
-    # ----- errors: JSON with a message, never a stack trace ------------------------------------
+    # ----- errors: JSON with a message, never a stack trace; 4xx reasons logged for the user -----
+
+    def client_error(request: Request, status: int, message: str, project=None) -> JSONResponse:
+        project = project if project is not None else getattr(request.state, "project", None)
+        log.warning("%s %s -> %d (project %s): %s", request.method, request.url.path, status,
+                    project_key(project) if project is not None else "unknown", message)
+        return JSONResponse({"detail": message}, status_code=status)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
+        if exc.status < 500:
+            return client_error(request, exc.status, exc.message)
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
 
     @app.exception_handler(LabelConfigError)
     async def _config_error(request: Request, exc: LabelConfigError):
-        return JSONResponse({"detail": f"bad label config: {exc}"}, status_code=422)
+        return client_error(request, 422, f"bad label config: {exc}")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
@@ -106,10 +175,14 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
             else:
                 problems.append(f"{where}: {err.get('msg')}")
         status = 400 if any(e.get("type") == "json_invalid" for e in exc.errors()) else 422
-        return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=status)
+        body = getattr(exc, "body", None)
+        project = body.get("project") if isinstance(body, dict) else None
+        return client_error(request, status, "; ".join(problems) or "invalid request", project)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code < 500 and exc.status_code != 404:
+            log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.detail)
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
@@ -133,6 +206,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
             ok_user = secrets.compare_digest(given_user, user)
             ok_pass = secrets.compare_digest(given_pass, password)
             if not (ok_user and ok_pass):
+                log.warning("%s %s -> 401: wrong or missing Basic auth credentials", request.method, request.url.path)
                 return JSONResponse(
                     {"detail": "authentication required: use the ML backend's BASIC_AUTH_USER/BASIC_AUTH_PASS"},
                     status_code=401,
@@ -141,7 +215,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
             return await call_next(request)
 
     def get_predictor() -> Predictor:
-        if state.predictor is None:
+        if state.predictor is None or jobs is None:
             raise ApiError(503, "the model is not loaded yet")
         return state.predictor
 
@@ -150,25 +224,72 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
     def health_body() -> dict:
         return {"status": "UP", "model_class": MODEL_CLASS, "model": settings.model}
 
+    def status_body() -> dict:
+        predictor = state.predictor
+        detector = getattr(predictor, "detector", None)
+        return {
+            "model": {
+                "name": getattr(predictor, "model_name", settings.model), "path": settings.model,
+                "device": str(getattr(detector, "device", settings.device)), "dtype": settings.dtype,
+                "levers": dict(getattr(detector, "lever_report", {}) or {}),
+                "warnings": list(getattr(detector, "warnings", []) or []),
+            },
+            "server": {
+                "started_at": started_at, "predict_deadline_s": settings.predict_deadline,
+                "ml_timeout_predict_s": settings.ml_timeout_predict, "pending_predicts": state.pending_predicts,
+                "batch_size": getattr(predictor, "batch_size", None), "version": BACKEND_VERSION,
+            },
+            "projects": [record.snapshot(settings) for record in state.projects.values()],
+            "jobs": jobs.status() if jobs else [],
+            "failures": list(failures),
+            "devices": [],
+        }
+
     @app.get("/health")
     async def health():
         return health_body()
 
     @app.get("/")
-    async def root():
+    async def root(request: Request):
+        accept = request.headers.get("accept", "")
+        if "text/html" in accept:
+            from .status_page import render_status_page
+
+            return HTMLResponse(render_status_page(status_body()))
         return health_body()
 
+    @app.get("/status")
+    async def status():
+        return status_body()
+
     @app.post("/setup")
-    async def setup(body: SetupRequest):
+    async def setup(body: SetupRequest, request: Request):
+        request.state.project = body.project
         predictor = get_predictor()
         if not body.label_config:
             raise ApiError(422, "the setup request has no 'schema' (the project's label config)")
-        version = await run_in_threadpool(predictor.model_version, body.label_config)
-        state.record_setup(body.project, body.label_config, version, body.hostname, body.access_token)
+        version, check = await asyncio.gather(
+            run_in_threadpool(predictor.model_version, body.label_config),
+            run_in_threadpool(checker.check, body.hostname, body.access_token),
+        )
+        skipped = predictor.mapping(body.label_config).describe_skipped()
+        record = state.record_setup(body.project, body.label_config, version, body.hostname, body.access_token)
+        where = f"project {project_key(body.project)}" if body.project is not None else "a project"
+        if skipped and hash(body.label_config) not in configs_reported:
+            configs_reported.add(hash(body.label_config))
+            log.warning("%s: serving the usable labels; skipped: %s", where, "; ".join(skipped))
+        if not check.ok:
+            log.warning("%s: Label Studio access: %s", where, check.message)
+        if record is not None:
+            record.skipped_labels = skipped
+            record.key_check = {"ok": check.ok, "status": check.status, "message": check.message,
+                                "checked_at": check.checked_at}
         return {"model_version": version}
 
     @app.post("/predict")
-    async def predict(body: PredictRequest):
+    async def predict(body: PredictRequest, request: Request):
+        arrived = time.monotonic()
+        request.state.project = body.project
         predictor = get_predictor()
         project = state.project(body.project)
         # Only this project's own /setup credentials (or the configured LABEL_STUDIO_URL/_API_KEY, which
@@ -183,20 +304,52 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
                 503, f"busy: {state.pending_predicts} predict requests are already queued (MAX_PENDING_PREDICTS); retry later"
             )
         state.pending_predicts += 1
-
-        def predict_as_json() -> bytes:
-            results = predictor.predict_tasks(
-                body.tasks, label_config, context, access.hostname, access.access_token
-            )
-            # Serialised here, in the worker thread: thousands of regions take long enough to
-            # encode that doing it on the event loop would stall /health past Label Studio's 1 s.
-            return json.dumps({"results": results}, allow_nan=False).encode()
-
         try:
-            content = await run_in_threadpool(predict_as_json)
+            if context or body.project is None:
+                # Interactive pre-annotation (or a caller without a project): now, ahead of background jobs.
+                results = await run_in_threadpool(
+                    predictor.predict_tasks, body.tasks, label_config, context, access.hostname, access.access_token
+                )
+            else:
+                results = await predict_within_deadline(body, label_config, access, arrived, request)
+            # Serialised in a worker thread: thousands of regions take long enough to encode that doing
+            # it on the event loop would stall /health past Label Studio's 1 s.
+            content = await run_in_threadpool(lambda: json.dumps({"results": results}, allow_nan=False).encode())
         finally:
             state.pending_predicts -= 1
         return Response(content=content, media_type="application/json")
+
+    async def predict_within_deadline(body: PredictRequest, label_config: str, access: LabelStudioAccess,
+                                      arrived: float, request: Request) -> list:
+        predictor = get_predictor()
+        plan = await run_in_threadpool(predictor.plan, label_config, None)
+        if plan.error is not None:
+            return [{"model_version": plan.version, "error": plan.error} for _ in body.tasks]
+        waiter = RequestWaiter(asyncio.get_running_loop())
+        key = project_key(body.project)
+        entries = jobs.submit(key, plan, access, import_target(settings, access), body.tasks, waiter)
+        deadline = arrived + settings.predict_deadline
+        disconnected = False
+        while any(e is not None and not e.done for e in entries):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            waiter.event.clear()
+            if not any(e is not None and not e.done for e in entries):
+                break
+            try:
+                await asyncio.wait_for(waiter.event.wait(), timeout=min(left, 0.5))
+            except asyncio.TimeoutError:
+                pass
+            if await request.is_disconnected():
+                disconnected = True
+                break
+        results = jobs.detach(entries, plan.version, disconnected)
+        later = sum(1 for r in results if r == [])
+        if later:
+            log.info("project %s: answered %d of %d tasks within %.0f s; the rest continue in the background",
+                     key, len(results) - later, len(results), settings.predict_deadline)
+        return results
 
     @app.post("/webhook")
     async def webhook(request: Request):
@@ -213,13 +366,21 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
 
     @app.get("/versions")
     async def versions(project: str | None = None):
-        # Label Studio asks with ?project=<id>; each project sees only its own versions.
-        if project is not None:
-            record = state.project(project)
-            return {"versions": list(record.versions) if record else []}
-        return {"versions": sorted({v for r in state.projects.values() for v in r.versions})}
+        # Label Studio 1.23 asks without naming the project (GET /versions, no parameters); it calls
+        # /setup for the project whose settings are open just before, so that project answers.
+        record = state.project(project) if project is not None else state.last_setup_project()
+        return {"versions": list(record.versions) if record else []}
 
     return app
+
+
+def shown_url(url: str) -> str:
+    """An image URL for the status page: no signatures or tokens, but a Local Storage path kept whole."""
+    if url.startswith("data:"):
+        return url[:48] + ("..." if len(url) > 48 else "")
+    if url.startswith("/data/local-files/"):
+        return url if len(url) <= 200 else url[:197] + "..."
+    return short_url(url)
 
 
 def _basic_credentials(header: str | None) -> tuple[bytes, bytes]:

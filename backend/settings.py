@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import urlparse
@@ -41,6 +42,17 @@ class Settings:
     max_image_pixels: int = 100_000_000
     download_timeout: float = 30.0
     max_pending_predicts: int = 16
+    # Label Studio's own variable and default: how long it waits for a /predict answer.
+    ml_timeout_predict: float = 100.0
+    # Optional: the name of a task data field that receives a failed task's reason (visible and filterable
+    # as a Data Manager column; Label Studio 1.23 Community has no comments API). Empty: off.
+    failed_task_field: str | None = None
+
+    @property
+    def predict_deadline(self) -> float:
+        """When /predict answers with what is finished: safely before Label Studio gives up (network,
+        JSON encoding and Label Studio's own saving need the rest)."""
+        return max(0.5, self.ml_timeout_predict - max(2.0, 0.15 * self.ml_timeout_predict))
 
     @property
     def auth_enabled(self) -> bool:
@@ -68,6 +80,8 @@ class Settings:
             max_image_pixels=get.int("MAX_IMAGE_PIXELS", 100_000_000, lo=1),
             download_timeout=get.float("DOWNLOAD_TIMEOUT", 30.0, lo=0.1, hi=3600.0),
             max_pending_predicts=get.int("MAX_PENDING_PREDICTS", 16, lo=1),
+            ml_timeout_predict=get.float("ML_TIMEOUT_PREDICT", 100.0, lo=1.0, hi=86400.0),
+            failed_task_field=get.identifier("FAILED_TASK_FIELD"),
         )
         if bool(settings.basic_auth_user) != bool(settings.basic_auth_pass):
             raise SettingsError(
@@ -155,6 +169,14 @@ class _Reader:
         if not os.path.isdir(path):
             raise SettingsError(f"{name}={value!r} is not an existing directory")
         return path
+
+    def identifier(self, name: str) -> str | None:
+        _, value = self.raw(name)
+        if value is None:
+            return None
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", value):
+            raise SettingsError(f"{name}={value!r} must be a field name of letters, digits and _ (e.g. prelabel_error)")
+        return value
 
     def list(self, name: str) -> tuple[str, ...]:
         _, value = self.raw(name)

@@ -32,6 +32,16 @@ class ProjectRecord:
     label_config: str | None = None
     versions: list[str] = field(default_factory=list)
     last_setup_at: float | None = None
+    key_check: dict | None = None  # {"ok", "message", "checked_at"} from the last /setup
+    skipped_labels: tuple[str, ...] = ()
+
+    def snapshot(self, settings) -> dict:
+        """For the status page: never the token itself, only where it comes from."""
+        url = settings.label_studio_url or self.access.hostname
+        source = "LABEL_STUDIO_API_KEY" if settings.label_studio_api_key else ("/setup" if self.access.access_token else None)
+        return {"project": self.project, "model_versions": list(self.versions),
+                "label_studio": {"url": url, "key_source": source, "check": self.key_check},
+                "skipped_labels": list(self.skipped_labels), "last_setup_at": self.last_setup_at}
 
     def add_version(self, version: str) -> None:
         if version not in self.versions:
@@ -44,6 +54,10 @@ class ServerState:
     predictor: object | None = None  # backend.predictor.Predictor once loaded
     projects: dict[str, ProjectRecord] = field(default_factory=dict)
     pending_predicts: int = 0
+
+    def last_setup_project(self) -> ProjectRecord | None:
+        records = [r for r in self.projects.values() if r.last_setup_at is not None]
+        return max(records, key=lambda r: r.last_setup_at) if records else None
 
     def project(self, project) -> ProjectRecord | None:
         if project is None:
