@@ -56,15 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .detection import ModelLoadError
     from .training.errors import TrainingCancelled, TrainingError
-    from evaluation.coco.dataset import InputError
+    from evaluation.runner.errors import InputError
 
     try:
         check_args(args)
         if args.thresholds_only:
             return thresholds_only(args)
         return train(args)
-    except (TrainingError, InputError, ValueError) as exc:
+    except (TrainingError, InputError, ModelLoadError, ValueError) as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     except (KeyboardInterrupt, TrainingCancelled):
@@ -125,7 +126,7 @@ def thresholds_only(args) -> int:
 
 
 def train(args) -> int:
-    from evaluation.coco.distributed import Dist
+    from evaluation.runner.distributed import Dist
 
     from .detection import DEFAULT_MODEL, resolve_device
     from .training.data import load_training_data

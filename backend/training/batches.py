@@ -63,20 +63,23 @@ class ChunkLabels:
 
 
 class BatchBuilder:
-    """Images + boxes of one chunk -> the keyword arguments of ``GroundingDinoForObjectDetection.forward``."""
+    """Images + boxes of one chunk -> the keyword arguments of the model's ``forward``.
 
-    def __init__(self, image_processor, prompt: Prompt):
-        self.image_processor = image_processor
+    Pixels come from the detection core's preprocessing (``OfficialPreprocessing``, images -> PixelBatch),
+    the one the detector predicts with, at the training size.
+    """
+
+    def __init__(self, preprocess, prompt: Prompt):
+        self.preprocess = preprocess
         self.chunks = [ChunkLabels.of(c) for c in prompt.chunks]
 
     def build(self, images: list, boxes: list[tuple[Target, ...]], chunk_index: int, device) -> dict:
         chunk = self.chunks[chunk_index]
-        pixels = self.image_processor(images=list(images), return_tensors="pt")
+        pixels = self.preprocess(list(images)).to(device)
         text = {name: getattr(chunk.chunk, name).expand(len(images), -1).to(device)
                 for name in ("input_ids", "attention_mask", "token_type_ids")}
         labels = [{k: v.to(device) for k, v in chunk.targets(b, im.size).items()} for im, b in zip(images, boxes)]
-        return {"pixel_values": pixels["pixel_values"].to(device), "pixel_mask": pixels["pixel_mask"].to(device),
-                **text, "labels": labels}
+        return {"pixel_values": pixels.pixel_values, "pixel_mask": pixels.pixel_mask, **text, "labels": labels}
 
 
 class BatchSchedule:

@@ -3,7 +3,7 @@
 A category's phrases follow the label -> phrase rule of the detection core (``class_phrases``): its
 name made into words, or its ``synonyms`` (a comma-separated string, an extension of COCO written for
 Label Studio labels with ``predicted_values``). Images load as the evaluation loads them
-(``evaluation.coco.run.load_image``: EXIF applied unless the JSON declares the stored frame).
+(``evaluation.runner.run.load_image``: EXIF applied unless the JSON declares the stored frame).
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from backend.detection import class_phrases
-from evaluation.coco.dataset import CocoDataset, InputError, load_dataset
+from evaluation.coco.dataset import CocoDataset, load_dataset
+from evaluation.runner.errors import InputError
 
 from .errors import TrainingError
 
@@ -53,7 +54,7 @@ class TrainingData:
         return [list(c.phrases) for c in self.classes]
 
     def load_image(self, image_id: int):
-        from evaluation.coco.run import load_image
+        from evaluation.runner.run import load_image
 
         return load_image(self.dataset, image_id)
 

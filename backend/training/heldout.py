@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluation.coco.distributed import Dist
+from evaluation.runner.distributed import Dist
 from evaluation.coco.run import to_coco
 from evaluation.coco.scoring import coco_gt, per_class_table, score
-from evaluation.coco.store import _atomic_write
+from evaluation.runner.store import atomic_write
 
 from .data import TrainingData
 
@@ -70,12 +70,12 @@ def score_heldout(detector, model_name: str, data: TrainingData, image_ids, dist
 def write_run_dir(run_dir: Path, result: HeldoutScore, detections, per_class, data: TrainingData, ids) -> None:
     """The files ``python -m evaluation.report`` reads (config.ann + image_ids select the held-out images)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(run_dir / "detections.json", json.dumps(detections, separators=(",", ":")))
+    atomic_write(run_dir / "detections.json", json.dumps(detections, separators=(",", ":")))
     per_class.to_csv(run_dir / "per_class.csv", index=False)
     config = {"ann": str(data.dataset.ann_path), "images": str(data.dataset.images_dir), "model": result.model,
               "num_images": len(ids), "image_ids": list(ids), "batch_size": 1, "dtype": "fp32", "num_select": 300,
               "heldout": True}
-    _atomic_write(run_dir / "metrics.json", json.dumps({**result.metrics, "config": config}, indent=2))
+    atomic_write(run_dir / "metrics.json", json.dumps({**result.metrics, "config": config}, indent=2))
 
 
 def load_score(run_dir: Path) -> HeldoutScore | None:

@@ -22,7 +22,7 @@ from typing import Callable
 from backend.detection import ImageError, open_image
 from backend.label_config import LabelClass, LabelConfigError, parse_label_config
 from backend.media import MediaError
-from evaluation.coco.store import _atomic_write
+from evaluation.runner.store import atomic_write
 from evaluation.labelstudio.export import Box
 
 from .errors import TrainingCancelled, TrainingError
@@ -129,7 +129,7 @@ def export_project(snapshot: ProjectSnapshot, out_dir: Path, fetch_image: FetchI
             annotations.append({"id": len(annotations) + 1, "image_id": task.id, "category_id": k + 1,
                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
     categories = [{"id": k + 1, "name": c.label, "synonyms": ", ".join(c.phrases)} for k, c in enumerate(classes.classes)]
-    _atomic_write(report.ann, json.dumps({"images": images, "annotations": annotations, "categories": categories,
+    atomic_write(report.ann, json.dumps({"images": images, "annotations": annotations, "categories": categories,
                                           "info": {"label_studio_project": snapshot.project}}))
     report.tasks, report.boxes = len(images), len(annotations)
     return report

@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from evaluation.coco.store import _atomic_write
+from evaluation.runner.store import atomic_write
 
 from ..state import project_key
 from .thresholds import LearnedThresholds
@@ -66,7 +66,7 @@ class ProjectStore:
     def save_thresholds(self, thresholds: LearnedThresholds) -> Path:
         path = self.project_dir(thresholds.project) / "thresholds.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, thresholds.to_json())
+        atomic_write(path, thresholds.to_json())
         return path
 
     def load_thresholds(self, project) -> LearnedThresholds | None:
@@ -86,7 +86,7 @@ class ProjectStore:
     def save_model(self, project, model: TrainedModel) -> Path:
         path = self.project_dir(project) / "model.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, json.dumps(asdict(model), indent=2, sort_keys=True))
+        atomic_write(path, json.dumps(asdict(model), indent=2, sort_keys=True))
         return path
 
     def load_model(self, project) -> TrainedModel | None:

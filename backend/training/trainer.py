@@ -17,10 +17,10 @@ from typing import Callable
 
 import torch
 
-from backend.detection import Detector, DetectorConfig, build_prompt, resolve_device
-from evaluation.coco.distributed import Dist
-from evaluation.coco.run import file_digest, library_versions
-from evaluation.coco.store import _atomic_write
+from backend.detection import Detector, DetectorConfig, OfficialPreprocessing, build_prompt, load_checkpoint, resolve_device
+from evaluation.runner.distributed import Dist
+from evaluation.runner.run import file_digest, library_versions
+from evaluation.runner.store import atomic_write
 
 from .batches import BatchBuilder, BatchSchedule
 from .checkpoint import FINISHED_FILE, Checkpoints, step_seed
@@ -100,12 +100,13 @@ class TrainingOutcome:
 def training_size(image_processor, shortest_edge: int | None) -> dict:
     """The processor's resize for training: the given shortest edge, the longest scaled alike."""
     size = image_processor.size
-    base_short, base_long = size.shortest_edge, size.longest_edge
-    if not base_short or not base_long:
+    field = (lambda name: size.get(name)) if isinstance(size, dict) else (lambda name: getattr(size, name, None))
+    base_short, base_long = field("shortest_edge"), field("longest_edge")
+    if not base_short:
         raise TrainingError(f"the model's image processor resizes by {size}, not by a shortest edge: "
                             "--image-size cannot be applied to it")
-    short = shortest_edge or base_short
-    return {"shortest_edge": int(short), "longest_edge": int(round(short * base_long / base_short))}
+    short = int(shortest_edge or base_short)
+    return {"shortest_edge": short, "longest_edge": None if not base_long else int(round(short * base_long / base_short))}
 
 
 def make_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
@@ -143,17 +144,15 @@ class Trainer:
 
     def run(self) -> TrainingOutcome | None:
         """Train, save the model directory, score before/after; the outcome on rank 0, None elsewhere."""
-        from transformers import AutoProcessor, GroundingDinoForObjectDetection
-
         c, dist = self.config, self.dist
         out = Path(c.out)
-        processor = AutoProcessor.from_pretrained(c.model)
+        model, processor = load_checkpoint(c.model)  # the family's loader: refuses what would load wrong
+        model.to(self.device)
         size = training_size(processor.image_processor, c.image_size)
-        processor.image_processor.size = size
-        model = GroundingDinoForObjectDetection.from_pretrained(c.model).to(self.device)
+        processor.image_processor.size = size  # saved with the model: it predicts at the size it learned
         prompt = build_prompt(processor.tokenizer, self.data.class_phrases,
                               max_text_len=int(getattr(model.config, "max_text_len", 256)))
-        builder = BatchBuilder(processor.image_processor, prompt)
+        builder = BatchBuilder(OfficialPreprocessing.from_image_processor(processor.image_processor, c.model), prompt)
         schedule = BatchSchedule(self.split.train, len(prompt.chunks), c.batch_size, c.seed)
         if schedule.batch_size % dist.world_size:
             raise TrainingError(f"the batch of {schedule.batch_size} images cannot be shared by {dist.world_size} "
@@ -312,4 +311,4 @@ class Trainer:
             "summary": outcome.summary(), "losses": outcome.losses, "fingerprint": checkpoints.fingerprint,
             "versions": library_versions(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        _atomic_write(Path(outcome.model_dir) / FINISHED_FILE, json.dumps(report, indent=2, default=str))
+        atomic_write(Path(outcome.model_dir) / FINISHED_FILE, json.dumps(report, indent=2, default=str))

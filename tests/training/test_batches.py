@@ -63,13 +63,12 @@ def test_schedule_is_a_function_of_seed_and_step_and_never_mixes_chunks():
 def test_loss_of_a_one_caption_batch_is_the_box_weighted_sum_of_its_images(tiny_model_dir):
     """What the per-image offset in transformers' one-hot targets and the torchrun loss scaling rely on."""
     from PIL import Image, ImageDraw
-    from transformers import AutoProcessor, GroundingDinoForObjectDetection
+    from backend.detection import OfficialPreprocessing, load_checkpoint
 
-    processor = AutoProcessor.from_pretrained(tiny_model_dir)
-    processor.image_processor.size = {"shortest_edge": 96, "longest_edge": 96}
-    model = GroundingDinoForObjectDetection.from_pretrained(tiny_model_dir).eval()  # eval: no dropout noise
+    model, processor = load_checkpoint(str(tiny_model_dir))
+    model.eval()  # no dropout noise
     prompt = build_prompt(processor.tokenizer, ["square", ["disk", "ball"], "triangle"])
-    builder = BatchBuilder(processor.image_processor, prompt)
+    builder = BatchBuilder(OfficialPreprocessing(96, 96), prompt)
     images, boxes = [], []
     for k, targets in enumerate([(Target(0, (5, 5, 20, 20)),),
                                  (Target(1, (30, 10, 25, 25)), Target(2, (2, 30, 20, 20)), Target(0, (40, 40, 9, 9))),

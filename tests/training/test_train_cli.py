@@ -26,8 +26,8 @@ def test_a_short_run_writes_a_loadable_model_and_its_report(small_shapes, tiny_m
     assert "held-out AP on 2 images" in printed and str(out) in printed
 
     detector = Detector.load(DetectorConfig(model=str(out), device="cpu"))
-    assert detector.image_processor.size.shortest_edge == 96  # the training size travels with the model
-    assert detector.image_processor.size.longest_edge == round(96 * 1333 / 800)
+    # the training size travels with the model: the detector's preprocessing uses it
+    assert (detector.preprocessor.shortest_edge, detector.preprocessor.longest_edge) == (96, round(96 * 1333 / 800))
     report = json.loads((out / "training.json").read_text())
     assert report["steps"] == 3 and len(report["losses"]) == 3
     assert len(report["heldout_image_ids"]) == 2 and len(report["train_image_ids"]) == 6
