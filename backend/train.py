@@ -20,7 +20,8 @@ from pathlib import Path
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m backend.train", description=__doc__.split("\n\n")[0])
     src = p.add_argument_group("data (one of)")
-    src.add_argument("--project", type=int, help="Label Studio project id: its annotated tasks, its label config's phrases")
+    src.add_argument("--project", type=int,
+                     help="Label Studio project id: its annotated tasks, its label config's phrases")
     src.add_argument("--ann", help="COCO-format annotation file (category names are the phrases)")
     src.add_argument("--images", help="image directory of --ann")
     p.add_argument("--model", default=None,
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N (default auto)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per process on the CPU (default: 1 when the CPU is busy, else cores / processes)")
-    p.add_argument("--min-tasks", type=int, default=20, help="--project: annotated tasks needed to fine-tune (default 20)")
+    p.add_argument("--min-tasks", type=int, default=20,
+                   help="--project: annotated tasks needed to fine-tune (default 20)")
     p.add_argument("--thresholds-only", action="store_true",
                    help="--project: learn per-label thresholds from reviewed tasks into STATE_DIR, no fine-tuning")
     p.add_argument("--min-reviewed-boxes", type=int, default=20,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from evaluation.runner.store import _describe_diff  # the evaluation's wording of "what differs"
+
 from .errors import TrainingError
 
 CHECKPOINT_DIR = "checkpoint"
@@ -50,7 +52,8 @@ class Checkpoints:
         if running is not None:
             if running != self.fingerprint:
                 raise TrainingError(f"{self.out} holds a training run with other settings "
-                                    f"({_diff(running, self.fingerprint)}); use another --out, or --no-resume to discard it")
+                                    f"({_describe_diff(running, self.fingerprint)}); "
+                                    "use another --out, or --no-resume to discard it")
             return
         if finished.is_file():
             try:
@@ -61,12 +64,12 @@ class Checkpoints:
                 raise TrainingError(f"{self.out} already holds a finished training run with these settings; "
                                     "use another --out, or --no-resume to train again from the start")
             raise TrainingError(f"{self.out} holds a finished training run with other settings "
-                                f"({_diff(done, self.fingerprint)}); use another --out, or --no-resume to replace it")
+                                f"({_describe_diff(done, self.fingerprint)}); use another --out, or --no-resume to replace it")
         foreign = sorted(p.name for p in self.out.iterdir() if p.name not in RUN_ENTRIES) if self.out.is_dir() else []
         if foreign:
-            raise TrainingError(f"{self.out} is not empty ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}) "
-                                "and holds no training run: give --out a new directory (the fine-tuned model is "
-                                "written there)")
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise TrainingError(f"{self.out} is not empty ({shown}) and holds no training run: give --out a new "
+                                "directory (the fine-tuned model is written there)")
 
     def _read_fingerprint(self) -> dict | None:
         if not self.path.is_file():
@@ -79,8 +82,9 @@ class Checkpoints:
         try:
             state = torch.load(self.path, map_location=map_location, weights_only=True)
         except Exception as exc:  # a file this code did not write, or another torch's
-            raise TrainingError(f"{self.path} cannot be read ({type(exc).__name__}: {exc}); "
-                                "use --no-resume to start over") from None
+            detail = " ".join(str(exc).split())[:120]
+            raise TrainingError(f"{self.path} cannot be read: not a checkpoint this version wrote "
+                                f"({type(exc).__name__}: {detail}...); use --no-resume to start over") from None
         if check and state.get("fingerprint") != self.fingerprint:
             raise TrainingError(f"{self.path} belongs to other settings; use --no-resume to start over")
         return state
@@ -99,8 +103,3 @@ class Checkpoints:
     def discard(self) -> None:
         """After a finished run: the model directory is what matters, the optimizer state is 2x its size."""
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _diff(old: dict, new: dict) -> str:
-    keys = sorted(set(old) | set(new))
-    return "; ".join(f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k))

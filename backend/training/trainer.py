@@ -17,7 +17,9 @@ from typing import Callable
 
 import torch
 
-from backend.detection import Detector, DetectorConfig, OfficialPreprocessing, build_prompt, load_checkpoint, resolve_device
+from backend.detection import (
+    Detector, DetectorConfig, OfficialPreprocessing, build_prompt, load_checkpoint, resolve_device,
+)
 from evaluation.runner.distributed import Dist
 from evaluation.runner.run import file_digest, library_versions
 from evaluation.runner.store import atomic_write
@@ -137,7 +139,8 @@ class Trainer:
 
     def fingerprint(self, size: dict) -> dict:
         c = self.config
-        return {"model": c.model, "ann": str(self.data.dataset.ann_path), "ann_sha1": file_digest(self.data.dataset.ann_path),
+        ann = self.data.dataset.ann_path
+        return {"model": c.model, "ann": str(ann), "ann_sha1": file_digest(ann),
                 "images": str(self.data.dataset.images_dir), "image_size": size, "lr": c.lr, "batch_size": c.batch_size,
                 "seed": c.seed, "val_fraction": c.val_fraction, "weight_decay": c.weight_decay,
                 "encoder_lr_factor": c.encoder_lr_factor, "max_grad_norm": c.max_grad_norm, "dropout": c.dropout}

@@ -31,7 +31,7 @@ def test_fine_tuning_raises_heldout_ap50(seed, tiny_model_dir, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        outcome = Trainer(TrainConfig(model=str(base), out=tmp_path / "fine-tuned", steps=200, lr=4e-4, batch_size=4,
+        outcome = Trainer(TrainConfig(model=str(base), out=tmp_path / "fine-tuned", steps=300, lr=4e-4, batch_size=4,
                                       val_fraction=0.2, seed=seed, device="cpu"),
                           load_training_data(ann, images), show_bar=False).run()
     finally:
