@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hint = cpu_allocator_hint(predictor.detector.device.type)
     if hint:
-        log.info("%s; `make serve` does this (README, Speed)", hint)
+        log.info("%s; `make serve` does this (docs/speed.md)", hint)
 
     import uvicorn
 

@@ -189,6 +189,11 @@ class MemoryFetcher:
     def fetch(self, url, task_id=None, hostname=None, access_token=None) -> bytes:
         return self.images[url]
 
+    def fetch_image(self, url, task_id=None, hostname=None, access_token=None):
+        from backend.detection import open_image
+
+        return open_image(self.fetch(url))
+
 
 def _ls_boxes(prediction, size):
     """Label Studio regions -> (class indices, scores, xyxy pixel boxes), as the core's Detections."""
