@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .allocator import enable_thp_allocation
+
+    enable_thp_allocation()  # before anything imports torch (the speed lever of backend.allocator)
     args = build_parser().parse_args(argv)
     from .detection import ModelLoadError
     from .training.errors import TrainingCancelled, TrainingError
