@@ -32,6 +32,7 @@ from .jobs import ImportTarget, JobManager, RequestWaiter
 from .label_config import LabelConfigError
 from .ls_access import AccessChecker
 from .ls_notes import FailureNotes, sdk_client
+from .training_service import TrainingRefused, TrainingService, make_job_factory
 from .media import short_url
 from .predictor import Predictor
 from .settings import Settings
@@ -123,13 +124,15 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
 
     jobs: JobManager | None = None
     checker: AccessChecker | None = None
+    training: TrainingService | None = None
     configs_reported: set[int] = set()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        nonlocal jobs, checker
+        nonlocal jobs, checker, training
         if state.predictor is None:
             state.predictor = await run_in_threadpool(load_predictor, settings)
+        training = TrainingService(settings, make_job_factory(settings, state.predictor, import_target))
         # 2 s of /setup's 3 s (ML_TIMEOUT_SETUP); the label config is checked meanwhile.
         checker = AccessChecker(state.predictor.fetcher, budget_s=2.0)
         jobs = JobManager(state.predictor, on_failure=record_failure, import_timeout=settings.download_timeout * 2,
@@ -139,6 +142,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
             yield
         finally:
             jobs.stop()
+            training.stop()
             if notes is not None:
                 notes.stop()
 
@@ -240,7 +244,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
                 "batch_size": getattr(predictor, "batch_size", None), "version": BACKEND_VERSION,
             },
             "projects": [record.snapshot(settings) for record in state.projects.values()],
-            "jobs": jobs.status() if jobs else [],
+            "jobs": (training.status() if training else []) + (jobs.status() if jobs else []),
             "failures": list(failures),
             "devices": [],
         }
@@ -353,16 +357,32 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
 
     @app.post("/webhook")
     async def webhook(request: Request):
+        # Label Studio waits 1 s for project events (ML_TIMEOUT_PREDICT for Start Training): answer at once.
         try:
             body = await request.body()
-            action = None
-            if body:
-                payload = json.loads(body)
-                action = payload.get("action") if isinstance(payload, dict) else None
+            payload = json.loads(body) if body else {}
         except Exception:
-            action = None
-        log.info("webhook event %s acknowledged (no training in this backend)", action)
-        return {"status": "ok", "action": action}
+            payload = {}
+        action = payload.get("action") if isinstance(payload, dict) else None
+        if action != "START_TRAINING":
+            log.debug("webhook event %s acknowledged", action)
+            return {"status": "ok", "action": action}
+        project = payload.get("project") if isinstance(payload.get("project"), dict) else {}
+        record = state.project(project.get("id"))
+        access = record.access if record else LabelStudioAccess()
+        try:
+            run = await run_in_threadpool(training.start, project, access)
+        except (TrainingRefused, LabelConfigError) as exc:
+            request.state.project = project.get("id")
+            raise ApiError(422, f"Start Training refused: {exc}") from None
+        log.info("project %s: training started (%s); progress on the status page", run.project, run.id)
+        return {"status": "ok", "action": action, "job": run.id}
+
+    @app.post("/training/cancel")
+    async def cancel_training(project: str):
+        if not training.cancel(project):
+            raise ApiError(404, f"no training run in progress for project {project}")
+        return {"status": "cancelling", "project": project}
 
     @app.get("/versions")
     async def versions(project: str | None = None):

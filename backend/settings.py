@@ -47,6 +47,9 @@ class Settings:
     # Optional: the name of a task data field that receives a failed task's reason (visible and filterable
     # as a Data Manager column; Label Studio 1.23 Community has no comments API). Empty: off.
     failed_task_field: str | None = None
+    # Where what a project teaches the model is kept (learned thresholds, fine-tuned models): a volume in compose.
+    state_dir: str = "state"
+    train_steps: int = 1000
 
     @property
     def predict_deadline(self) -> float:
@@ -82,6 +85,8 @@ class Settings:
             max_pending_predicts=get.int("MAX_PENDING_PREDICTS", 16, lo=1),
             ml_timeout_predict=get.float("ML_TIMEOUT_PREDICT", 100.0, lo=1.0, hi=86400.0),
             failed_task_field=get.identifier("FAILED_TASK_FIELD"),
+            state_dir=get.str("STATE_DIR") or "state",
+            train_steps=get.int("TRAIN_STEPS", 1000, lo=1, hi=1_000_000),
         )
         if bool(settings.basic_auth_user) != bool(settings.basic_auth_pass):
             raise SettingsError(
