@@ -116,8 +116,10 @@ class PredictionJob:
 
 
 class JobManager:
-    def __init__(self, predictor: Predictor, on_failure=None, import_timeout: float = 60.0, importer_factory=None):
+    def __init__(self, predictor: Predictor, on_failure=None, import_timeout: float = 60.0, importer_factory=None,
+                 on_success=None):
         self.predictor = predictor
+        self.on_success = on_success or (lambda job, entry: None)
         # (url, api_key, project id, timeout) -> an object with import_items(items, version) -> ImportOutcome
         self.importer_factory = importer_factory or PredictionImporter.connect
         self.on_failure = on_failure or (lambda job, entry, reason: None)
@@ -289,6 +291,8 @@ class JobManager:
                 if "result" not in item:
                     job.failed += 1
                     self.on_failure(job, entry, item.get("error") or "no result")
+                else:
+                    self.on_success(job, entry)
                 for note in entry.work.notes:
                     self.on_failure(job, entry, note)
                 if entry.waiter is not None:

@@ -31,6 +31,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .devices import PredictorPool
 from .jobs import ImportTarget, JobManager, RequestWaiter
 from .label_config import LabelConfigError
+from .ls_access import AccessChecker
+from .ls_notes import FailureNotes, sdk_client
+from .training_service import TrainingRefused, TrainingService, make_job_factory
 from .media import short_url
 from .predictor import Predictor
 from .settings import Settings
@@ -97,8 +100,11 @@ def import_target(settings: Settings, access: LabelStudioAccess) -> ImportTarget
     return ImportTarget(url, key, source) if url and key else None
 
 
-def create_app(settings: Settings, predictor: Predictor | None = None, importer_factory=None) -> FastAPI:
+def create_app(settings: Settings, predictor: Predictor | None = None, importer_factory=None,
+               notes_client_factory=None) -> FastAPI:
     state = ServerState(predictor=predictor)
+    notes = (FailureNotes(settings.failed_task_field, notes_client_factory or sdk_client)
+             if settings.failed_task_field else None)
     failures: deque[dict] = deque(maxlen=MAX_FAILURES_SHOWN)
     started_at = time.time()
 
@@ -108,21 +114,36 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
         urls = [data.get(key) for key in job.plan.images.values() if isinstance(data.get(key), str)]
         failures.appendleft({"at": time.time(), "project": job.project, "task": entry.work.task_id,
                              "image": shown_url(urls[0]) if urls else None, "reason": reason})
+        if notes is not None and entry.item is not None and "result" not in entry.item:
+            notes.failed(job.target, task, reason, job.version)
+
+    def record_success(job, entry) -> None:
+        if notes is not None and isinstance(entry.work.task, dict):
+            notes.succeeded(job.target, entry.work.task)
 
     jobs: JobManager | None = None
+    checker: AccessChecker | None = None
+    training: TrainingService | None = None
+    configs_reported: set[int] = set()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        nonlocal jobs
+        nonlocal jobs, checker, training
         if state.predictor is None:
             state.predictor = await run_in_threadpool(load_predictor, settings)
+        training = TrainingService(settings, make_job_factory(settings, state.predictor, import_target))
+        # 2 s of /setup's 3 s (ML_TIMEOUT_SETUP); the label config is checked meanwhile.
+        checker = AccessChecker(state.predictor.fetcher, budget_s=2.0)
         jobs = JobManager(state.predictor, on_failure=record_failure, import_timeout=settings.download_timeout * 2,
-                          importer_factory=importer_factory)
+                          importer_factory=importer_factory, on_success=record_success)
         jobs.start()
         try:
             yield
         finally:
             jobs.stop()
+            training.stop()
+            if notes is not None:
+                notes.stop()
 
     app = FastAPI(title="Grounding DINO ML backend for Label Studio", lifespan=lifespan)
     app.state.backend = state
@@ -222,7 +243,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
                 "batch_size": getattr(predictor, "batch_size", None), "version": BACKEND_VERSION,
             },
             "projects": [record.snapshot(settings) for record in state.projects.values()],
-            "jobs": jobs.status() if jobs else [],
+            "jobs": (training.status() if training else []) + (jobs.status() if jobs else []),
             "failures": list(failures),
             "devices": jobs.devices.status() if jobs else [],
         }
@@ -250,8 +271,22 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
         predictor = get_predictor()
         if not body.label_config:
             raise ApiError(422, "the setup request has no 'schema' (the project's label config)")
-        version = await run_in_threadpool(predictor.model_version, body.label_config)
-        state.record_setup(body.project, body.label_config, version, body.hostname, body.access_token)
+        version, check = await asyncio.gather(
+            run_in_threadpool(predictor.model_version, body.label_config),
+            run_in_threadpool(checker.check, body.hostname, body.access_token),
+        )
+        skipped = predictor.mapping(body.label_config).describe_skipped()
+        record = state.record_setup(body.project, body.label_config, version, body.hostname, body.access_token)
+        where = f"project {project_key(body.project)}" if body.project is not None else "a project"
+        if skipped and hash(body.label_config) not in configs_reported:
+            configs_reported.add(hash(body.label_config))
+            log.warning("%s: serving the usable labels; skipped: %s", where, "; ".join(skipped))
+        if not check.ok:
+            log.warning("%s: Label Studio access: %s", where, check.message)
+        if record is not None:
+            record.skipped_labels = skipped
+            record.key_check = {"ok": check.ok, "status": check.status, "message": check.message,
+                                "checked_at": check.checked_at}
         return {"model_version": version}
 
     @app.post("/predict")
@@ -321,16 +356,32 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
 
     @app.post("/webhook")
     async def webhook(request: Request):
+        # Label Studio waits 1 s for project events (ML_TIMEOUT_PREDICT for Start Training): answer at once.
         try:
             body = await request.body()
-            action = None
-            if body:
-                payload = json.loads(body)
-                action = payload.get("action") if isinstance(payload, dict) else None
+            payload = json.loads(body) if body else {}
         except Exception:
-            action = None
-        log.info("webhook event %s acknowledged (no training in this backend)", action)
-        return {"status": "ok", "action": action}
+            payload = {}
+        action = payload.get("action") if isinstance(payload, dict) else None
+        if action != "START_TRAINING":
+            log.debug("webhook event %s acknowledged", action)
+            return {"status": "ok", "action": action}
+        project = payload.get("project") if isinstance(payload.get("project"), dict) else {}
+        record = state.project(project.get("id"))
+        access = record.access if record else LabelStudioAccess()
+        try:
+            run = await run_in_threadpool(training.start, project, access)
+        except (TrainingRefused, LabelConfigError) as exc:
+            request.state.project = project.get("id")
+            raise ApiError(422, f"Start Training refused: {exc}") from None
+        log.info("project %s: training started (%s); progress on the status page", run.project, run.id)
+        return {"status": "ok", "action": action, "job": run.id}
+
+    @app.post("/training/cancel")
+    async def cancel_training(project: str):
+        if not training.cancel(project):
+            raise ApiError(404, f"no training run in progress for project {project}")
+        return {"status": "cancelling", "project": project}
 
     @app.get("/versions")
     async def versions(project: str | None = None):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import urlparse
@@ -46,8 +47,12 @@ class Settings:
     max_pending_predicts: int = 16
     # Label Studio's own variable and default: how long it waits for a /predict answer.
     ml_timeout_predict: float = 100.0
-    # Optional: a failed task gets a Label Studio comment with the reason (FAILED_TASK_COMMENTS=true).
-    failed_task_comments: bool = False
+    # Optional: the name of a task data field that receives a failed task's reason (visible and filterable
+    # as a Data Manager column; Label Studio 1.23 Community has no comments API). Empty: off.
+    failed_task_field: str | None = None
+    # Where what a project teaches the model is kept (learned thresholds, fine-tuned models): a volume in compose.
+    state_dir: str = "state"
+    train_steps: int = 1000
 
     @property
     def predict_deadline(self) -> float:
@@ -83,7 +88,9 @@ class Settings:
             download_timeout=get.float("DOWNLOAD_TIMEOUT", 30.0, lo=0.1, hi=3600.0),
             max_pending_predicts=get.int("MAX_PENDING_PREDICTS", 16, lo=1),
             ml_timeout_predict=get.float("ML_TIMEOUT_PREDICT", 100.0, lo=1.0, hi=86400.0),
-            failed_task_comments=get.bool("FAILED_TASK_COMMENTS", False),
+            failed_task_field=get.identifier("FAILED_TASK_FIELD"),
+            state_dir=get.str("STATE_DIR") or "state",
+            train_steps=get.int("TRAIN_STEPS", 1000, lo=1, hi=1_000_000),
         )
         _check_devices(settings.device, settings.devices)
         if bool(settings.basic_auth_user) != bool(settings.basic_auth_pass):
@@ -184,15 +191,13 @@ class _Reader:
             raise SettingsError(f"{name}={value!r} is not an existing directory")
         return path
 
-    def bool(self, name: str, default: bool) -> bool:
+    def identifier(self, name: str) -> str | None:
         _, value = self.raw(name)
         if value is None:
-            return default
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise SettingsError(f"{name}={value!r} is not true or false")
+            return None
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", value):
+            raise SettingsError(f"{name}={value!r} must be a field name of letters, digits and _ (e.g. prelabel_error)")
+        return value
 
     def list(self, name: str) -> tuple[str, ...]:
         _, value = self.raw(name)

@@ -36,9 +36,14 @@ def raw_agreement(ref, got, k=100):
 
 
 def detection_agreement(ref, got, iou_min=0.9):
-    """Reference detections (same post-processing on the baseline's raw outputs) vs the path's."""
-    import torch
-    from backend.detection import box_iou
+    """Reference detections (same post-processing on the baseline's raw outputs) vs the path's.
+
+    Each reference box, in reference order, takes the unmatched box of the same label with the highest
+    IoU >= `iou_min` (evaluation.matching's greedy matching)."""
+    import numpy as np
+
+    from backend.detection.boxes import box_iou
+    from evaluation.matching import greedy_match
 
     total = matched = extra = 0
     score_diff = 0.0
@@ -47,17 +52,12 @@ def detection_agreement(ref, got, iou_min=0.9):
         extra += max(0, len(gl) - len(rl))
         if not rl or not gl:
             continue
-        iou = box_iou(torch.tensor(rb, dtype=torch.float32).view(-1, 4), torch.tensor(gb, dtype=torch.float32).view(-1, 4))
-        used = set()
-        for i in range(len(rl)):
-            best, best_j = 0.0, None
-            for j in range(len(gl)):
-                if j not in used and gl[j] == rl[i] and float(iou[i, j]) > best:
-                    best, best_j = float(iou[i, j]), j
-            if best_j is not None and best >= iou_min:
-                used.add(best_j)
+        iou = box_iou(np.asarray(rb, dtype=np.float64).reshape(-1, 4), np.asarray(gb, dtype=np.float64).reshape(-1, 4))
+        iou[np.asarray(rl)[:, None] != np.asarray(gl)[None, :]] = -1.0  # other label: never a match
+        for i, j in enumerate(greedy_match(iou, iou_min)):
+            if j > -1:
                 matched += 1
-                score_diff = max(score_diff, abs(rs[i] - gs[best_j]))
+                score_diff = max(score_diff, abs(rs[i] - gs[j]))
     return {"matched": matched, "total": total, "extra": extra, "score": score_diff}
 
 

@@ -3,39 +3,35 @@
 A run directory is what ``python -m evaluation.coco`` or ``python -m evaluation.labelstudio`` writes:
 ``metrics.json`` (with a ``config`` object whose ``ann`` is the COCO ground-truth JSON),
 ``detections.json`` (COCO results) and ``per_class.csv``. Everything here is recomputed from those
-files with pycocotools; figures live in :mod:`evaluation.analysis_plots` (re-exported here), the
-threshold matching in :mod:`evaluation.analysis_sweep`. Notebooks and ``python -m evaluation.report``
-only call these functions.
+files with pycocotools (evaluation.coco.scoring); figures live in :mod:`evaluation.analysis_plots`
+(re-exported here), the threshold matching in :mod:`evaluation.analysis_sweep`, the Label Studio tables
+in :mod:`evaluation.analysis_labelstudio`. An LVIS run (``python -m evaluation.lvis``) is read from its
+metrics.json and per_class.csv only: its federated scoring is evaluation.lvis's. Notebooks and
+``python -m evaluation.report`` only call these functions.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from evaluation.analysis_labelstudio import WORK_SAVED_DEFINITION, acceptance_table  # noqa: F401
 from evaluation.analysis_plots import *  # noqa: F401,F403  (figures, re-exported for notebooks)
 from evaluation.analysis_sweep import (  # noqa: F401  (re-exported)
     DEFAULT_THRESHOLDS, best_work_threshold, match_detections, recommend_threshold, threshold_sweep,
     work_saved,
 )
+from evaluation.coco import scoring
+from evaluation.coco.scoring import METRICS  # noqa: F401  (re-exported: the one list of COCO metrics)
+from evaluation.published import COCO_VAL2017, published_for
 
-METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
-REQUIRED_FILES = ("metrics.json", "detections.json")
-VAL2017_IMAGES = 5000
-
-# COCO val2017 bbox AP (COCOeval stats[0], in %) published for the released checkpoints.
-PUBLISHED = {
-    "grounding-dino-tiny": {"paper": 48.4, "official": 48.5, "zero_shot": True,
-                            "note": "paper arXiv 2303.05499 Table 2 / official demo/test_ap_on_coco.py"},
-    "grounding-dino-base": {"paper": 56.7, "official": 56.9, "zero_shot": False,
-                            "note": "COCO was in its training data: not a zero-shot figure"},
-}
+REQUIRED_FILES = ("metrics.json",)
+LVIS_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"]
 
 
 class NotARunDir(ValueError):
@@ -63,7 +59,14 @@ class Run:
 
     @property
     def kind(self) -> str:
-        return "labelstudio" if self.extra or "export" in self.config else "coco"
+        if self.extra or "export" in self.config:
+            return "labelstudio"
+        return "lvis" if str(self.config.get("benchmark", "")).startswith("lvis") else "coco"
+
+    @property
+    def benchmark(self) -> str:
+        """The published-table benchmark the run is on (COCO_VAL2017 for every COCO-format run)."""
+        return str(self.config.get("benchmark") or COCO_VAL2017)
 
     @property
     def gt(self):
@@ -99,19 +102,22 @@ def load_run(run_dir, ann=None) -> Run:
     missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
     if missing:
         raise NotARunDir(f"{path} is not an evaluation run directory (missing {', '.join(missing)}); "
-                         "create one with `python -m evaluation.coco --out DIR` or "
-                         "`python -m evaluation.labelstudio EXPORT.json --out DIR` (an interrupted run has "
-                         "no metrics.json yet: rerun its command to finish it)")
+                         "create one with `python -m evaluation.coco --out DIR`, `python -m evaluation.lvis "
+                         "--out DIR` or `python -m evaluation.labelstudio EXPORT.json --out DIR` (an interrupted "
+                         "run has no metrics.json yet: rerun its command to finish it)")
     try:
         metrics = json.loads((path / "metrics.json").read_text())
-        dets = json.loads((path / "detections.json").read_text())
+        dets = json.loads((path / "detections.json").read_text()) if (path / "detections.json").is_file() else None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise NotARunDir(f"{path}: unreadable run file ({exc})") from exc
-    if not isinstance(metrics, dict) or not isinstance(dets, list):
+    if not isinstance(metrics, dict) or not isinstance(dets, (list, type(None))):
         raise NotARunDir(f"{path}: metrics.json must hold an object and detections.json a list")
     config = metrics.get("config") or {}
+    lvis = str(config.get("benchmark", "")).startswith("lvis")
+    if dets is None and not lvis:
+        raise NotARunDir(f"{path} is not an evaluation run directory (missing detections.json)")
     ann_path = _find_ann(path, config, ann)
-    detections = pd.DataFrame(dets, columns=["image_id", "category_id", "bbox", "score"])
+    detections = pd.DataFrame(dets or [], columns=["image_id", "category_id", "bbox", "score"])
     per_class = pd.read_csv(path / "per_class.csv") if (path / "per_class.csv").is_file() else None
     extra = {p.stem: _read_extra(p) for p in sorted(path.iterdir())
              if p.is_file() and p.stem in LABELSTUDIO_FILES}
@@ -148,26 +154,13 @@ def _read_extra(p: Path):
 
 def coco_eval(run: Run):
     """COCOeval (bbox, default parameters) over the run's images, evaluated and accumulated (cached)."""
+    if run.kind == "lvis":
+        raise ValueError(f"{run.name} is an LVIS run: it is scored by evaluation.lvis (federated, Fixed AP), "
+                         "not by COCOeval; its tables come from metrics.json and per_class.csv")
     if "eval" not in run._cache:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-        gt = run.gt
         ids = set(run.image_ids)
         dets = run.detections[run.detections["image_id"].isin(ids)]
-        with contextlib.redirect_stdout(io.StringIO()):
-            if len(dets):
-                dt = gt.loadRes(_as_results(dets))
-            else:  # loadRes cannot take an empty list
-                dt = COCO()
-                dt.dataset = {"images": gt.dataset["images"], "categories": gt.dataset["categories"],
-                              "annotations": []}
-                dt.createIndex()
-            ev = COCOeval(gt, dt, "bbox")
-            ev.params.imgIds = sorted(ids)
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-        run._cache["eval"] = ev
+        _, run._cache["eval"], _ = scoring.score(run.gt, _as_results(dets), ids)
     return run._cache["eval"]
 
 
@@ -179,7 +172,11 @@ def _as_results(dets: pd.DataFrame) -> list[dict]:
 # ---------------------------------------------------------------- tables
 
 def summary_table(run: Run) -> pd.DataFrame:
-    """Run metrics (in %) as stored in metrics.json and as recomputed here from the detections."""
+    """Run metrics (in %) as stored in metrics.json and as recomputed here from the detections (an LVIS
+    run: as stored only)."""
+    if run.kind == "lvis":
+        return pd.DataFrame([{"metric": m, "value": _pct(run.metrics.get(m)), "recomputed": np.nan}
+                             for m in LVIS_METRICS]).set_index("metric")
     ev = coco_eval(run)
     rows = [{"metric": m, "value": _pct(run.metrics.get(m)), "recomputed": _pct(ev.stats[i])}
             for i, m in enumerate(METRICS)]
@@ -191,47 +188,39 @@ def _pct(v) -> float:
     return np.nan if v is None or float(v) < 0 else 100 * float(v)
 
 
-def published_key(model: str) -> str | None:
-    low = model.lower().replace("_", "-")
-    return next((k for k in PUBLISHED if k in low), None)
+def is_full_run(run: Run) -> bool:
+    """A run over a whole benchmark split: the only runs published figures can be compared with."""
+    if run.kind == "lvis":
+        return not run.config.get("limit")
+    return scoring.is_full_val2017(len(run.image_ids), run.ann_path.name)
 
 
 def published_comparison(run: Run) -> pd.DataFrame:
-    """Our AP beside the published COCO val2017 figures for the run's checkpoint (if known)."""
-    ap = _pct(run.metrics.get("AP", coco_eval(run).stats[0]))
-    key = published_key(run.model)
+    """Our AP beside the published figures for the run's checkpoint and benchmark (if any)."""
+    ap = _pct(run.metrics.get("AP"))
     n = len(run.image_ids)
-    full = n == VAL2017_IMAGES and "val2017" in run.ann_path.name
-    rows = []
-    if key is None:
-        rows.append({"source": f"this run ({n} images)", "AP": ap, "difference": np.nan,
-                     "note": f"no published figure for model {run.model!r}"})
-        return pd.DataFrame(rows)
-    pub = PUBLISHED[key]
-    rows.append({"source": f"this run ({n} images)", "AP": ap, "difference": np.nan,
-                 "note": "" if full else "subset / not val2017: not comparable to published figures"})
-    for src in ("paper", "official"):
-        rows.append({"source": f"{key} {src}", "AP": pub[src], "difference": ap - pub[src],
-                     "note": pub["note"]})
-    return pd.DataFrame(rows)
+    rows = published_for(run.model, run.benchmark)
+    note = "" if is_full_run(run) else "subset / other dataset: not comparable to published figures"
+    if not rows:
+        note = f"no published figure for model {run.model!r} on {run.benchmark}"
+    out = [{"source": f"this run ({n} images)", "AP": ap, "difference": np.nan, "zero_shot": None, "note": note}]
+    out += [{"source": f"{p.source} ({p.where})", "AP": p.ap, "difference": ap - p.ap, "zero_shot": p.zero_shot,
+             "note": p.note} for p in rows]
+    return pd.DataFrame(out)
 
 
 def per_class_table(run: Run) -> pd.DataFrame:
-    """category_id, name, AP, AP50, AP75 (fractions), num_gt; recomputed from COCOeval, worst AP first."""
-    ev = coco_eval(run)
-    prec = ev.eval["precision"]  # [T, R, K, A, M]
-    cats = ev.params.catIds
-    names = run.categories
-    ngt = num_gt(run)
+    """evaluation.coco.scoring's per-class table (annotation-file order, AP as fractions), recomputed from
+    the run's detections; an LVIS run's per_class.csv. Sort it with :func:`worst_first` for display."""
+    if run.kind == "lvis":
+        return run.per_class.copy()
+    categories = [{"id": c, "name": n} for c, n in run.categories.items()]
+    return scoring.per_class_table(coco_eval(run), categories)
 
-    def ap(p):
-        p = p[p > -1]
-        return float(p.mean()) if p.size else np.nan
 
-    rows = [{"category_id": c, "name": names[c], "AP": ap(prec[:, :, k, 0, -1]),
-             "AP50": ap(prec[0, :, k, 0, -1]), "AP75": ap(prec[5, :, k, 0, -1]), "num_gt": ngt.get(c, 0)}
-            for k, c in enumerate(cats)]
-    return pd.DataFrame(rows).sort_values(["AP", "name"], na_position="last").reset_index(drop=True)
+def worst_first(per_class: pd.DataFrame) -> pd.DataFrame:
+    """Worst AP first (classes without ground truth last), ties by name."""
+    return per_class.sort_values(["AP", "name"], na_position="last").reset_index(drop=True)
 
 
 def gt_table(run: Run) -> pd.DataFrame:
@@ -344,44 +333,78 @@ def per_class_thresholds(run: Run, precision: float = 0.8, iou_threshold: float 
     return pd.DataFrame(rows).sort_values("max_f1").reset_index(drop=True)
 
 
-# ---------------------------------------------------------------- two runs
+# ---------------------------------------------------------------- several runs
 
-def compare_metrics(a: Run, b: Run) -> pd.DataFrame:
-    """metrics.json of two runs side by side (in %), with B − A."""
-    rows = [{"metric": m, a.name: _pct(a.metrics.get(m)), b.name: _pct(b.metrics.get(m))} for m in METRICS]
-    out = pd.DataFrame(rows).set_index("metric")
-    if a.name == b.name:
-        out.columns = ["A", "B"]
-    out["B − A"] = out.iloc[:, 1] - out.iloc[:, 0]
+def run_labels(runs: list[Run]) -> list[str]:
+    """A, B, C, ... : the first run is the reference the others are compared with."""
+    if len(runs) > len(string.ascii_uppercase):
+        raise ValueError(f"at most {len(string.ascii_uppercase)} runs can be compared, got {len(runs)}")
+    return list(string.ascii_uppercase[: len(runs)])
+
+
+def model_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per run: model, data, images, AP (%) and the published figures of its checkpoint."""
+    rows = []
+    for label, run in zip(run_labels(runs), runs):
+        ap = _pct(run.metrics.get("AP"))
+        pub = published_for(run.model, run.benchmark) if is_full_run(run) else []
+        row = {"run": label, "name": run.name, "model": run.model, "benchmark": run.benchmark,
+               "images": len(run.image_ids), "parity": run.config.get("parity"), "AP": ap,
+               "AP50": _pct(run.metrics.get("AP50"))}
+        if run.kind == "lvis":
+            row.update({k: _pct(run.metrics.get(k)) for k in ("APr", "APc", "APf")})
+        row["published"] = " / ".join(f"{p.ap:.1f} {p.source}" + ("" if p.zero_shot else " (not zero-shot)")
+                                      for p in pub) or "–"
+        row["ours − published"] = " / ".join(f"{ap - p.ap:+.1f}" for p in pub) or "–"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compare_metrics(runs: list[Run]) -> pd.DataFrame:
+    """metrics.json of the runs side by side (in %), with each run's difference to run A."""
+    labels = run_labels(runs)
+    names = LVIS_METRICS if all(r.kind == "lvis" for r in runs) else METRICS
+    out = pd.DataFrame({label: [_pct(r.metrics.get(m)) for m in names] for label, r in zip(labels, runs)},
+                       index=pd.Index(names, name="metric"))
+    for label in labels[1:]:
+        out[f"{label} − A"] = out[label] - out["A"]
     return out
 
 
 CONFIG_NOISE = {"timings", "image_ids", "run_state", "resumed_images", "command", "finished_at", "versions",
-                "published"}
+                "published", "captions", "phrases", "chunk_tokens"}
 
 
-def compare_config(a: Run, b: Run) -> pd.DataFrame:
-    """Settings that differ between two runs (timings, dates and image lists left out)."""
+def compare_config(runs: list[Run]) -> pd.DataFrame:
+    """Settings that differ between the runs (timings, dates and image lists left out)."""
     def short(v):
         v = str(v)
         return v if len(v) <= 80 else v[:77] + "..."
 
-    keys = sorted((set(a.config) | set(b.config)) - CONFIG_NOISE)
-    rows = [{"key": k, "A": short(a.config.get(k)), "B": short(b.config.get(k))} for k in keys
-            if a.config.get(k) != b.config.get(k)]
-    return pd.DataFrame(rows, columns=["key", "A", "B"])
+    labels = run_labels(runs)
+    keys = sorted(set().union(*(r.config for r in runs)) - CONFIG_NOISE)
+    rows = [{"key": k, **{label: short(r.config.get(k)) for label, r in zip(labels, runs)}} for k in keys
+            if len({json.dumps(r.config.get(k), sort_keys=True, default=str) for r in runs}) > 1]
+    return pd.DataFrame(rows, columns=["key", *labels])
 
 
-def compare_per_class(a: Run, b: Run) -> pd.DataFrame:
-    """Per-class AP of both runs (fractions) and the difference, largest loss first."""
-    pa = per_class_table(a)[["category_id", "name", "num_gt", "AP"]]
-    pb = per_class_table(b)[["category_id", "AP"]]
-    out = pa.merge(pb, on="category_id", how="outer", suffixes=("_A", "_B"))
-    out["delta"] = out["AP_B"] - out["AP_A"]
-    return out.sort_values("delta").reset_index(drop=True)
+def compare_per_class(runs: list[Run]) -> pd.DataFrame:
+    """Per-class AP (fractions) of every run, and each run's difference to A; largest loss first."""
+    labels = run_labels(runs)
+    out = per_class_table(runs[0])[["category_id", "name", "num_gt", "AP"]].rename(columns={"AP": "AP_A"})
+    for label, run in zip(labels[1:], runs[1:]):
+        other = per_class_table(run)[["category_id", "AP"]].rename(columns={"AP": f"AP_{label}"})
+        out = out.merge(other, on="category_id", how="outer")
+        out[f"{label} − A"] = out[f"AP_{label}"] - out["AP_A"]
+    deltas = [f"{label} − A" for label in labels[1:]]
+    key = out[deltas].min(axis=1) if deltas else out["AP_A"]
+    return out.assign(_key=key).sort_values("_key").drop(columns="_key").reset_index(drop=True)
 
 
-def compare_pr(a: Run, b: Run, iou_thresholds=(0.5, 0.75)) -> pd.DataFrame:
-    fa, fb = pr_curves(a, iou_thresholds), pr_curves(b, iou_thresholds)
-    fa["run"], fb["run"] = ("A: " + a.name), ("B: " + b.name)
-    return pd.concat([fa, fb], ignore_index=True)
+def compare_pr(runs: list[Run], iou_thresholds=(0.5, 0.75)) -> pd.DataFrame:
+    frames = []
+    for label, run in zip(run_labels(runs), runs):
+        f = pr_curves(run, iou_thresholds)
+        f["run"] = f"{label}: {run.name}"
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True)

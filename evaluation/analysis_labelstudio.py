@@ -1,10 +1,12 @@
 """Label Studio runs (``python -m evaluation.labelstudio``): what annotators did with the pre-labels.
 
-Re-exported by :mod:`evaluation.analysis`; imports it lazily (inside functions) to avoid a cycle.
+Builds on :mod:`evaluation.analysis` (the matching and GT counts of a run); nothing imports back.
 """
 from __future__ import annotations
 
 import pandas as pd
+
+from evaluation.analysis import matched_detections, num_gt
 
 WORK_SAVED_DEFINITION = (
     "**Work saved** at a threshold t, in boxes: every pre-label with score ≥ t that matches a final "
@@ -40,8 +42,6 @@ def acceptance_table(run, iou_threshold: float = 0.5, threshold: float | None = 
 
 
 def _acceptance_from_matching(run, iou_threshold: float, threshold: float | None) -> pd.DataFrame:
-    from evaluation.analysis import matched_detections, num_gt
-
     t = threshold if threshold is not None else float(run.config.get("threshold") or 0.0)
     m = matched_detections(run, iou_threshold)
     m = m[(m["score"] >= t) & ~m["ignored"].astype(bool)]

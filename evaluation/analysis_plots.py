@@ -1,9 +1,14 @@
 """Figures for the analysis tables (matplotlib, data in → Figure out; no file or run-dir access).
 
 Every function takes a table from :mod:`evaluation.analysis` and returns a ``matplotlib.figure.Figure``
-with a title, labelled axes and units. Re-exported by :mod:`evaluation.analysis`.
+with a title, labelled axes and units. Re-exported by :mod:`evaluation.analysis`. The house style is
+applied while each figure is drawn (``plt.rc_context``), never to the importing process's settings;
+the backend is the caller's choice (the report command picks Agg where it starts).
 """
 from __future__ import annotations
+
+import functools
+import itertools
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -12,10 +17,21 @@ __all__ = ["plot_per_class_ap", "plot_ap_by_size", "plot_pr_curves", "plot_score
            "plot_threshold_sweep", "plot_compare_per_class", "plot_pr_overlay", "plot_acceptance",
            "plot_work_saved"]
 
-plt.rcParams.update({"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3, "font.size": 10})
+STYLE = {"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3, "font.size": 10}
 COLORS = {"precision": "tab:blue", "recall": "tab:orange", "f1": "tab:green"}
 
 
+def styled(draw):
+    """Draw the figure under STYLE, leaving matplotlib's global settings as they were."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+@styled
 def plot_per_class_ap(per_class, metric: str = "AP", title: str | None = None):
     """Horizontal bars of per-class AP (in %), worst class at the top."""
     d = per_class.sort_values(metric, ascending=True, na_position="first").reset_index(drop=True)
@@ -34,6 +50,7 @@ def plot_per_class_ap(per_class, metric: str = "AP", title: str | None = None):
     return fig
 
 
+@styled
 def plot_ap_by_size(size_table, title: str = "AP and AR by object size"):
     fig, ax = plt.subplots(figsize=(6, 3.5))
     x = np.arange(len(size_table))
@@ -50,6 +67,7 @@ def plot_ap_by_size(size_table, title: str = "AP and AR by object size"):
     return fig
 
 
+@styled
 def plot_pr_curves(pr, title: str = "Precision–recall (COCOeval, maxDets 100, all sizes)"):
     """One panel per IoU threshold; one line per class ("all" = mean over classes, thick)."""
     ious = sorted(pr["iou"].unique())
@@ -71,6 +89,7 @@ def plot_pr_curves(pr, title: str = "Precision–recall (COCOeval, maxDets 100, 
     return fig
 
 
+@styled
 def plot_score_histograms(matched, bins: int = 50, title: str | None = None):
     """Score distributions of true and false positives (IoU ≥ the matching threshold)."""
     m = matched[~matched["ignored"].astype(bool)]
@@ -89,6 +108,7 @@ def plot_score_histograms(matched, bins: int = 50, title: str | None = None):
     return fig
 
 
+@styled
 def plot_threshold_sweep(sweep, rec=None, title: str | None = None):
     """Precision, recall and F1 of the detections above each score threshold."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -114,30 +134,40 @@ def plot_threshold_sweep(sweep, rec=None, title: str | None = None):
     return fig
 
 
-def plot_compare_per_class(cmp, label_a: str = "A", label_b: str = "B", annotate: int = 5):
-    """Per-class AP of run B against run A; points below the diagonal got worse in B."""
+@styled
+def plot_compare_per_class(cmp, labels: dict[str, str] | None = None, annotate: int = 5):
+    """Per-class AP of each run against run A (one marker series per run); below the diagonal: worse.
+
+    ``cmp`` is :func:`evaluation.analysis.compare_per_class`'s table (columns AP_A, AP_B, ...);
+    ``labels`` maps run letters to run names for the axis and legend."""
+    labels = labels or {}
+    others = [c[3:] for c in cmp.columns if c.startswith("AP_") and c != "AP_A"]
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
-    a, b = 100 * cmp["AP_A"], 100 * cmp["AP_B"]
-    ax.scatter(a, b, s=18, alpha=0.8)
+    a = 100 * cmp["AP_A"]
+    for label in others:
+        b = 100 * cmp[f"AP_{label}"]
+        ax.scatter(a, b, s=18, alpha=0.8, label=f"{label}: {labels.get(label, label)}")
+        order = (b - a).abs().sort_values(ascending=False).index[:annotate]
+        for i in order:
+            ax.annotate(cmp.loc[i, "name"], (a[i], b[i]), fontsize=8, xytext=(3, 3), textcoords="offset points")
     ax.plot([0, 100], [0, 100], color="grey", lw=1, ls="--")
-    order = cmp["delta"].abs().sort_values(ascending=False).index[:annotate]
-    for i in order:
-        ax.annotate(cmp.loc[i, "name"], (a[i], b[i]), fontsize=8, xytext=(3, 3), textcoords="offset points")
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 100)
-    ax.set_xlabel(f"AP (%), A: {label_a}")
-    ax.set_ylabel(f"AP (%), B: {label_b}")
-    ax.set_title("Per-class AP, B vs A (below the diagonal: worse in B)")
+    ax.set_xlabel(f"AP (%), A: {labels.get('A', 'A')}")
+    ax.set_ylabel("AP (%) of the other run(s)")
+    ax.set_title("Per-class AP against run A (below the diagonal: worse than A)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def plot_pr_overlay(pr, title: str = "Precision–recall, two runs (all classes)"):
+@styled
+def plot_pr_overlay(pr, title: str = "Precision–recall of each run (all classes)"):
     ious = sorted(pr["iou"].unique())
     fig, axes = plt.subplots(1, len(ious), figsize=(5 * len(ious), 4.2), squeeze=False)
     for ax, t in zip(axes[0], ious):
         sub = pr[(pr["iou"] == t) & (pr["class"] == "all")]
-        for (run, grp), ls in zip(sub.groupby("run", sort=False), ("-", "--")):
+        for (run, grp), ls in zip(sub.groupby("run", sort=False), itertools.cycle(("-", "--", ":", "-."))):
             ax.plot(grp["recall"], grp["precision"], ls=ls, lw=2,
                     label=f"{run} (AP {100 * np.nanmean(grp['precision']):.1f})")
         ax.set_xlim(0, 1)
@@ -151,6 +181,7 @@ def plot_pr_overlay(pr, title: str = "Precision–recall, two runs (all classes)
     return fig
 
 
+@styled
 def plot_acceptance(acc, title: str = "What annotators did with the pre-labels, per label"):
     """Stacked horizontal bars: per label, counts of each outcome column of ``acc``."""
     outcomes = [c for c in acc.columns if c not in ("label", "total", "acceptance")]
@@ -169,6 +200,7 @@ def plot_acceptance(acc, title: str = "What annotators did with the pre-labels, 
     return fig
 
 
+@styled
 def plot_work_saved(ws, best=None, title: str | None = None, assessed_from: float | None = None):
     """Boxes saved (kept pre-labels − cost × deleted ones) against the pre-labelling threshold;
     thresholds below ``assessed_from`` (the lowest stored pre-label score) are shaded: not assessed."""

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from pycocotools import mask as mask_utils
+
+from backend.detection.boxes import box_iou, xywh_to_xyxy
+from evaluation.matching import greedy_match
 
 DEFAULT_THRESHOLDS = np.round(np.arange(0.0, 1.0 + 1e-9, 0.01), 2)
 
@@ -32,28 +34,6 @@ def _groups(image_ids: np.ndarray, cat_ids: np.ndarray):
     return np.concatenate([[0], change]), np.concatenate([change, [len(image_ids)]])
 
 
-def _greedy(ious: np.ndarray, crowd: np.ndarray, thr: float):
-    """pycocotools evaluateImg's matching loop for one IoU threshold (GT sorted non-crowd first)."""
-    n, g = ious.shape
-    tp, ignored, best_iou = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n)
-    taken = np.zeros(g, dtype=bool)
-    for i in range(n):
-        best, m = thr, -1
-        for j in range(g):
-            if taken[j] and not crowd[j]:
-                continue
-            if m > -1 and not crowd[m] and crowd[j]:
-                break
-            if ious[i, j] < best:
-                continue
-            best, m = ious[i, j], j
-        if m == -1:
-            continue
-        taken[m] = True
-        best_iou[i], ignored[i], tp[i] = ious[i, m], crowd[m], not crowd[m]
-    return tp, ignored, best_iou
-
-
 def match_detections(gt: pd.DataFrame, dets: pd.DataFrame, iou_threshold: float = 0.5,
                      max_dets: int = 100) -> pd.DataFrame:
     """Return the detections (top ``max_dets`` per image and class) with ``tp``, ``ignored``, ``iou``.
@@ -62,7 +42,6 @@ def match_detections(gt: pd.DataFrame, dets: pd.DataFrame, iou_threshold: float 
     category_id, bbox, score. Detections of images or classes absent from ``gt``'s evaluated set must
     be filtered by the caller (see :func:`evaluation.analysis.matched_detections`).
     """
-    thr = min(iou_threshold, 1 - 1e-10)
     d_img, d_cat = dets["image_id"].to_numpy(np.int64), dets["category_id"].to_numpy(np.int64)
     d_score = dets["score"].to_numpy(np.float64)
     order = np.lexsort((-d_score, d_cat, d_img))  # stable: score ties keep input order, as mergesort
@@ -82,8 +61,13 @@ def match_detections(gt: pd.DataFrame, dets: pd.DataFrame, iou_threshold: float 
         if gs is None:
             continue
         crowd = g_crowd[gs[0]:gs[1]]
-        ious = np.asarray(mask_utils.iou(d_box[s:e], g_box[gs[0]:gs[1]], crowd.astype(np.uint8).tolist()))
-        tp[s:e], ignored[s:e], best_iou[s:e] = _greedy(ious.reshape(e - s, -1), crowd, thr)
+        ious = box_iou(xywh_to_xyxy(d_box[s:e]), xywh_to_xyxy(g_box[gs[0]:gs[1]]), crowd)
+        m = greedy_match(ious, iou_threshold, crowd)
+        hit = m > -1
+        rows = np.arange(s, e)[hit]
+        best_iou[rows] = ious[hit, m[hit]]
+        ignored[rows] = crowd[m[hit]]
+        tp[rows] = ~crowd[m[hit]]
     return pd.DataFrame({"image_id": d_img[keep], "category_id": d_cat[keep], "score": d_score[keep],
                          "tp": tp[keep], "ignored": ignored[keep], "iou": best_iou[keep]})
 

@@ -1,8 +1,11 @@
-"""Every analysis figure and table of a run directory, as PNGs and a Markdown report.
+"""Every analysis figure and table of a run directory, and a comparison of any number of runs, as PNGs
+and a Markdown report.
 
-    python -m evaluation.report RUN_DIR [--compare RUN_DIR2] [--out DIR] [--precision 0.8]
+    python -m evaluation.report RUN_A [RUN_B RUN_C ...] [--out DIR] [--precision 0.8]
 
-Writes into DIR (default RUN_DIR/report): report.md, the PNGs it shows, and the threshold sweeps as CSV.
+Writes into DIR (default RUN_A/report): report.md, the PNGs it shows, and the tables as CSV. With several
+runs, the report of RUN_A is followed by a model-comparison table and a per-class AP comparison of all
+of them (RUN_A is the reference the others are compared with; `--compare RUN_B` is the same as naming it).
 """
 from __future__ import annotations
 
@@ -11,13 +14,10 @@ import math
 import sys
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from evaluation import analysis as A  # noqa: E402
+from evaluation import analysis as A
+from evaluation import analysis_labelstudio as LS
 
 
 def md_table(df: pd.DataFrame, index: bool = False, digits: int = 3) -> str:
@@ -45,6 +45,8 @@ class Report:
         self.lines.extend(text)
 
     def figure(self, fig, name: str, caption: str):
+        import matplotlib.pyplot as plt
+
         fig.savefig(self.out / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
         self.images.append(name)
@@ -57,10 +59,11 @@ def _pct_cols(df: pd.DataFrame, cols) -> pd.DataFrame:
     return df
 
 
-def write_report(run_dir, out=None, compare=None, precision: float = 0.8, iou: float = 0.5,
+def write_report(run_dir, out=None, compare=(), precision: float = 0.8, iou: float = 0.5,
                  classes=None, ann=None) -> Path:
-    """Write report.md, figures and CSVs for RUN_DIR (and a comparison with ``compare``)."""
+    """Write report.md, figures and CSVs for RUN_DIR, and a comparison with the runs in ``compare``."""
     run = A.load_run(run_dir, ann=ann)
+    others = [A.load_run(c, ann=ann) for c in ([compare] if isinstance(compare, (str, Path)) else compare)]
     out = Path(out) if out else run.path / "report"
     out.mkdir(parents=True, exist_ok=True)
     r = Report(out)
@@ -70,24 +73,52 @@ def write_report(run_dir, out=None, compare=None, precision: float = 0.8, iou: f
                    f"score {float(cfg.get('threshold') or 0):.2f} ({cfg.get('threshold_source', '?')})")
     else:
         setting = f"- model: `{run.model}`, dtype `{cfg.get('dtype', '?')}`, batch size `{cfg.get('batch_size', '?')}`"
+    detections = f"{len(run.detections)} detections" if run.kind != "lvis" else f"benchmark {run.benchmark}"
     r.add(f"# Evaluation report: `{run.name}`", "", setting,
-          f"- ground truth: `{run.ann_path}`, {len(run.image_ids)} images, "
-          f"{sum(A.num_gt(run).values())} non-crowd GT boxes, {len(run.detections)} detections", "")
+          f"- ground truth: `{run.ann_path}`, {len(run.image_ids)} images, {_gt_count(run)}, {detections}", "")
     if cfg.get("non_parity"):
-        r.add("**Not a parity run** (published figures use batch size 1, fp32): "
+        r.add("**Not a parity run** (published figures use the official settings): "
               + "; ".join(map(str, cfg["non_parity"])), "")
 
-    r.add("## Summary (%)", "", md_table(A.summary_table(run), index=True, digits=1), "",
-          "`value` is metrics.json, `recomputed` is COCOeval on detections.json here.", "")
+    note = ("`value` is metrics.json, `recomputed` is COCOeval on detections.json here." if run.kind != "lvis"
+            else "From metrics.json: LVIS Fixed AP (evaluation.lvis).")
+    r.add("## Summary (%)", "", md_table(A.summary_table(run), index=True, digits=1), "", note, "")
     if run.kind != "labelstudio":
         r.add("### Against the published figures", "", md_table(A.published_comparison(run), digits=1), "")
 
-    pc = A.per_class_table(run)
-    r.add("## Per-class AP", "")
-    r.figure(A.plot_per_class_ap(pc), "per_class_ap.png", "per-class AP, worst first")
+    pc = A.worst_first(A.per_class_table(run))
     pc.to_csv(out / "per_class_ap.csv", index=False)
-    r.add("Worst 10 classes (AP in %):", "", md_table(_pct_cols(pc.head(10), ["AP", "AP50", "AP75"]), digits=1), "")
+    r.add("## Per-class AP", "")
+    if run.kind == "lvis":
+        _lvis_section(r, run, pc)
+    else:
+        r.figure(A.plot_per_class_ap(pc), "per_class_ap.png", "per-class AP, worst first")
+        r.add("Worst 10 classes (AP in %):", "", md_table(_pct_cols(pc.head(10), ["AP", "AP50", "AP75"]), digits=1), "")
+        _detection_sections(r, run, pc, precision, iou, classes, out)
+    if run.kind == "labelstudio":
+        _labelstudio_section(r, run, iou)
+    if others:
+        _compare_section(r, [run, *others], out)
 
+    (out / "report.md").write_text("\n".join(r.lines) + "\n")
+    return out / "report.md"
+
+
+def _gt_count(run) -> str:
+    if run.kind == "lvis":
+        return f"{run.config.get('num_categories', '?')} categories"
+    return f"{sum(A.num_gt(run).values())} non-crowd GT boxes"
+
+
+def _lvis_section(r: Report, run, pc: pd.DataFrame):
+    shown = pc[pc["num_gt"] > 0]
+    r.add(f"{len(shown)} of {len(pc)} categories have ground truth in the evaluated images; all in "
+          "`per_class_ap.csv`. Worst 10 and best 10 (AP in %):", "",
+          md_table(_pct_cols(shown.head(10), ["AP"]), digits=1), "",
+          md_table(_pct_cols(shown.tail(10).iloc[::-1], ["AP"]), digits=1), "")
+
+
+def _detection_sections(r: Report, run, pc: pd.DataFrame, precision: float, iou: float, classes, out: Path):
     r.add("## AP by object size", "")
     r.figure(A.plot_ap_by_size(A.size_table(run)), "ap_by_size.png", "AP by object size")
 
@@ -118,17 +149,9 @@ def write_report(run_dir, out=None, compare=None, precision: float = 0.8, iou: f
     pct.to_csv(out / "per_class_thresholds.csv", index=False)
     r.add("Per class (worst max-F1 first; all in `per_class_thresholds.csv`):", "", md_table(pct.head(15)), "")
 
-    if run.kind == "labelstudio":
-        _labelstudio_section(r, run, iou)
-    if compare is not None:
-        _compare_section(r, run, A.load_run(compare, ann=ann))
-
-    (out / "report.md").write_text("\n".join(r.lines) + "\n")
-    return out / "report.md"
-
 
 def _labelstudio_section(r: Report, run, iou: float):
-    acc = A.acceptance_table(run)
+    acc = LS.acceptance_table(run)
     r.add("## Label Studio: what annotators did with the pre-labels", "")
     if acc is not None and len(acc):
         r.figure(A.plot_acceptance(acc), "acceptance.png", "pre-label acceptance per label")
@@ -141,7 +164,7 @@ def _labelstudio_section(r: Report, run, iou: float):
               f"F1 {f(m.get('f1'))} (tp {m.get('tp')}, fp {m.get('fp')}, fn {m.get('fn')}).", "")
     ws = A.work_saved(A.sweep(run, iou))
     best = A.best_work_threshold(A.sweep(run, iou))
-    r.add(A.WORK_SAVED_DEFINITION, "")
+    r.add(LS.WORK_SAVED_DEFINITION, "")
     r.figure(A.plot_work_saved(ws, best, assessed_from=float(run.config.get("threshold") or 0)),
              "work_saved.png", "annotation work saved per threshold")
     if best["saved"] <= 0:
@@ -152,26 +175,36 @@ def _labelstudio_section(r: Report, run, iou: float):
               f"{best['tp']} matched and {best['fp']} unmatched pre-labels).", "")
 
 
-def _compare_section(r: Report, a, b):
-    r.add(f"## Comparison: A = `{a.name}`, B = `{b.name}`", "")
-    if a.ann_path.resolve() != b.ann_path.resolve():
-        r.add(f"**Warning:** different ground truth (`{a.ann_path}` vs `{b.ann_path}`).", "")
-    cfg = A.compare_config(a, b)
+def _compare_section(r: Report, runs: list, out: Path):
+    labels = A.run_labels(runs)
+    names = dict(zip(labels, (run.name for run in runs)))
+    r.add(f"## Comparison of {len(runs)} runs (A is the reference)", "",
+          md_table(A.model_table(runs), digits=1), "")
+    if len({run.ann_path.resolve() for run in runs}) > 1:
+        r.add("**Warning:** different ground truth: " + ", ".join(f"{k} `{run.ann_path}`"
+                                                                 for k, run in zip(labels, runs)), "")
+    cfg = A.compare_config(runs)
     if len(cfg):
         r.add("Settings that differ:", "", md_table(cfg), "")
-    r.add(md_table(A.compare_metrics(a, b), index=True, digits=1), "")
-    cpc = A.compare_per_class(a, b)
-    r.figure(A.plot_compare_per_class(cpc, a.name, b.name), "compare_per_class.png", "per-class AP, B vs A")
-    r.figure(A.plot_pr_overlay(A.compare_pr(a, b)), "compare_pr.png", "precision-recall, both runs")
-    r.add("Largest per-class losses (AP in %, B − A):", "",
-          md_table(_pct_cols(cpc.head(10), ["AP_A", "AP_B", "delta"]), digits=1), "")
+    r.add(md_table(A.compare_metrics(runs), index=True, digits=1), "")
+    cpc = A.compare_per_class(runs)
+    cpc.to_csv(out / "compare_per_class.csv", index=False)
+    r.figure(A.plot_compare_per_class(cpc, names), "compare_per_class.png", "per-class AP against run A")
+    if all(run.kind != "lvis" for run in runs):
+        r.figure(A.plot_pr_overlay(A.compare_pr(runs)), "compare_pr.png", "precision-recall of each run")
+    ap_cols = [c for c in cpc.columns if c.startswith("AP_") or c.endswith(" − A")]
+    r.add("Largest per-class losses against A (AP in %; all in `compare_per_class.csv`):", "",
+          md_table(_pct_cols(cpc.head(10), ap_cols), digits=1), "")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m evaluation.report", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir", help="run directory written by evaluation.coco or evaluation.labelstudio")
-    p.add_argument("--compare", metavar="RUN_DIR2", help="second run to compare with (B against A = RUN_DIR)")
-    p.add_argument("--out", metavar="DIR", help="output directory (default RUN_DIR/report)")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="run directories written by evaluation.coco, evaluation.lvis or evaluation.labelstudio; "
+                        "the first is reported in full, all are compared")
+    p.add_argument("--compare", metavar="RUN_DIR2", action="append", default=[],
+                   help="another run to compare with the first (same as naming it after the first)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default FIRST_RUN_DIR/report)")
     p.add_argument("--precision", type=float, default=0.8,
                    help="target precision for the recommended threshold (default 0.8)")
     p.add_argument("--iou", type=float, default=0.5, help="IoU for the threshold sweep (default 0.5)")
@@ -179,10 +212,13 @@ def main(argv=None) -> int:
                                      "(default: the 2 best and 2 worst classes)")
     p.add_argument("--ann", help="ground-truth JSON, if not where metrics.json says")
     args = p.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, whatever display this process has
     try:
-        path = write_report(args.run_dir, args.out, args.compare, args.precision, args.iou,
+        path = write_report(args.runs[0], args.out, [*args.runs[1:], *args.compare], args.precision, args.iou,
                             args.classes.split(",") if args.classes else None, args.ann)
-    except (A.NotARunDir, KeyError) as exc:
+    except (A.NotARunDir, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"report written to {path}")

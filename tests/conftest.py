@@ -9,13 +9,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 
 
-from tests.model_factory import build_tiny_model  # noqa: E402
+from tests.model_factory import build_tiny_mm_model, build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A small random Grounding DINO saved with its processor, loaded by directory like a hub id."""
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-grounding-dino")
+
+
+@pytest.fixture(scope="session")
+def tiny_mm_model_dir(tmp_path_factory) -> Path:
+    """The same small settings as an MM-Grounding-DINO (model type mm-grounding-dino), loaded by directory."""
+    return build_tiny_mm_model(tmp_path_factory.mktemp("models") / "tiny-mm-grounding-dino")
 
 
 @pytest.fixture(scope="session")
@@ -48,10 +54,11 @@ def make_client(tiny_detector, make_settings):
 
     clients = []
 
-    def make(detector=None, raise_server_exceptions=True, importer_factory=None, **env):
+    def make(detector=None, raise_server_exceptions=True, importer_factory=None, notes_client_factory=None, **env):
         settings = make_settings(**env)
         predictor = Predictor(detector or tiny_detector, settings)
-        app = create_app(settings, predictor, importer_factory=importer_factory)
+        app = create_app(settings, predictor, importer_factory=importer_factory,
+                         notes_client_factory=notes_client_factory)
         client = TestClient(app, raise_server_exceptions=raise_server_exceptions)
         client.__enter__()
         client.predictor = predictor

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from .boxes import box_iou  # noqa: F401  (re-exported: its one home is boxes.py)
 from .prompt import PromptChunk
 
 
@@ -144,14 +145,3 @@ def class_nms(dets: Detections, iou_threshold: float) -> Detections:
         keep.append(i)
         suppressed |= (iou[i] > iou_threshold) & same[i]
     return dets.select(torch.tensor(keep, dtype=torch.long))
-
-
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(N, M) IoU of xyxy boxes."""
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.max(a[:, None, :2], b[None, :, :2])
-    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return torch.where(union > 0, inter / union, torch.zeros_like(inter))

@@ -2,9 +2,9 @@
 
 See ../shared/docs/coco-protocol.md. Captions and post-processing come from the detection core
 (`backend.detection`); this package loads the dataset, runs the detector resumably (optionally across
-torchrun ranks), scores with pycocotools and writes the run directory.
+torchrun ranks, through evaluation.runner), scores with pycocotools and writes the run directory.
 """
-from .dataset import CocoDataset, InputError, load_dataset
+from .dataset import CocoDataset, load_dataset
 from .scoring import METRICS, per_class_table, score
 
-__all__ = ["CocoDataset", "InputError", "load_dataset", "METRICS", "per_class_table", "score"]
+__all__ = ["CocoDataset", "load_dataset", "METRICS", "per_class_table", "score"]

@@ -5,9 +5,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-
-class InputError(ValueError):
-    """Bad user input (missing file, not a COCO annotation file, ...): one line, exit code 2."""
+from evaluation.runner.errors import InputError
 
 
 @dataclass
@@ -52,7 +50,9 @@ def resolve_paths(coco_root: str | None, ann: str | None, images: str | None) ->
     return Path(ann).expanduser(), Path(images).expanduser()
 
 
-def load_dataset(ann_path: Path, images_dir: Path, check_files: bool = True) -> CocoDataset:
+def load_dataset(ann_path: Path, images_dir: Path, check_files: bool = True, prepare=None) -> CocoDataset:
+    """Read and validate a COCO-format annotation file. `prepare(data, ann_path)` adapts a related format
+    before validation (evaluation.lvis: image file names from `coco_url`, LVIS's fields)."""
     ann_path, images_dir = Path(ann_path).resolve(), Path(images_dir).resolve()
     if not ann_path.is_file():
         raise InputError(f"annotation file not found: {ann_path}")
@@ -62,6 +62,8 @@ def load_dataset(ann_path: Path, images_dir: Path, check_files: bool = True) -> 
         data = json.loads(ann_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{ann_path} is not valid JSON ({exc})") from None
+    if prepare is not None:
+        prepare(data, ann_path)
     _validate(data, ann_path)
     _fill_defaults(data)
     files, sizes = {}, {}

@@ -7,13 +7,10 @@ import io
 import numpy as np
 import pandas as pd
 
-METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+from evaluation.published import comparison_lines
 
-# COCO val2017 bbox AP (%) published for the released checkpoints (../shared/docs/coco-protocol.md).
-PUBLISHED = {
-    "grounding-dino-tiny": {"paper": 48.4, "official": 48.5, "zero_shot": True},
-    "grounding-dino-base": {"paper": 56.7, "official": 56.9, "zero_shot": False},
-}
+METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+PER_CLASS_COLUMNS = ["category_id", "name", "AP", "AP50", "AP75", "num_gt"]
 VAL2017_IMAGES = 5000
 
 
@@ -28,20 +25,25 @@ def coco_gt(data: dict):
     return gt
 
 
+def load_results(gt, detections: list[dict]):
+    """COCO results as a pycocotools object; an empty list (which loadRes refuses) scores 0."""
+    if detections:
+        return gt.loadRes(detections)
+    from pycocotools.coco import COCO
+
+    dt = COCO()
+    dt.dataset = {"images": gt.dataset["images"], "categories": gt.dataset["categories"], "annotations": []}
+    dt.createIndex()
+    return dt
+
+
 def score(gt, detections: list[dict], image_ids) -> tuple[dict, object, str]:
     """COCOeval over `image_ids`: (metrics as fractions, the evaluated COCOeval, summarize() text)."""
-    from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        if detections:
-            dt = gt.loadRes(detections)
-        else:  # loadRes refuses an empty list: an empty result set scores 0
-            dt = COCO()
-            dt.dataset = {"images": gt.dataset["images"], "categories": gt.dataset["categories"], "annotations": []}
-            dt.createIndex()
-        ev = COCOeval(gt, dt, "bbox")
+        ev = COCOeval(gt, load_results(gt, detections), "bbox")
         ev.params.imgIds = sorted(int(i) for i in image_ids)
         ev.evaluate()
         ev.accumulate()
@@ -53,7 +55,9 @@ def score(gt, detections: list[dict], image_ids) -> tuple[dict, object, str]:
 
 
 def per_class_table(ev, categories: list[dict]) -> pd.DataFrame:
-    """Per category (annotation-file order): AP, AP50, AP75 (area all, 100 detections) and GT count.
+    """Per category, in annotation-file order: AP, AP50, AP75 (fractions; area all, 100 detections) and
+    the non-crowd GT count over the evaluated images. The one per-class table: the run's per_class.csv,
+    the analysis and the report (which sorts it for display) all come from it.
 
     From COCOeval's accumulated precision array [T iou, R recall, K class, A area, M maxDets]; -1
     entries (no ground truth) are left out of the means; a class without ground truth gets NaN.
@@ -76,16 +80,21 @@ def per_class_table(ev, categories: list[dict]) -> pd.DataFrame:
         p = precision[:, :, k, 0, -1]  # area "all", maxDets 100
         rows.append({"category_id": int(c["id"]), "name": c["name"], "AP": mean(p), "AP50": mean(p[0]),
                      "AP75": mean(p[5]), "num_gt": int(num_gt.get(c["id"], 0))})
-    return pd.DataFrame(rows, columns=["category_id", "name", "AP", "AP50", "AP75", "num_gt"])
+    return pd.DataFrame(rows, columns=PER_CLASS_COLUMNS)
 
 
-def published_for(model: str, num_images: int, ann_name: str) -> dict | None:
-    """The published figure for a known checkpoint, when the full val2017 set was run."""
-    if num_images != VAL2017_IMAGES or "val2017" not in ann_name:
-        return None
-    low = model.lower().replace("_", "-")
-    key = next((k for k in PUBLISHED if k in low), None)
-    return {"checkpoint": key, **PUBLISHED[key]} if key else None
+def is_full_val2017(num_images: int, ann_name: str) -> bool:
+    """A run over all of COCO val2017: the only runs the published figures can be compared with."""
+    return num_images == VAL2017_IMAGES and "val2017" in ann_name
+
+
+def published_rows(model: str, num_images: int, ann_name: str) -> list[dict]:
+    """The published COCO val2017 figures of the run's checkpoint, for a full val2017 run ([] otherwise)."""
+    from evaluation.published import COCO_VAL2017, published_for
+
+    if not is_full_val2017(num_images, ann_name):
+        return []
+    return [p.as_dict() for p in published_for(model, COCO_VAL2017)]
 
 
 def summary_text(metrics: dict, config: dict, cocoeval_text: str = "") -> str:
@@ -102,18 +111,12 @@ def summary_text(metrics: dict, config: dict, cocoeval_text: str = "") -> str:
     if cocoeval_text:
         lines.append(cocoeval_text.rstrip())
     lines.append(f"AP {ap:.1f}  AP50 {100 * metrics['AP50']:.1f}  AP75 {100 * metrics['AP75']:.1f}")
-    pub = config.get("published")
-    if pub:
-        lines.append(
-            f"published ({pub['checkpoint']}): {pub['paper']} (paper) / {pub['official']} (official script); "
-            f"ours {ap:.1f}: difference {ap - pub['paper']:+.1f} / {ap - pub['official']:+.1f}"
-        )
-        if not pub["zero_shot"]:
-            lines.append("note: COCO was in this checkpoint's training data, so this is not a zero-shot figure")
+    lines += comparison_lines(ap, config.get("published") or [])
     return "\n".join(lines)
 
 
-def non_parity_reasons(config: dict) -> list[str]:
+def non_parity_reasons(config: dict, parity_chunk_size: int | None = None) -> list[str]:
+    """Why a run's settings differ from the published protocol's (COCO: one caption; LVIS: chunks of 40)."""
     reasons = []
     if config.get("batch_size", 1) != 1:
         reasons.append(f"batch size {config['batch_size']} (parity: 1; padding changes the features)")
@@ -121,6 +124,7 @@ def non_parity_reasons(config: dict) -> list[str]:
         reasons.append(f"dtype {config['dtype']} (parity: fp32)")
     if config.get("num_select", 300) != 300:
         reasons.append(f"num_select {config['num_select']} (parity: 300)")
-    if config.get("chunk_size") is not None:
-        reasons.append(f"chunk size {config['chunk_size']} (parity: one caption)")
+    if config.get("chunk_size") != parity_chunk_size:
+        parity = "one caption" if parity_chunk_size is None else parity_chunk_size
+        reasons.append(f"chunk size {config['chunk_size']} (parity: {parity})")
     return reasons

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluation.coco.dataset import InputError
-from evaluation.coco.store import _atomic_write
+from evaluation.runner.errors import InputError
+from evaluation.runner.store import atomic_write
 
 from .export import TREATMENTS, Task, load_export, prelabel_treatment
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, argv) -> int:
-    from evaluation.coco.run import library_versions
+    from evaluation.runner.run import library_versions
     from evaluation.coco.scoring import coco_gt, per_class_table, score
 
     if not 0 < args.iou <= 1:
@@ -107,8 +107,8 @@ def run(args, argv) -> int:
     out.mkdir(parents=True, exist_ok=True)
     gt, dets = coco_files(tasks)
     ann_path = out / "ground_truth.json"
-    _atomic_write(ann_path, json.dumps(gt))
-    _atomic_write(out / "detections.json", json.dumps(dets))
+    atomic_write(ann_path, json.dumps(gt))
+    atomic_write(out / "detections.json", json.dumps(dets))
     ids = [im["id"] for im in gt["images"]]
     metrics, ev, text = score(coco_gt(gt), dets, ids)
     per_class = per_class_table(ev, gt["categories"])
@@ -137,7 +137,7 @@ def run(args, argv) -> int:
     metrics.update({k: int(total[k]) for k in ("tp", "fp", "fn")})
     metrics["prelabels"] = prelabels
     metrics["config"] = config
-    _atomic_write(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
     print(f"Label Studio export {export}: {len(ids)} annotated tasks of {len(tasks)}, model {config['model']}")
     print(text.rstrip())
     f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731

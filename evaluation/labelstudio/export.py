@@ -11,7 +11,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluation.coco.dataset import InputError
+import numpy as np
+
+from backend.detection.boxes import box_iou, xywh_to_xyxy
+from evaluation.runner.errors import InputError
+from evaluation.matching import greedy_match
 
 GEOMETRY_TOL = 1e-3  # percent of the image: below this a box counts as untouched
 TREATMENTS = ("kept", "moved_resized", "relabelled", "deleted", "added")
@@ -45,14 +49,6 @@ class Task:
     annotation: list[Box] | None  # the final annotation, None when the task has none
     prediction: list[Box] = field(default_factory=list)
     model_version: str | None = None
-
-
-def iou(a: Box, b: Box) -> float:
-    x0, y0 = max(a.x, b.x), max(a.y, b.y)
-    x1, y1 = min(a.x + a.w, b.x + b.w), min(a.y + a.h, b.y + b.h)
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = a.w * a.h + b.w * b.h - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _boxes(result, default_score=None) -> tuple[list[Box], tuple[float, float] | None]:
@@ -111,25 +107,25 @@ def load_export(path: Path) -> list[Task]:
 
 
 def match_boxes(preds: list[Box], truths: list[Box], iou_threshold: float, same_label: bool = True):
-    """Greedy one-to-one matching, highest score first, each to its best unmatched box by IoU.
+    """Greedy one-to-one matching (evaluation.matching), highest score first, each pre-label to its best
+    unmatched box by IoU; with ``same_label`` only boxes of the same label can match.
 
     Returns (pairs [(pred index, truth index)], unmatched pred indices, unmatched truth indices)."""
     order = sorted(range(len(preds)), key=lambda i: -(preds[i].score if preds[i].score is not None else 1.0))
-    free, pairs, lonely = set(range(len(truths))), [], []
-    for i in order:
-        best, best_iou = None, iou_threshold
-        for j in sorted(free):
-            if same_label and truths[j].label != preds[i].label:
-                continue
-            v = iou(preds[i], truths[j])
-            if v >= best_iou and (best is None or v > best_iou):
-                best, best_iou = j, v
-        if best is None:
-            lonely.append(i)
-        else:
-            pairs.append((i, best))
-            free.discard(best)
-    return pairs, sorted(lonely), sorted(free)
+    ious = box_iou(_xyxy([preds[i] for i in order]), _xyxy(truths))
+    if same_label:
+        other = np.array([[preds[i].label != t.label for t in truths] for i in order], dtype=bool)
+        ious[other.reshape(ious.shape)] = -1.0  # below any threshold
+    matched = greedy_match(ious, iou_threshold)
+    pairs = [(i, int(j)) for i, j in zip(order, matched) if j > -1]
+    lonely = sorted(i for i, j in zip(order, matched) if j == -1)
+    free = sorted(set(range(len(truths))) - {j for _, j in pairs})
+    return pairs, lonely, free
+
+
+def _xyxy(boxes: list[Box]) -> np.ndarray:
+    """Percent-of-image [x, y, w, h] -> xyxy (IoU is the same in percent as in pixels of one image)."""
+    return xywh_to_xyxy(np.array([[b.x, b.y, b.w, b.h] for b in boxes], dtype=np.float64).reshape(-1, 4))
 
 
 def prelabel_treatment(task: Task, iou_threshold: float) -> list[tuple[str, str]]:

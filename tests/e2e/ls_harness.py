@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LABEL_STUDIO_VERSION = "1.23.2"
 LS_VENV = Path(os.environ.get("LABEL_STUDIO_VENV", ROOT / ".venv-labelstudio"))
 ARTIFACTS = ROOT / "tests" / "artifacts"
+ML_TIMEOUT_PREDICT = 10
 
 
 def ensure_label_studio() -> Path:
@@ -114,6 +115,9 @@ def start_label_studio(tmp: Path, port: int | None = None, timeout: float = 240)
         LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
         SENTRY_DSN="", FRONTEND_SENTRY_DSN="",
         COLLECT_ANALYTICS="false",
+        # Label Studio's predict timeout, the same on both sides (as docker-compose.yml sets it): low, so
+        # that a Retrieve Predictions larger than one answer is tested in seconds.
+        ML_TIMEOUT_PREDICT=str(ML_TIMEOUT_PREDICT),
         PATH=f"{exe.parent}{os.pathsep}{env.get('PATH', '')}",
     )
     with open(log, "wb") as out:
@@ -145,7 +149,7 @@ def start_backend(model_dir: Path, ls: LabelStudioServer, log_name: str, extra_e
         GROUNDING_DINO_MODEL=str(model_dir), DEVICE="cpu", DTYPE="fp32", BATCH_SIZE="2",
         LABEL_STUDIO_URL=ls.url, LABEL_STUDIO_API_KEY=ls.token,
         LOCAL_FILES_DOCUMENT_ROOT=str(ls.media_root), LOG_LEVEL="INFO",
-        HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", ML_TIMEOUT_PREDICT=str(ML_TIMEOUT_PREDICT),
     )
     for key in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "ALLOWED_MEDIA_HOSTS", "BOX_THRESHOLD"):
         env.pop(key, None)

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-matplotlib.use("Agg")
-
-from evaluation import analysis as A  # noqa: E402
-
-from tests.evaluation.analysis_data import (  # noqa: E402
+from evaluation import analysis as A
+from evaluation import analysis_labelstudio as LS
+from tests.evaluation.analysis_data import (
     HAND_DETS, HAND_EXPECTED, HAND_GT, coco_gt, det, labelstudio_run, write_run,
 )
+
+matplotlib.use("Agg")  # this test process draws figures without a display
 
 
 @pytest.fixture
@@ -140,7 +140,9 @@ def test_pr_curve_from_cocoeval(tmp_path):
 
 def test_tables(hand_run):
     pc = A.per_class_table(hand_run)
-    assert pc["AP"].is_monotonic_increasing and set(pc["name"]) == {"cat", "dog"}
+    assert pc["name"].tolist() == ["cat", "dog"]  # annotation-file order, as evaluation.coco writes it
+    worst = A.worst_first(pc)
+    assert worst["AP"].is_monotonic_increasing and set(worst["name"]) == {"cat", "dog"}
     assert pc.set_index("name").loc["cat", "num_gt"] == 3
     sizes = A.size_table(hand_run).set_index("size")
     assert sizes["num_gt"].tolist() == [4, 0, 0]  # all areas < 32² (crowd excluded)
@@ -153,13 +155,21 @@ def test_compare_runs(tmp_path):
     a = A.load_run(write_run(tmp_path / "a", HAND_GT, HAND_DETS))
     worse = [dict(d, bbox=[v + 3 for v in d["bbox"]]) if d["category_id"] == 1 else d for d in HAND_DETS]
     b = A.load_run(write_run(tmp_path / "b", HAND_GT, worse, dtype="bf16"))
-    cm = A.compare_metrics(a, b)
+    c = A.load_run(write_run(tmp_path / "c", HAND_GT, HAND_DETS, batch_size=4))
+    cm = A.compare_metrics([a, b, c])
     assert cm.loc["AP", "B − A"] == pytest.approx(100 * (b.metrics["AP"] - a.metrics["AP"]))
-    assert cm.loc["AP", "B − A"] < 0
-    cc = A.compare_per_class(a, b).set_index("name")
-    assert cc.loc["cat", "delta"] < 0 and cc.loc["dog", "delta"] == pytest.approx(0)
-    assert A.compare_config(a, b).set_index("key").loc["dtype"].tolist() == ["fp32", "bf16"]
-    assert set(A.compare_pr(a, b)["run"]) == {"A: a", "B: b"}
+    assert cm.loc["AP", "B − A"] < 0 and cm.loc["AP", "C − A"] == 0
+    cc = A.compare_per_class([a, b, c]).set_index("name")
+    assert cc.loc["cat", "B − A"] < 0 and cc.loc["dog", "B − A"] == pytest.approx(0)
+    assert cc.loc["cat", "C − A"] == 0
+    assert A.compare_per_class([a, b, c])["name"].iloc[0] == "cat"  # largest loss first
+    cfg = A.compare_config([a, b, c]).set_index("key")
+    assert cfg.loc["dtype"].tolist() == ["fp32", "bf16", "fp32"] and cfg.loc["batch_size"].tolist() == ["1", "1", "4"]
+    assert set(A.compare_pr([a, b, c])["run"]) == {"A: a", "B: b", "C: c"}
+    models = A.model_table([a, b])
+    assert models["run"].tolist() == ["A", "B"] and models["AP"].tolist() == pytest.approx(
+        [100 * a.metrics["AP"], 100 * b.metrics["AP"]])
+    assert models["published"].tolist() == ["–", "–"]  # 2 images: not a full val2017 run
 
 
 def test_not_a_run_dir(tmp_path):
@@ -169,16 +179,51 @@ def test_not_a_run_dir(tmp_path):
         A.load_run(tmp_path / "nope")
 
 
-def test_figures_are_labelled(hand_run):
+def test_figures_are_labelled_and_plot_the_tables(hand_run):
     m = A.matched_detections(hand_run)
     s = A.sweep(hand_run)
-    figs = [A.plot_per_class_ap(A.per_class_table(hand_run)), A.plot_ap_by_size(A.size_table(hand_run)),
-            A.plot_pr_curves(A.pr_curves(hand_run, classes=["dog"])), A.plot_score_histograms(m),
-            A.plot_threshold_sweep(s, A.recommend_threshold(s, 0.6))]
+    pc = A.per_class_table(hand_run)
+    sizes = A.size_table(hand_run)
+    pr = A.pr_curves(hand_run, classes=["dog"])
+    rec = A.recommend_threshold(s, 0.6)
+    figs = [A.plot_per_class_ap(pc), A.plot_ap_by_size(sizes), A.plot_pr_curves(pr),
+            A.plot_score_histograms(m), A.plot_threshold_sweep(s, rec)]
     for fig in figs:
         for ax in fig.axes:
             assert ax.get_xlabel() and ax.get_ylabel() and (ax.get_title() or fig._suptitle)
+    # per-class AP: one bar per class, worst at the top, length = AP in %
+    bars = figs[0].axes[0].patches
+    worst = A.worst_first(pc)
+    assert [b.get_width() for b in bars] == pytest.approx((100 * worst["AP"].fillna(0)).tolist())
+    # AP/AR by size: the AP bars are the size table's AP (NaN where no GT of that size)
+    ap_bars = figs[1].axes[0].patches[: len(sizes)]
+    np.testing.assert_allclose([b.get_height() for b in ap_bars], sizes["AP"].to_numpy(), equal_nan=True)
+    # PR curves: the "all" line of the IoU 0.5 panel is the table's precision at the 101 recall points
+    line = figs[2].axes[0].get_lines()[0]
+    allc = pr[(pr["iou"] == 0.5) & (pr["class"] == "all")]
+    np.testing.assert_allclose(line.get_xdata(), allc["recall"])
+    np.testing.assert_allclose(line.get_ydata(), allc["precision"])
+    # histograms: the TP and FP counts add up to the non-ignored matched detections
+    counts = sum(b.get_height() for b in figs[3].axes[0].patches)
+    assert counts == (~m["ignored"]).sum()
+    # sweep: precision / recall / F1 lines are the sweep's columns; the max-F1 marker sits at 0.50
+    lines = {ln.get_label(): ln for ln in figs[4].axes[0].get_lines()}
+    for key, label in (("precision", "precision"), ("recall", "recall"), ("f1", "F1")):
+        np.testing.assert_allclose(lines[label].get_ydata(), s[key].to_numpy(), equal_nan=True)
+    marker = next(ln for name, ln in lines.items() if name.startswith("max F1"))
+    assert marker.get_xdata()[0] == pytest.approx(0.5)
+    for fig in figs:
         matplotlib.pyplot.close(fig)
+
+
+def test_plot_style_does_not_leak_into_the_process():
+    """Drawing a figure applies the house style inside it only (no import-time or lasting rcParams)."""
+    before = dict(matplotlib.rcParams)
+    fig = A.plot_ap_by_size(pd.DataFrame({"size": ["small"], "pixels": ["< 32²"], "AP": [10.0], "AR100": [20.0],
+                                          "num_gt": [1]}))
+    assert fig.axes[0].xaxis._major_tick_kw.get("gridOn") or fig.axes[0].yaxis._major_tick_kw.get("gridOn")
+    assert dict(matplotlib.rcParams) == before
+    matplotlib.pyplot.close(fig)
 
 
 SYNTH_CATS = [{"id": i + 1, "name": n} for i, n in enumerate(
@@ -252,7 +297,7 @@ def test_run_without_detections(tmp_path):
 def test_labelstudio_run_acceptance_and_work_saved(tmp_path):
     run = A.load_run(labelstudio_run(tmp_path))
     assert run.kind == "labelstudio"
-    acc = A.acceptance_table(run).set_index("label")
+    acc = LS.acceptance_table(run).set_index("label")
     assert acc.loc["Car", ["kept", "moved/resized", "relabelled", "deleted", "added by annotators", "total"]
                    ].tolist() == [2, 0, 0, 2, 1, 4]
     assert acc.loc["Person", ["kept", "moved/resized", "relabelled", "deleted", "added by annotators", "total"]

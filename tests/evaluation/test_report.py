@@ -31,7 +31,7 @@ def test_report_command_writes_every_figure(tmp_path):
     # the recommendations of the hand-built case (see test_analysis): max F1 at 0.50, P >= 0.6 from 0.31
     assert re.search(r"\| max F1 \| 0\.500 \| 0\.600 \| 0\.750 \| 0\.667 \|", md), md
     assert re.search(r"\| lowest with precision ≥ 0\.6 \| 0\.310 \|", md), md
-    assert "| grounding-dino-tiny paper | 48.4 |" in md
+    assert "| paper (arXiv 2303.05499 (Grounding DINO paper), Table 2) | 48.4 |" in md
     sweep = pd.read_csv(out / "threshold_sweep.csv")
     assert len(sweep) == 101 and sweep.loc[sweep["threshold"] == 0.5, "tp"].item() == 3
 
@@ -43,9 +43,10 @@ def test_report_compare_default_out(tmp_path):
     assert report.main([str(a), "--compare", str(b), "--classes", "dog"]) == 0
     out = a / "report"
     names = {p.name for p in out.iterdir()}
-    assert SINGLE | {"compare_per_class.png", "compare_pr.png"} == names
+    assert SINGLE | {"compare_per_class.png", "compare_pr.png", "compare_per_class.csv"} == names
     md = (out / "report.md").read_text()
-    assert "## Comparison: A = `fp32`, B = `bf16`" in md
+    assert "## Comparison of 2 runs (A is the reference)" in md
+    assert "| A | fp32 | IDEA-Research/grounding-dino-tiny | coco-val2017 | 2 |" in md
     assert "| dtype | fp32 | bf16 |" in md
     assert "Overall (mean over classes) and for: dog." in md
 

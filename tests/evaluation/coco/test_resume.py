@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.evaluation.coco.coco_data import REPO, cli_args, env, make_dataset, run_cli
-from evaluation.coco.store import PartialStore, read_lines
+from evaluation.runner.store import PartialStore, read_lines
 
 pytestmark = pytest.mark.slow
 NUM_IMAGES = 5

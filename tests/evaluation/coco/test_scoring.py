@@ -89,8 +89,13 @@ def test_run_directory_files(coco_dataset, fast_model_dir, tmp_path, capsys):
     assert cfg["ann"] == str(ann.resolve()) and cfg["images"] == str(images.resolve())
     assert cfg["model"] == str(fast_model_dir) and cfg["dtype"] == "fp32" and cfg["device"] == "cpu"
     assert cfg["num_images"] == 3 and cfg["parity"] is True and cfg["num_chunks"] == 1
+    assert cfg["phrases"] == ["cat", "dog", "traffic light", "hair drier"] and "class_phrases" in cfg["phrase_rule"]
     assert {"torch", "transformers", "pycocotools"} <= set(cfg["versions"])
     assert {"inference_s", "model_load_s", "total_s"} <= set(cfg["timings"])
+    # Every speed lever installed on this transformers, recorded as such (a silent miss would say why).
+    assert {"text_cache", "fusion", "deformable"} <= set(cfg["levers"]), cfg["levers"]
+    assert all(v == "active" for k, v in cfg["levers"].items() if k != "thp_allocation"), cfg["levers"]
+    assert cfg["lever_warnings"] == [] and cfg["preprocessing"].startswith("official GroundingDINO transforms")
     dets = load_json(out / "detections.json")
     ids = sorted(im["id"] for im in json.loads(ann.read_text())["images"])[:3]
     assert [d["image_id"] for d in dets] == [i for i in ids for _ in range(300)]
@@ -190,19 +195,39 @@ def test_missing_iscrowd_and_area_are_filled(tmp_path):
 
 
 def test_published_figure_only_for_known_checkpoints_on_full_val2017():
-    from evaluation.coco.scoring import published_for, summary_text
+    from evaluation.coco.scoring import published_rows, summary_text
 
-    tiny = published_for("IDEA-Research/grounding-dino-tiny", 5000, "instances_val2017.json")
-    assert tiny["paper"] == 48.4 and tiny["official"] == 48.5 and tiny["zero_shot"]
-    assert published_for("IDEA-Research/grounding-dino-tiny", 500, "instances_val2017.json") is None
-    assert published_for("IDEA-Research/grounding-dino-tiny", 5000, "odinw.json") is None
-    assert published_for("my/finetuned-detector", 5000, "instances_val2017.json") is None
+    tiny = published_rows("IDEA-Research/grounding-dino-tiny", 5000, "instances_val2017.json")
+    assert [(r["ap"], r["source"], r["zero_shot"]) for r in tiny] == [(48.4, "paper", True),
+                                                                      (48.5, "official script", True)]
+    assert published_rows("/models/grounding-dino-tiny/", 5000, "instances_val2017.json") == tiny  # a local copy
+    assert published_rows("IDEA-Research/grounding-dino-tiny", 500, "instances_val2017.json") == []
+    assert published_rows("IDEA-Research/grounding-dino-tiny", 5000, "odinw.json") == []
+    assert published_rows("my/finetuned-detector", 5000, "instances_val2017.json") == []
+    # exact names: the _grit variant is not the plain o365v1_goldg checkpoint
+    grit = published_rows("openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_grit", 5000, "instances_val2017.json")
+    assert [r["ap"] for r in grit] == [50.5]
     metrics = {m: 0.0 for m in METRICS} | {"AP": 0.4812}
     text = summary_text(metrics, {"published": tiny, "batch_size": 1, "dtype": "fp32", "num_select": 300})
-    assert "48.4 (paper) / 48.5 (official script); ours 48.1: difference -0.3 / -0.4" in text
-    base = published_for("IDEA-Research/grounding-dino-base", 5000, "instances_val2017.json")
+    assert "published 48.4 (paper, arXiv 2303.05499 (Grounding DINO paper), Table 2): ours 48.1, difference -0.3" in text
+    assert "published 48.5 (official script" in text and "difference -0.4" in text
+    base = published_rows("IDEA-Research/grounding-dino-base", 5000, "instances_val2017.json")
     text = summary_text(metrics, {"published": base, "batch_size": 4, "dtype": "bf16", "num_select": 300})
     assert "not a zero-shot figure" in text and "NON-PARITY" in text and "batch size 4" in text
+
+
+def test_coco_names_are_unchanged_by_the_phrase_rule_and_custom_names_become_words():
+    """The evaluation prompts what the backend would: COCO's names as they are, `TrafficLight` as words."""
+    from backend.detection.phrases import class_phrases
+    from evaluation.coco.names import COCO_NAMES
+    from evaluation.coco.run import CocoScorer
+
+    data = {"categories": [{"id": i + 1, "name": n} for i, n in enumerate(COCO_NAMES)]}
+    scorer = CocoScorer(type("D", (), {"category_names": COCO_NAMES, **data})(), "m")
+    assert [c for (c,) in scorer.classes()] == COCO_NAMES
+    custom = CocoScorer(type("D", (), {"category_names": ["TrafficLight", "fire_hydrant", "Dog"]})(), "m")
+    assert custom.classes() == [("traffic light",), ("fire hydrant",), ("dog",)]
+    assert custom.classes()[0] == class_phrases("TrafficLight")
 
 
 def test_exif_rotated_images_use_the_frame_the_annotations_declare(tmp_path):
@@ -210,7 +235,7 @@ def test_exif_rotated_images_use_the_frame_the_annotations_declare(tmp_path):
     say the boxes were drawn on the stored pixels (the original loader does not transpose)."""
     from PIL import Image
 
-    from evaluation.coco.run import load_image
+    from evaluation.runner.run import load_image
 
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 on display

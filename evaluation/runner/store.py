@@ -1,6 +1,7 @@
 """Durable, resumable per-image results in RUN_DIR/partial/*.jsonl, guarded by a run fingerprint.
 
-One JSON line per processed image: {"image_id": ..., "detections": [COCO result dicts]}. Each rank
+One JSON line per processed image: {"image_id": ..., "detections": PAYLOAD}, where the payload is what
+the dataset's result codec writes (COCO: a list of result dicts; LVIS: packed arrays). Each rank
 appends to its own file and flushes + fsyncs after every batch, so a run killed at any moment loses at
 most the batch in flight; a torn last line (killed mid-write) is detected, cut off and redone.
 """
@@ -11,10 +12,13 @@ import os
 import shutil
 from pathlib import Path
 
-from .dataset import InputError
+from .errors import InputError
 
 FINGERPRINT = "fingerprint.json"
 PARTIAL = "partial"
+
+
+RUN_OUTPUTS = ("detections.json", "detections.npz", "metrics.json", "per_class.csv")  # a restart removes them
 
 
 def check_fingerprint(run_dir: Path, fingerprint: dict, resume: bool) -> str:
@@ -47,10 +51,10 @@ def check_fingerprint(run_dir: Path, fingerprint: dict, resume: bool) -> str:
         state = "restarted"
     if not resume or state != "resumed":
         shutil.rmtree(partial, ignore_errors=True)
-        for name in ("detections.json", "metrics.json", "per_class.csv"):
+        for name in RUN_OUTPUTS:
             (run_dir / name).unlink(missing_ok=True)
     partial.mkdir(exist_ok=True)
-    _atomic_write(path, json.dumps(fingerprint, indent=2, sort_keys=True))
+    atomic_write(path, json.dumps(fingerprint, indent=2, sort_keys=True))
     return state
 
 
@@ -62,7 +66,8 @@ def _describe_diff(old, new: dict) -> str:
     return "; ".join(parts)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader (or a killed run) sees the old file or the new one."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
@@ -71,24 +76,32 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def iter_lines(path: Path):
+    """(record, end offset) of each complete, valid record of one partial file, in file order.
+
+    Stops at a torn last line (written partially when the process was killed) or a damaged line:
+    everything from there on is redone."""
+    with open(path, "rb") as f:
+        pos = 0
+        for line in f:
+            if not line.endswith(b"\n"):
+                return
+            try:
+                record = json.loads(line)
+                int(record["image_id"])
+                if not isinstance(record["detections"], (list, dict)):
+                    raise ValueError
+            except (ValueError, KeyError, TypeError):
+                return
+            pos += len(line)
+            yield record, pos
+
+
 def read_lines(path: Path) -> tuple[list[dict], int]:
     """Complete, valid records of one partial file and the byte length of that valid prefix."""
-    data = path.read_bytes()
     records, good = [], 0
-    pos = 0
-    while pos < len(data):
-        end = data.find(b"\n", pos)
-        if end < 0:  # torn last line: written partially when the process was killed
-            break
-        try:
-            record = json.loads(data[pos:end])
-            int(record["image_id"])
-            if not isinstance(record["detections"], list):
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            break  # everything from a damaged line on is redone
+    for record, good in iter_lines(path):
         records.append(record)
-        pos = good = end + 1
     return records, good
 
 
@@ -103,20 +116,31 @@ class PartialStore:
     def files(self) -> list[Path]:
         return sorted(self.dir.glob("*.jsonl"))
 
-    def load(self) -> dict[int, list]:
-        """All complete records of all ranks (of this and earlier runs): image id -> detections."""
-        out: dict[int, list] = {}
+    def records(self):
+        """Every complete record of all ranks (of this and earlier runs), the first per image id, one
+        at a time (an LVIS run's records do not all fit in memory at once)."""
+        seen: set[int] = set()
         for path in self.files():
-            records, _ = read_lines(path)
-            for r in records:
-                out.setdefault(int(r["image_id"]), r["detections"])
-        return out
+            for record, _ in iter_lines(path):
+                image_id = int(record["image_id"])
+                if image_id not in seen:
+                    seen.add(image_id)
+                    yield image_id, record["detections"]
+
+    def load(self) -> dict[int, list]:
+        """All complete records: image id -> detections payload."""
+        return dict(self.records())
+
+    def done_ids(self) -> set[int]:
+        return {image_id for image_id, _ in self.records()}
 
     def open(self) -> None:
         """Open this rank's file for appending, first cutting off a torn or damaged tail."""
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            _, good = read_lines(self.path)
+            good = 0
+            for _, good in iter_lines(self.path):
+                pass
             if good != self.path.stat().st_size:
                 with open(self.path, "r+b") as f:
                     f.truncate(good)

@@ -1,0 +1,65 @@
+"""Command line of `python -m evaluation.lvis` (evaluate) and `python -m evaluation.lvis download`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from evaluation.runner.cli import add_run_arguments, positive_int, run_command
+
+from .dataset import SPLITS
+from .fixed_ap import FIXED_AP_TOPK
+from .run import PARITY_CHUNK_SIZE
+
+DESCRIPTION = f"""\
+Zero-shot LVIS v1 evaluation of a Grounding DINO checkpoint by mmdetection's protocol: the 1,203
+category names cleaned as mmdetection does (`ball_(sports)` -> "ball"), prompted in chunks of
+{PARITY_CHUNK_SIZE}, each chunk's own top-300 per image, Fixed AP (top {FIXED_AP_TOPK} detections per
+category over the split, no per-image cap) with APr/APc/APf by the LVIS rules (federated negatives,
+not-exhaustive categories).
+
+  python -m evaluation.lvis download --lvis-root DIR --split minival   # annotations + the split's images
+  python -m evaluation.lvis --lvis-root DIR --split minival            # or --split val (val1.0)
+  python -m evaluation.lvis --ann LVIS.json --images COCO_ROOT         # any LVIS-format file
+  torchrun --nproc-per-node N -m evaluation.lvis ...                   # shard the images over N GPUs
+
+Writes RUN_DIR/detections.npz (the scored detections), metrics.json, per_class.csv and prints a
+summary beside the published figures. Rerunning the same command continues an interrupted run."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m evaluation.lvis", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = p.add_argument_group("dataset (either --lvis-root with --split, or --ann with --images)")
+    data.add_argument("--lvis-root", metavar="DIR",
+                      help="holding annotations/<split file> and the COCO train2017/ val2017/ images (as `download` makes)")
+    data.add_argument("--split", choices=sorted(SPLITS), default="minival",
+                      help="LVIS v1 minival (5,000 images, GLIP's list) or val (val1.0, 19,809 images); default minival")
+    data.add_argument("--ann", metavar="LVIS.json", help="an LVIS-format annotation file")
+    data.add_argument("--images", metavar="COCO_ROOT", help="directory holding train2017/ and val2017/ (the images' files)")
+    add_run_arguments(p, chunk_default=PARITY_CHUNK_SIZE,
+                      chunk_help=f"categories per prompt chunk (mmdetection's chunked_size; default {PARITY_CHUNK_SIZE}, "
+                                 "the published figures' setting). Changes results; recorded")
+    p.add_argument("--topk", type=positive_int, default=FIXED_AP_TOPK, metavar="K",
+                   help=f"Fixed AP's detections per category over the split (default {FIXED_AP_TOPK}, the protocol's)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from backend.allocator import enable_thp_allocation
+
+    enable_thp_allocation()  # before anything imports torch
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["download"]:
+        from .download import main as download_main
+
+        return download_main(argv[1:])
+    args = build_parser().parse_args(argv)
+
+    def load():
+        from .dataset import load_lvis, resolve_paths
+        from .run import LvisScorer
+
+        dataset = load_lvis(*resolve_paths(args.lvis_root, args.split, args.ann, args.images))
+        return dataset, LvisScorer(dataset, args.model, args.topk)
+
+    return run_command(args, argv, load)

@@ -1,0 +1,95 @@
+"""The LVIS side of an evaluation run: phrases per category, the packed record per image, Fixed AP.
+
+The run itself (sharding, durable partial results, resume, torchrun) is evaluation.runner.run.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evaluation.coco.dataset import CocoDataset
+from evaluation.coco.scoring import non_parity_reasons
+from evaluation.published import comparison_lines, published_for
+
+from . import fixed_ap
+from .dataset import benchmark_of
+from .lvis_eval import METRICS, LvisEvaluator
+from .names import PHRASE_RULE, clean_name
+
+PARITY_CHUNK_SIZE = 40  # mmdetection's chunked_size for LVIS: the published figures' setting
+
+
+class LvisScorer:
+    """Fixed AP with APr/APc/APf on an LVIS-format dataset."""
+
+    phrase_rule = PHRASE_RULE
+    outputs = "detections.npz, metrics.json, per_class.csv"
+
+    def __init__(self, dataset: CocoDataset, model: str, topk: int = fixed_ap.FIXED_AP_TOPK):
+        self.dataset, self.model, self.topk = dataset, model, topk
+        self.benchmark = benchmark_of(dataset.ann_path)
+
+    def classes(self) -> list[tuple[str, ...]]:
+        return [(clean_name(name),) for name in self.dataset.category_names]
+
+    def encode(self, image_id: int, detections) -> dict:
+        return fixed_ap.encode(detections)
+
+    def finish(self, run_dir: Path, records, ids: list[int], config: dict) -> dict:
+        position = {image_id: n for n, image_id in enumerate(ids)}
+        category_ids = np.asarray(self.dataset.category_ids, dtype=np.int64)
+        budget = fixed_ap.TopKPerCategory(self.topk)
+        total = 0
+        for image_id, payload in records:
+            labels, scores, boxes = fixed_ap.decode(payload)
+            budget.add(position[image_id], category_ids[labels], scores, np.full(len(scores), image_id),
+                       fixed_ap.boxes_xywh(boxes))
+            total += len(scores)
+        dets = budget.result()
+        _save_detections(run_dir / "detections.npz", dets)
+        t0 = time.perf_counter()
+        evaluator = LvisEvaluator(self.dataset.data, ids)
+        metrics, ev = evaluator.evaluate(dets, max_dets_per_image=None)
+        config["timings"]["scoring_s"] = round(time.perf_counter() - t0, 3)
+        short = sorted(c for c, n in zip(*np.unique(dets.category_id, return_counts=True)) if n < self.topk)
+        config.update({
+            "benchmark": self.benchmark, "metric": f"Fixed AP (top {self.topk} per category, no per-image cap)",
+            "fixed_ap_topk": self.topk, "detections_stored": total, "detections_scored": len(dets),
+            "categories_below_topk": len(short) + len(set(self.dataset.category_ids) - set(dets.category_id.tolist())),
+        })
+        full = not config.get("limit")
+        config["published"] = [p.as_dict() for p in published_for(self.model, self.benchmark)] if full else []
+        config["non_parity"] = non_parity_reasons(config, PARITY_CHUNK_SIZE)
+        config["parity"] = not config["non_parity"]
+        pd.DataFrame(evaluator.per_class(ev)).to_csv(run_dir / "per_class.csv", index=False)
+        print(summary_text(metrics, config))
+        return {**metrics, "config": config}
+
+
+def _save_detections(path: Path, dets) -> None:
+    """The scored detections (Fixed AP's per-category top-k) as arrays, written atomically."""
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, image_id=dets.image_id, category_id=dets.category_id, score=dets.score,
+                        bbox_xywh=dets.bbox)
+    os.replace(tmp, path)
+
+
+def summary_text(metrics: dict, config: dict) -> str:
+    pct = {k: 100 * v if v >= 0 else float("nan") for k, v in metrics.items() if k in METRICS}
+    lines = [
+        f"model {config.get('model')} (revision {config.get('revision')}) on {config.get('num_images')} images "
+        f"of {config.get('ann')} ({config.get('benchmark')})",
+        f"device {config.get('device')}, dtype {config.get('dtype')}, batch size {config.get('batch_size')}, "
+        f"num_select {config.get('num_select')} per chunk, {config.get('num_chunks')} prompt chunks of "
+        f"{config.get('chunk_size')} categories; {config.get('metric')}",
+    ]
+    if config.get("non_parity"):
+        lines.append("NON-PARITY run (" + "; ".join(config["non_parity"]) + "): not comparable with the published figures")
+    lines.append("  ".join(f"{k} {pct[k]:.1f}" for k in ("AP", "AP50", "AP75", "APr", "APc", "APf")))
+    lines.append("  ".join(f"{k} {pct[k]:.1f}" for k in ("APs", "APm", "APl", "AR")))
+    lines += comparison_lines(pct["AP"], config.get("published") or [])
+    return "\n".join(lines)

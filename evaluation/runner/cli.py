@@ -1,0 +1,94 @@
+"""The command-line options and start-up shared by `python -m evaluation.coco` and `python -m evaluation.lvis`."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from .errors import InputError
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_run_arguments(p: argparse.ArgumentParser, chunk_help: str, chunk_default: int | None = None) -> None:
+    """The model and run options every evaluation command takes."""
+    from backend.detection import DEFAULT_MODEL
+
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_DIR",
+                   help=f"hub model id or local directory saved with save_pretrained (default {DEFAULT_MODEL})")
+    p.add_argument("--out", metavar="RUN_DIR",
+                   help="run directory for results and resume state (default runs/<model>-<dataset>-<date>)")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="fp32 is the parity setting; bf16/fp16 (autocast) are recorded and flagged non-parity")
+    p.add_argument("--batch-size", type=positive_int, default=1, metavar="N",
+                   help="images per forward pass; 1 is the parity setting (padding in larger batches shifts "
+                        "the features slightly; recorded and flagged non-parity)")
+    p.add_argument("--num-select", type=positive_int, default=300, metavar="K",
+                   help="detections kept per image (and per prompt chunk): top-K over queries x classes (default 300)")
+    p.add_argument("--limit", type=positive_int, metavar="N",
+                   help="only the first N images (by image id), for a quick check; scored on those images only")
+    p.add_argument("--chunk-size", type=positive_int, default=chunk_default, metavar="N", help=chunk_help)
+    p.add_argument("--no-resume", action="store_true",
+                   help="discard results already in RUN_DIR and start over (default: continue them; a rerun "
+                        "with different settings into the same RUN_DIR is refused)")
+
+
+def run_command(args, argv: list[str], load: Callable[[], tuple[object, object]]) -> int:
+    """Start a run: torchrun group, dataset and scorer (`load()`), detector, run directory; then evaluate.
+
+    Every rank loads and checks the same things; the first error on any rank stops all of them with
+    one line (exit code 2).
+    """
+    try:
+        return _run(args, argv, load)
+    except InputError as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the cause
+        return 2
+
+
+def _run(args, argv, load) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from backend.detection import Detector, DetectorConfig, ModelLoadError, PromptError
+
+    from .distributed import Dist
+    from .run import RunSettings, default_run_dir, evaluate
+
+    hf_logging.disable_progress_bar()  # ours is the progress bar; keeps errors to their one line
+    try:
+        dist = Dist.from_env(args.device)
+    except Exception as exc:  # bad rendezvous settings: say so in one line
+        raise InputError(f"could not join the torchrun process group ({exc})") from None
+    try:
+        settings = RunSettings(model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                               num_select=args.num_select, limit=args.limit, chunk_size=args.chunk_size,
+                               resume=not args.no_resume, out=args.out)
+        error, dataset, scorer, detector, load_s = None, None, None, None, 0.0
+        try:
+            dataset, scorer = load()
+            t0 = time.perf_counter()
+            detector = Detector.load(DetectorConfig(model=args.model, device=dist.device_for(args.device),
+                                                    dtype=args.dtype))
+            load_s = time.perf_counter() - t0
+            detector.prompt(scorer.classes(), args.chunk_size)  # a label set that cannot be prompted
+        except (InputError, ModelLoadError, PromptError, ValueError) as exc:
+            error = str(exc)
+        error = dist.agree(error)
+        if error:
+            raise InputError(error)
+        run_dir = Path(dist.broadcast(str(Path(args.out) if args.out else default_run_dir(args.model, dataset))))
+        evaluate(dataset, scorer, settings, detector, run_dir.resolve(), dist, load_s, argv)
+        return 0
+    finally:
+        dist.close()

@@ -1,0 +1,249 @@
+"""An evaluation run: the detector over a dataset's (sharded) images into durable partial results, then
+the dataset's scorer on the merged results. Dataset-agnostic: COCO and LVIS supply a `Scorer`."""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import platform
+import re
+import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Protocol
+
+from backend.allocator import active_allocator, cpu_allocator_hint
+
+from .distributed import Dist
+from .errors import InputError
+from .store import PartialStore, atomic_write, check_fingerprint
+
+PREFETCH = 2  # batches decoded ahead of the model
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the user chose for one evaluation run (the command line's options)."""
+
+    model: str
+    device: str = "auto"
+    dtype: str = "fp32"
+    batch_size: int = 1
+    num_select: int = 300
+    limit: int | None = None
+    chunk_size: int | None = None
+    resume: bool = True
+    out: str | None = None
+
+
+class Dataset(Protocol):
+    """A detection dataset as the run needs it (evaluation.coco.dataset.CocoDataset and its LVIS kind)."""
+
+    ann_path: Path
+    images_dir: Path
+    image_ids: list[int]  # sorted
+    files: dict[int, Path]
+    sizes: dict[int, tuple[int, int]]  # image id -> declared (width, height)
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def category_ids(self) -> list[int]: ...
+
+
+class Scorer(Protocol):
+    """What a dataset package supplies to the run."""
+
+    phrase_rule: str  # how category names became phrases (recorded)
+    outputs: str  # the run files it writes, for the final message
+
+    def classes(self) -> list[tuple[str, ...]]:
+        """Per category (label index order) the phrases it is prompted with."""
+
+    def encode(self, image_id: int, detections) -> list | dict:
+        """One image's ranked `Detections` -> the JSON payload stored in the partial results."""
+
+    def finish(self, run_dir: Path, records: Iterator[tuple[int, list | dict]], ids: list[int],
+               config: dict) -> dict:
+        """Rank 0, once every image is done: score the records (in store order), write the run files,
+        print the summary;
+        returns metrics.json's content (with `config`)."""
+
+
+def default_run_dir(model: str, dataset: Dataset) -> Path:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model.rstrip("/")).name or model)
+    return Path("runs") / f"{name}-{dataset.name}-{datetime.date.today():%Y%m%d}"
+
+
+def selected_ids(dataset: Dataset, limit: int | None) -> list[int]:
+    return dataset.image_ids[:limit] if limit else list(dataset.image_ids)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(dataset: Dataset, scorer: Scorer, s: RunSettings, detector) -> dict:
+    """The settings that change per-image results: a rerun into the same RUN_DIR must match them.
+
+    --limit and the number of ranks are not in it: they only choose which images are run.
+    """
+    return {
+        "ann": str(dataset.ann_path), "ann_sha1": file_digest(dataset.ann_path), "images": str(dataset.images_dir),
+        "model": s.model, "revision": detector.model_revision, "device_type": detector.device.type,
+        "dtype": s.dtype, "batch_size": s.batch_size, "num_select": s.num_select, "chunk_size": s.chunk_size,
+        "phrase_rule": scorer.phrase_rule,
+    }
+
+
+def load_image(dataset: Dataset, image_id: int):
+    """EXIF-transposed RGB, unless the annotation file declares the stored (untransposed) frame."""
+    from PIL import Image
+
+    from backend.detection import ImageError, open_image, to_rgb
+
+    path = dataset.files[image_id]
+    try:
+        image = open_image(path)
+        declared = dataset.sizes.get(image_id)
+        if declared and image.size != declared and image.size == declared[::-1]:
+            with Image.open(path) as raw:  # boxes are annotated in the frame of the JSON's width/height
+                raw.load()
+                image = to_rgb(raw)
+        return image
+    except ImageError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def infer(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, store: PartialStore, shard: list[int],
+          done: set, dist: Dist):
+    """Run the detector over this rank's images not yet done; append each batch durably."""
+    from tqdm import tqdm
+
+    prompt = detector.prompt(scorer.classes(), s.chunk_size)
+    todo = [i for i in shard if i not in done]
+    bar = tqdm(total=len(shard), initial=len(shard) - len(todo), unit="img", desc="evaluating",
+               disable=not dist.is_main, dynamic_ncols=True, file=sys.stderr)
+    batches = [todo[b : b + s.batch_size] for b in range(0, len(todo), s.batch_size)]
+    start = time.perf_counter()
+    store.open()
+    # Decode the next PREFETCH batches' images in worker threads while the model runs.
+    pool = ThreadPoolExecutor(max_workers=PREFETCH)
+    decode = lambda ids: [load_image(dataset, i) for i in ids]  # noqa: E731
+    pending = deque(pool.submit(decode, ids) for ids in batches[:PREFETCH])
+    try:
+        for n, ids in enumerate(batches):
+            images = pending.popleft().result()
+            if n + PREFETCH < len(batches):
+                pending.append(pool.submit(decode, batches[n + PREFETCH]))
+            ranked = detector.rank(images, prompt, s.num_select)
+            store.append([{"image_id": i, "detections": scorer.encode(i, d)} for i, d in zip(ids, ranked)])
+            bar.update(len(ids))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        store.close()
+        bar.close()
+    return len(todo), time.perf_counter() - start
+
+
+def library_versions() -> dict:
+    import numpy
+    import pandas
+    import torch
+    import transformers
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pycocotools = version("pycocotools")
+    except PackageNotFoundError:
+        pycocotools = None
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "pycocotools": pycocotools, "numpy": numpy.__version__, "pandas": pandas.__version__}
+
+
+def stored_records(store: PartialStore, ids: list[int]) -> Iterable[tuple[int, list | dict]]:
+    """(image id, stored payload) of each of `ids`, one at a time, in store order (not id order: the
+    scorer orders them); an InputError naming the first missing image when some are not done."""
+    have = store.done_ids()
+    missing = [i for i in ids if i not in have]
+    if missing:
+        raise InputError(f"{len(missing)} images have no results in {store.dir} (first: {missing[0]}); "
+                         "run the same command again to finish them")
+    wanted = set(ids)
+    return ((i, p) for i, p in store.records() if i in wanted)
+
+
+def evaluate(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, run_dir: Path, dist: Dist, load_s: float,
+             argv) -> dict | None:
+    t_start = time.perf_counter()
+    ids = selected_ids(dataset, s.limit)
+    error = None
+    state = None
+    if dist.is_main:
+        try:
+            state = check_fingerprint(run_dir, fingerprint(dataset, scorer, s, detector), s.resume)
+        except InputError as exc:
+            error = str(exc)
+    error = dist.agree(error)
+    if error:
+        raise InputError(error)
+    store = PartialStore(run_dir, dist.rank, dist.world_size)
+    done = store.done_ids()
+    shard = ids[dist.rank :: dist.world_size]
+    resumed = len([i for i in ids if i in done])
+    if dist.is_main and resumed:
+        print(f"resuming: {resumed} of {len(ids)} images already done in {run_dir}", file=sys.stderr)
+    hint = cpu_allocator_hint(detector.device.type) if dist.is_main else None
+    if hint:  # only once the run is accepted: a refused run prints its one error line and nothing else
+        print(f"note: {hint}", file=sys.stderr)
+    error, processed, infer_s = None, 0, 0.0
+    try:
+        processed, infer_s = infer(dataset, scorer, s, detector, store, shard, done, dist)
+    except InputError as exc:
+        error = str(exc)
+    error = dist.agree(error)
+    if error:
+        raise InputError(error)
+    stats = dist.gather((processed, infer_s))
+    if not dist.is_main:
+        dist.barrier()
+        return None
+    classes = scorer.classes()
+    prompt = detector.prompt(classes, s.chunk_size)
+    processed_all = sum(p for p, _ in stats)
+    infer_all = max(t for _, t in stats)
+    config = {
+        "ann": str(dataset.ann_path), "images": str(dataset.images_dir), "model": s.model,
+        "revision": detector.model_revision, "device": str(detector.device), "dtype": s.dtype,
+        "batch_size": s.batch_size, "num_select": s.num_select, "limit": s.limit, "chunk_size": s.chunk_size,
+        "num_chunks": len(prompt.chunks), "chunk_tokens": [c.num_tokens for c in prompt.chunks],
+        "captions": [c.caption.text for c in prompt.chunks], "num_categories": len(dataset.category_ids),
+        "phrase_rule": scorer.phrase_rule, "phrases": [" | ".join(p) for p in classes],
+        "preprocessing": getattr(detector, "preprocessing", None),
+        # Speed levers as installed: a lever that found nothing to patch (a newer transformers) says so here.
+        "levers": dict(getattr(detector, "lever_report", {}) or {}),
+        "lever_warnings": list(getattr(detector, "warnings", []) or []),
+        "num_images": len(ids), "image_ids": ids, "world_size": dist.world_size, "run_state": state,
+        "resumed_images": resumed, "versions": library_versions(), "allocator": active_allocator(),  # CPU timings depend on it
+        "command": list(argv),
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "timings": {"model_load_s": round(load_s, 3), "inference_s": round(infer_all, 3),
+                    "images_this_run": processed_all,
+                    "images_per_s": round(processed_all / infer_all, 3) if infer_all > 0 else None},
+    }
+    try:
+        metrics = scorer.finish(run_dir, stored_records(store, ids), ids, config)
+        metrics["config"]["timings"]["total_s"] = round(time.perf_counter() - t_start + load_s, 3)
+        atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
+        print(f"results in {run_dir}/ ({scorer.outputs})")
+    finally:
+        dist.barrier()
+    return metrics
