@@ -121,6 +121,9 @@ class PredictorPool:
     def model_version(self, label_config: str) -> str:
         return self.primary.model_version(label_config)
 
+    def mapping(self, label_config: str):
+        return self.primary.mapping(label_config)
+
     def plan(self, label_config: str, context: dict | None = None):
         # Prompts hold CPU tensors that each detector moves to its own device: a plan runs anywhere.
         return self.primary.plan(label_config, context)

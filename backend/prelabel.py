@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
 
-    from evaluation.coco.distributed import Dist
+    from evaluation.runner.distributed import Dist
 
     # gloo for CPU processes, nccl for GPUs; one process (no group) without torchrun's variables.
     dist = Dist.from_env(settings.devices[0] if settings.devices else settings.device)

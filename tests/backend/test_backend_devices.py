@@ -152,6 +152,8 @@ def test_devices_cpu_cpu_loads_two_models_and_the_status_shows_both(make_setting
         assert pool.slots[0].predictor.detector is not pool.slots[1].predictor.detector
         assert client.get("/status").json()["devices"] == [
             {"name": "cpu#0", "busy": False, "done": 0}, {"name": "cpu#1", "busy": False, "done": 0}]
+        setup = client.post("/setup", json=ls_body("setup"))
+        assert setup.status_code == 200 and setup.json()["model_version"], setup.text
         body = ls_body("predict-interactive")
         body["tasks"][0]["data"]["image"] = IMAGE
         (item,) = client.post("/predict", json=body).json()["results"]
