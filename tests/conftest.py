@@ -19,6 +19,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sam_dir(tmp_path_factory) -> Path:
+    """A small random SAM (v1: its processor needs only PIL) saved with its processor, loaded by directory."""
+    from tests.sam_factory import build_tiny_mask_model
+
+    return build_tiny_mask_model(tmp_path_factory.mktemp("models") / "tiny-sam", "sam")
+
+
+@pytest.fixture(scope="session")
 def tiny_detector(tiny_model_dir):
     from backend.detection import Detector, DetectorConfig
 
