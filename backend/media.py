@@ -5,7 +5,8 @@ URL kinds (as Label Studio stores them in `task.data`):
   `/data/local-files/?d=<path>` (read from LOCAL_FILES_DOCUMENT_ROOT when set, else through Label Studio),
   any other Label Studio path: fetched from the Label Studio host with the API key;
 - `s3://`, `gs://`, `azure-blob://`: through Label Studio's presign endpoint for the task;
-- plain `http(s)://` URLs.
+- plain `http(s)://` URLs;
+- `data:image/...;base64,...` URIs (Label Studio displays them), decoded under the same byte limit.
 
 We use label-studio-sdk's helpers for what they do well (URL classification, presign encoding, path
 joining under a root, JWT detection, and `LabelStudio`'s refresh of personal access tokens), but not
@@ -14,8 +15,9 @@ keeps a disk cache and reads its settings from the process environment.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
-
 import ipaddress
 import logging
 import os
@@ -23,9 +25,11 @@ import posixpath
 import socket
 import threading
 import time
-from urllib.parse import parse_qs, urljoin, urlparse
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote_to_bytes, urljoin, urlparse
 
 import httpx
+from label_studio_sdk import LabelStudio  # imported with the module: a first refresh inside /setup's 3 s stays quick
 from label_studio_sdk._extensions.label_studio_tools.core.utils.io import (
     concat_urls,
     encode_presign_fileuri,
@@ -33,6 +37,9 @@ from label_studio_sdk._extensions.label_studio_tools.core.utils.io import (
     is_jwt_well_formed,
 )
 
+from PIL import Image
+
+from .detection.images import ImageError, open_image
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,14 +50,61 @@ class MediaError(Exception):
     """A task's image could not be obtained; the message tells the user what to do."""
 
 
+class KeyRefusedError(MediaError):
+    """Label Studio answered that the key is not valid (HTTP 401/403, or a refresh token it refuses)."""
+
+
+class LabelStudioUnreachableError(MediaError):
+    """Label Studio did not answer at the address in use (connection refused, DNS, timeout)."""
+
+
+@dataclass(frozen=True)
+class LabelStudioTarget:
+    """The Label Studio address and key a request uses, and where each came from (to name what to fix)."""
+
+    host: str | None
+    token: str | None
+    host_from_setup: bool  # False: LABEL_STUDIO_URL
+    token_from_setup: bool  # False: LABEL_STUDIO_API_KEY
+
+    @property
+    def key_name(self) -> str:
+        return "the project's /setup token" if self.token_from_setup else "LABEL_STUDIO_API_KEY"
+
+    @property
+    def fix_key(self) -> str:
+        """What to do about a refused key."""
+        if self.token_from_setup:
+            return ("set LABEL_STUDIO_API_KEY to a valid access token (Label Studio → Account & Settings → "
+                    "Access Token; it takes precedence), or reconnect the model in the project's settings")
+        return ("set LABEL_STUDIO_API_KEY to a valid access token of a user with access to this project "
+                "(Label Studio → Account & Settings → Access Token)")
+
+    @property
+    def fix_host(self) -> str:
+        """What to do about an address that does not answer."""
+        where = ("the address Label Studio sent in /setup does not answer from this backend: "
+                 if self.host_from_setup else "")
+        return f"{where}set LABEL_STUDIO_URL to Label Studio's address as seen from this backend (e.g. http://label-studio:8080)"
+
+
 def short_url(url: str) -> str:
-    """A URL safe to show: no query string (presigned signatures, tokens)."""
+    """A URL safe to show: no query string (presigned signatures, tokens), no data of a data: URI."""
+    if url[:5].lower() == "data:":
+        header = url.split(",", 1)[0]
+        header = header if len(header) <= 40 else header[:37] + "..."
+        return f"a data: URI ({header}, {len(url):,} characters)"
     parsed = urlparse(url)
     if parsed.scheme in ("http", "https"):
         text = f"{parsed.scheme}://{parsed.netloc.rsplit('@', 1)[-1]}{parsed.path}"
     else:
         text = url.split("?", 1)[0]
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def source_name(url: str) -> str:
+    """The subject of a sentence about a task's image: `the file at <url>`, `the image of a data: URI (...)`."""
+    return f"the image of {short_url(url)}" if url[:5].lower() == "data:" else f"the file at {short_url(url)}"
 
 
 class MediaFetcher:
@@ -69,12 +123,32 @@ class MediaFetcher:
 
     # ----- public -----------------------------------------------------------------------------
 
+    def label_studio_target(self, hostname: str | None = None, access_token: str | None = None) -> LabelStudioTarget:
+        """LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY when set, else what the project sent in /setup."""
+        setup_host = hostname.rstrip("/") if hostname else None
+        return LabelStudioTarget(
+            host=self.settings.label_studio_url or setup_host,
+            token=self.settings.label_studio_api_key or access_token,
+            host_from_setup=not self.settings.label_studio_url and bool(setup_host),
+            token_from_setup=not self.settings.label_studio_api_key and bool(access_token),
+        )
+
+    def fetch_image(self, url, task_id=None, hostname: str | None = None, access_token: str | None = None) -> Image.Image:
+        """`fetch` and decode within MAX_IMAGE_PIXELS; every failure a MediaError naming the URL."""
+        data = self.fetch(url, task_id=task_id, hostname=hostname, access_token=access_token)
+        try:
+            return open_image(data, max_pixels=self.settings.max_image_pixels)
+        except ImageError as exc:
+            raise MediaError(exc.about(source_name(url.strip()))) from None
+
     def fetch(self, url, task_id=None, hostname: str | None = None, access_token: str | None = None) -> bytes:
         if not isinstance(url, str) or not url.strip():
             raise MediaError("the task has no image URL in its data")
         url = url.strip()
-        host = self.settings.label_studio_url or (hostname.rstrip("/") if hostname else None)
-        token = self.settings.label_studio_api_key or access_token
+        if url[:5].lower() == "data:":
+            return self._decode_data_uri(url)
+        target = self.label_studio_target(hostname, access_token)
+        host, token = target.host, target.token
         if url.startswith("upload/") or url.startswith("/upload/"):
             url = "/data/" + url.lstrip("/")
         parsed = urlparse(url)
@@ -86,31 +160,33 @@ class MediaFetcher:
             if not host:
                 raise MediaError(
                     f"Local Storage file {parse_qs(parsed.query)['d'][-1]!r} is not under "
-                    f"LOCAL_FILES_DOCUMENT_ROOT ({self.settings.local_files_document_root})"
+                    f"LOCAL_FILES_DOCUMENT_ROOT ({self.settings.local_files_document_root}): point it at the "
+                    "directory Label Studio's LOCAL_FILES_DOCUMENT_ROOT names, or set LABEL_STUDIO_URL to fetch "
+                    "the file through Label Studio"
                 )
         if is_cloud_storage_uri(url):
             if task_id is None:
                 raise MediaError(f"cloud storage URL {short_url(url)} needs the task id to be presigned by Label Studio")
-            base = self._require_ls(host, token, url)
+            base = self._require_ls(target, url)
             presign = concat_urls(base, f"/tasks/{task_id}/presign/?fileuri={encode_presign_fileuri(url)}")
-            return self._download(presign, base, token)
+            return self._download(presign, target)
         if url.startswith("/"):
-            base = self._require_ls(host, token, url)
+            base = self._require_ls(target, url)
             try:
-                return self._download(concat_urls(base, url), base, token)
+                return self._download(concat_urls(base, url), target)
             except _NotFound:
                 if url.startswith("/data/upload/"):
                     proxy = concat_urls(base, "/storage-data/uploaded/?filepath=" + url[len("/data/"):])
                     try:
-                        return self._download(proxy, base, token)
+                        return self._download(proxy, target)
                     except _NotFound:
                         pass
                 raise MediaError(f"Label Studio has no file at {short_url(url)} (HTTP 404)") from None
         if parsed.scheme in ("http", "https"):
-            return self._download(url, host, token)
+            return self._download(url, target)
         raise MediaError(
             f"unsupported image URL {short_url(url)}: use an http(s) URL, a Label Studio upload, "
-            "Local Storage or s3/gs/azure-blob cloud storage"
+            "Local Storage, s3/gs/azure-blob cloud storage or a data:image/...;base64 URI"
         )
 
     def local_file_path(self, url: str) -> str:
@@ -128,22 +204,48 @@ class MediaFetcher:
 
     # ----- helpers ----------------------------------------------------------------------------
 
-    def _require_ls(self, host, token, url) -> str:
-        if not host:
+    def _require_ls(self, target: LabelStudioTarget, url: str) -> str:
+        if not target.host:
             raise MediaError(
                 f"{short_url(url)} is a Label Studio file and this project has no Label Studio address: set "
                 "LABEL_STUDIO_URL to Label Studio's address as seen from this backend (e.g. "
                 "http://label-studio:8080), or reconnect the model in the project's settings so that Label "
                 "Studio sends its own (/setup)"
             )
-        if not token:
+        if not target.token:
             raise MediaError(
                 f"{short_url(url)} is a Label Studio file and this project has no Label Studio key: set "
                 "LABEL_STUDIO_API_KEY to an access token (Label Studio → Account & Settings → Access Token), "
                 "or reconnect the model in the project's settings so that Label Studio sends the project's "
                 "own token (/setup)"
             )
-        return host
+        return target.host
+
+    def _decode_data_uri(self, url: str) -> bytes:
+        """`data:image/png;base64,...` -> bytes, within MAX_DOWNLOAD_BYTES (checked before decoding)."""
+        header, comma, payload = url[5:].partition(",")
+        params = [p.strip().lower() for p in header.split(";")]
+        media_type = params[0] or "text/plain"
+        if not comma:
+            raise MediaError(f"{short_url(url)} has no ',' before its data: write data:image/png;base64,<data>")
+        if not media_type.startswith("image/"):
+            raise MediaError(f"{short_url(url)} holds {media_type}, not an image: use data:image/...;base64,<data>")
+        limit = self.settings.max_download_bytes
+        if "base64" in params[1:]:
+            compact = "".join(payload.split())  # some encoders wrap lines
+            if len(compact) // 4 * 3 > limit:
+                raise MediaError(self._too_large(source_name(url), len(compact) // 4 * 3))
+            try:
+                data = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                raise MediaError(
+                    f"{source_name(url)} is not valid base64: re-encode the file (e.g. base64 -w0 image.png)"
+                ) from None
+        else:
+            data = unquote_to_bytes(payload)
+        if len(data) > limit:
+            raise MediaError(self._too_large(source_name(url), len(data)))
+        return data
 
     def _read_file(self, path: str) -> bytes:
         size = os.path.getsize(path)
@@ -159,16 +261,18 @@ class MediaFetcher:
             "(MAX_DOWNLOAD_BYTES)"
         )
 
-    def auth_header(self, host: str, token: str) -> str:
-        """`Token <legacy>` or `Bearer <access>` (personal access tokens refreshed by LabelStudio)."""
+    def auth_header(self, target: LabelStudioTarget) -> str:
+        """`Token <legacy>` or `Bearer <access>` (personal access tokens refreshed by LabelStudio).
+
+        Raises KeyRefusedError or LabelStudioUnreachableError when a refresh token cannot be exchanged.
+        """
+        host, token = target.host, target.token
         if not is_jwt_well_formed(token):
             return f"Token {token}"
         with self._lock:
             client = self._ls_clients.get((host, token))
             try:
                 if client is None:
-                    from label_studio_sdk import LabelStudio
-
                     client = LabelStudio(base_url=host, api_key=token, timeout=self.settings.download_timeout)
                     self._ls_clients[(host, token)] = client
                 tokens = client._client_wrapper._tokens_client
@@ -178,18 +282,16 @@ class MediaFetcher:
             except Exception as exc:  # ApiError 401 (expired/revoked), connection errors
                 self._ls_clients.pop((host, token), None)
                 if _is_connection_error(exc):
-                    raise MediaError(
-                        f"could not reach Label Studio at {host} to refresh the API key ({exc}): set "
-                        "LABEL_STUDIO_URL to an address of Label Studio reachable from this backend"
+                    raise LabelStudioUnreachableError(
+                        f"could not reach Label Studio at {host} to refresh {target.key_name} ({_error_text(exc)}): "
+                        f"{target.fix_host}"
                     ) from None
-                detail = getattr(exc, "body", None) or exc
-                raise MediaError(
-                    f"Label Studio refused the API key ({detail}): set LABEL_STUDIO_API_KEY to a valid "
-                    "personal access token or legacy token"
+                raise KeyRefusedError(
+                    f"Label Studio refused the API key ({target.key_name}: {_error_text(exc)}): {target.fix_key}"
                 ) from None
 
-    def _download(self, url: str, ls_host: str | None, token: str | None) -> bytes:
-        ls_netloc = urlparse(ls_host).netloc.lower() if ls_host else None
+    def _download(self, url: str, target: LabelStudioTarget) -> bytes:
+        ls_netloc = urlparse(target.host).netloc.lower() if target.host else None
         deadline = time.monotonic() + self.settings.download_timeout
         current = url
         for _ in range(MAX_REDIRECTS + 1):
@@ -197,8 +299,8 @@ class MediaFetcher:
             is_ls = ls_netloc is not None and parsed.netloc.lower() == ls_netloc
             ips = check_destination(current, self.settings, trusted_netloc=ls_netloc)
             headers = {}
-            if is_ls and token:
-                headers["Authorization"] = self.auth_header(ls_host, token)
+            if is_ls and target.token:
+                headers["Authorization"] = self.auth_header(target)
             targets = [current]
             if parsed.scheme == "http" and ips:
                 # Connect to the addresses we checked (no second DNS answer: DNS rebinding), each in turn
@@ -216,7 +318,7 @@ class MediaFetcher:
                             raise MediaError(f"{short_url(current)} redirected without a Location")
                         current = urljoin(current, location)
                         continue
-                    self._check_status(response, current, is_ls)
+                    self._check_status(response, current, target if is_ls else None)
                     return self._read_body(response, current, deadline)
             except httpx.TimeoutException:
                 raise MediaError(
@@ -224,11 +326,10 @@ class MediaFetcher:
                     "(DOWNLOAD_TIMEOUT)"
                 ) from None
             except httpx.HTTPError as exc:
-                hint = (
-                    ": set LABEL_STUDIO_URL to an address of Label Studio reachable from this backend"
-                    if is_ls else ""
-                )
-                raise MediaError(f"could not download {short_url(current)} ({type(exc).__name__}: {exc}){hint}") from None
+                message = f"could not download {short_url(current)} ({_error_text(exc)})"
+                if is_ls:
+                    raise LabelStudioUnreachableError(f"{message}: {target.fix_host}") from None
+                raise MediaError(message) from None
         raise MediaError(f"too many redirects (> {MAX_REDIRECTS}) downloading {short_url(url)}")
 
     def _open(self, stack: contextlib.ExitStack, targets: list[str], headers: dict) -> httpx.Response:
@@ -240,16 +341,16 @@ class MediaFetcher:
                 continue
         return stack.enter_context(self.client.stream("GET", targets[-1], headers=headers))
 
-    def _check_status(self, response: httpx.Response, url: str, is_ls: bool) -> None:
+    def _check_status(self, response: httpx.Response, url: str, ls: LabelStudioTarget | None) -> None:
+        """`ls`: the Label Studio target when `url` is on Label Studio's host, else None."""
         code = response.status_code
         if code < 400:
             return
         if code == 404:
             raise _NotFound(f"no file at {short_url(url)} (HTTP 404)")
-        if is_ls and code in (401, 403):
-            raise MediaError(
-                f"Label Studio refused the API key (HTTP {code}) for {short_url(url)}: set LABEL_STUDIO_API_KEY "
-                "to a valid token of a user with access to this project"
+        if ls is not None and code in (401, 403):
+            raise KeyRefusedError(
+                f"Label Studio refused the API key ({ls.key_name}, HTTP {code}) for {short_url(url)}: {ls.fix_key}"
             )
         raise MediaError(f"HTTP {code} downloading {short_url(url)}")
 
@@ -333,6 +434,15 @@ def check_destination(url: str, settings: Settings, trusted_netloc: str | None =
         f"refused {short_url(url)}: {host} resolves to the internal address {internal[0]} "
         "(loopback, link-local or private); add the host to ALLOWED_MEDIA_HOSTS if it is trusted"
     )
+
+
+def _error_text(exc: BaseException) -> str:
+    """`ConnectError: [Errno 111] Connection refused`; an SDK ApiError by its `detail`, not its repr."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and body.get("detail"):
+        return str(body["detail"])
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _is_connection_error(exc: BaseException) -> bool:

@@ -18,7 +18,7 @@ from pathlib import PurePath
 
 import torch
 
-from .detection import ImageError, PromptError, open_image
+from .detection import PromptError
 from .label_config import (
     LabelConfigError,
     LabelMapping,
@@ -90,6 +90,7 @@ class PredictionPlan:
     version: str
     prompts: tuple = ()  # ((LabelSet, Prompt), ...)
     error: str | None = None  # every task fails with this (e.g. a typed prompt that maps to nothing)
+    notice: str | None = None  # said with every answer (e.g. typed phrases that map to no label)
 
     @property
     def images(self) -> dict[str, str]:
@@ -131,7 +132,8 @@ class Predictor:
         self.gate = ModelGate()
         # Tokenizers are not safe to share between threads; prompts are quick to build, so /setup
         # (which validates them) never waits behind a long forward pass holding the gate.
-        self._prompt_lock = threading.Lock()
+        self._prompt_lock = threading.RLock()
+        self._mappings: dict[str, LabelMapping] = {}
         model = settings.model.rstrip("/\\")
         self.model_name = PurePath(model).name or model
 
@@ -141,11 +143,44 @@ class Predictor:
         """Model name + short hash of what changes predictions; raises LabelConfigError.
 
         The labels are turned into prompts here too, so a config that can never be predicted
-        (a label over the model's text length, say) is refused when Label Studio connects.
+        (every label over the model's text length, say) is refused when Label Studio connects.
         """
+        return self._version(self.mapping(label_config))
+
+    def mapping(self, label_config: str) -> LabelMapping:
+        """The config's label sets less every label that cannot be prompted (recorded in `skipped`).
+
+        Raises LabelConfigError when nothing usable is left. Memoised per config: Label Studio sends
+        the same config with every request.
+        """
+        with self._prompt_lock:
+            cached = self._mappings.get(label_config)
+        if cached is not None:
+            return cached
         mapping = parse_label_config(label_config)
-        self._prompts(mapping.active)
-        return self._version(mapping)
+        while True:
+            try:
+                self._prompts(mapping.active)
+                break
+            except PromptError:
+                mapping = self._without_unpromptable(mapping)
+        with self._prompt_lock:
+            if len(self._mappings) > 64:
+                self._mappings.clear()
+            self._mappings[label_config] = mapping
+        return mapping
+
+    def _without_unpromptable(self, mapping: LabelMapping) -> LabelMapping:
+        """Find the classes that fail alone and drop them (one at a time: `without` is per control)."""
+        for label_set in mapping.active:
+            for label_class in label_set.classes:
+                try:
+                    with self._prompt_lock:
+                        self.detector.prompt([list(label_class.phrases)])
+                except PromptError as exc:
+                    return mapping.without(label_set.from_name, label_class.label,
+                                           f"its phrases cannot be prompted ({exc})")
+        raise LabelConfigError("the labels cannot be turned into a prompt together, though each one can alone")
 
     def _version(self, mapping: LabelMapping) -> str:
         revision = getattr(self.detector, "model_revision", None)
@@ -162,20 +197,20 @@ class Predictor:
 
     def plan(self, label_config: str, context: dict | None = None) -> PredictionPlan:
         """Raises LabelConfigError for a label config that cannot be used (nothing can be predicted)."""
-        mapping = parse_label_config(label_config)
+        mapping = self.mapping(label_config)
         version = self._version(mapping)
         typed = prompt_texts(mapping, context)
         try:
-            label_sets = resolve_text_prompt(mapping, typed)
+            resolution = resolve_text_prompt(mapping, typed)
         except TextPromptError as exc:
             return PredictionPlan(mapping, version, error=str(exc))
+        if resolution.unknown_message:  # the known phrases are served; the answer says what was left out
+            log.warning("%s", resolution.unknown_message)
         try:
-            prompts = self._prompts(label_sets)
+            prompts = self._prompts(resolution.label_sets)
         except PromptError as exc:
-            if not typed:
-                raise LabelConfigError(f"the labels cannot be turned into a prompt: {exc}") from None
             return PredictionPlan(mapping, version, error=f"the prompt cannot be used: {exc}")
-        return PredictionPlan(mapping, version, tuple(prompts))
+        return PredictionPlan(mapping, version, tuple(prompts), notice=resolution.unknown_message)
 
     def load(self, plan: PredictionPlan, work: TaskWork, access: LabelStudioAccess | None = None) -> TaskWork:
         """Fetch and decode the task's images; a failed image is recorded, the others are kept."""
@@ -191,11 +226,10 @@ class Predictor:
                 url = work.task["data"].get(key)
                 if url is None:
                     raise MediaError(f"the task has no data.{key} (the <Image> value ${key})")
-                data = self.fetcher.fetch(
+                work.images[image_name] = self.fetcher.fetch_image(
                     url, task_id=work.task_id, hostname=access.hostname, access_token=access.access_token
                 )
-                work.images[image_name] = open_image(data, max_pixels=self.settings.max_image_pixels)
-            except (MediaError, ImageError) as exc:
+            except MediaError as exc:
                 work.image_errors[image_name] = str(exc)
             except Exception as exc:  # never let one task take the batch down
                 log.exception("task %s: unexpected error loading its image %r", work.task_id, image_name)
@@ -212,7 +246,7 @@ class Predictor:
         ready = [w for w in works if w.error is None]
         for start in range(0, len(ready), self.batch_size):
             self._run_batch(ready[start : start + self.batch_size], plan.prompts, urgent)
-        items = [self.item(w, plan.version) for w in works]
+        items = [self.item(w, plan.version, plan.notice) for w in works]
         for work in works:
             work.images = {}  # free memory as we go
             if work.error is not None:
@@ -300,12 +334,16 @@ class Predictor:
         return regions
 
     @staticmethod
-    def item(work: TaskWork, version: str) -> dict:
+    def item(work: TaskWork, version: str, notice: str | None = None) -> dict:
         if work.error is not None:
             return {"model_version": version, "error": work.error}
         regions = sorted(work.regions, key=lambda r: -r["score"])
         score = sum(r["score"] for r in regions) / len(regions) if regions else 0.0
-        return {"result": regions, "score": score, "model_version": version}
+        item = {"result": regions, "score": score, "model_version": version}
+        notes = ([notice] if notice else []) + work.notes
+        if notes:  # not stored by Label Studio; for the caller and the interactive view
+            item["message"] = "; ".join(notes)
+        return item
 
 
 def make_region(task_id, label_set: LabelSet, size, box, score: float, label: str, n: int) -> dict:

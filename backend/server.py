@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .jobs import ImportTarget, JobManager, RequestWaiter
 from .label_config import LabelConfigError
+from .ls_access import AccessChecker
 from .ls_notes import FailureNotes, sdk_client
 from .media import short_url
 from .predictor import Predictor
@@ -121,12 +122,16 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
             notes.succeeded(job.target, entry.work.task)
 
     jobs: JobManager | None = None
+    checker: AccessChecker | None = None
+    configs_reported: set[int] = set()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        nonlocal jobs
+        nonlocal jobs, checker
         if state.predictor is None:
             state.predictor = await run_in_threadpool(load_predictor, settings)
+        # 2 s of /setup's 3 s (ML_TIMEOUT_SETUP); the label config is checked meanwhile.
+        checker = AccessChecker(state.predictor.fetcher, budget_s=2.0)
         jobs = JobManager(state.predictor, on_failure=record_failure, import_timeout=settings.download_timeout * 2,
                           importer_factory=importer_factory, on_success=record_success)
         jobs.start()
@@ -263,8 +268,22 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
         predictor = get_predictor()
         if not body.label_config:
             raise ApiError(422, "the setup request has no 'schema' (the project's label config)")
-        version = await run_in_threadpool(predictor.model_version, body.label_config)
-        state.record_setup(body.project, body.label_config, version, body.hostname, body.access_token)
+        version, check = await asyncio.gather(
+            run_in_threadpool(predictor.model_version, body.label_config),
+            run_in_threadpool(checker.check, body.hostname, body.access_token),
+        )
+        skipped = predictor.mapping(body.label_config).describe_skipped()
+        record = state.record_setup(body.project, body.label_config, version, body.hostname, body.access_token)
+        where = f"project {project_key(body.project)}" if body.project is not None else "a project"
+        if skipped and hash(body.label_config) not in configs_reported:
+            configs_reported.add(hash(body.label_config))
+            log.warning("%s: serving the usable labels; skipped: %s", where, "; ".join(skipped))
+        if not check.ok:
+            log.warning("%s: Label Studio access: %s", where, check.message)
+        if record is not None:
+            record.skipped_labels = skipped
+            record.key_check = {"ok": check.ok, "status": check.status, "message": check.message,
+                                "checked_at": check.checked_at}
         return {"model_version": version}
 
     @app.post("/predict")

@@ -6,7 +6,7 @@ import time
 import jwt
 import pytest
 
-from backend.media import MediaError, MediaFetcher
+from backend.media import KeyRefusedError, MediaError, MediaFetcher
 from tests.backend.backend_helpers import LocalServer, jpeg_bytes
 
 IMAGE = jpeg_bytes()
@@ -55,8 +55,21 @@ def test_upload_falls_back_to_the_storage_proxy(make_settings, http_server):
 def test_wrong_token_is_answered_with_what_to_do(make_settings, http_server):
     http_server.routes["/data/upload/3/x.jpg"] = token_route(f"Token {TOKEN}")
     f = fetcher(make_settings, LABEL_STUDIO_URL=http_server.url, LABEL_STUDIO_API_KEY="nope")
-    with pytest.raises(MediaError, match="Label Studio refused the API key .*LABEL_STUDIO_API_KEY"):
+    with pytest.raises(KeyRefusedError) as err:
         f.fetch("/data/upload/3/x.jpg")
+    assert str(err.value) == (
+        f"Label Studio refused the API key (LABEL_STUDIO_API_KEY, HTTP 401) for {http_server.url}/data/upload/3/x.jpg: "
+        "set LABEL_STUDIO_API_KEY to a valid access token of a user with access to this project "
+        "(Label Studio → Account & Settings → Access Token)"
+    )
+    with pytest.raises(KeyRefusedError) as err:  # the project's own token, from /setup
+        fetcher(make_settings).fetch("/data/upload/3/x.jpg", hostname=http_server.url, access_token="nope")
+    assert str(err.value) == (
+        f"Label Studio refused the API key (the project's /setup token, HTTP 401) for "
+        f"{http_server.url}/data/upload/3/x.jpg: set LABEL_STUDIO_API_KEY to a valid access token "
+        "(Label Studio → Account & Settings → Access Token; it takes precedence), or reconnect the model in the "
+        "project's settings"
+    )
 
 
 def make_jwt(token_type, seconds=3600):
@@ -84,8 +97,12 @@ def test_personal_access_token_is_refreshed_through_the_sdk(make_settings, http_
     with pytest.raises(MediaError, match="Label Studio refused the API key"):
         other.fetch("/data/upload/3/x.jpg")
     expired = fetcher(make_settings, LABEL_STUDIO_URL=http_server.url, LABEL_STUDIO_API_KEY=make_jwt("refresh", -60))
-    with pytest.raises(MediaError, match="(?i)expired.*LABEL_STUDIO_API_KEY"):
+    with pytest.raises(KeyRefusedError) as err:
         expired.fetch("/data/upload/3/x.jpg")
+    assert str(err.value).startswith(  # the SDK's detail, not its ApiError repr
+        "Label Studio refused the API key (LABEL_STUDIO_API_KEY: API key has expired. Please obtain a new refresh "
+        "token.): set LABEL_STUDIO_API_KEY to a valid access token"
+    )
 
 
 def test_cloud_storage_through_presign_without_leaking_the_token(make_settings, http_server):
@@ -143,8 +160,8 @@ def test_internal_addresses_are_refused(make_settings, http_server, template):
     assert http_server.requests == []
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/x.jpg", "data:image/png;base64,AAAA",
-                                 "gopher://127.0.0.1/", "C:\\images\\x.jpg", ""])
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/x.jpg", "gopher://127.0.0.1/",
+                                 "C:\\images\\x.jpg", ""])
 def test_other_schemes_are_refused(make_settings, url):
     with pytest.raises(MediaError, match="unsupported|no image URL"):
         fetcher(make_settings).fetch(url)

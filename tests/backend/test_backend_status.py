@@ -68,3 +68,48 @@ def test_failed_task_field_holds_the_reason_and_is_cleared_on_success(make_clien
     assert set(updates[42]) == {"image", "prelabel_error"} and updates[42]["image"] == tasks[1]["data"]["image"]
     assert updates[42]["prelabel_error"].startswith(results[1]["error"])
     assert results[1]["model_version"] in updates[42]["prelabel_error"]
+
+
+def test_setup_reports_skipped_labels_and_a_refused_key_on_the_status_page(make_client, http_server, caplog):
+    http_server.routes["/api/current-user/whoami"] = lambda req: (401, {"Content-Type": "application/json"},
+                                                                  b'{"detail": "Invalid token."}')
+    client = make_client(LABEL_STUDIO_URL=http_server.url, LABEL_STUDIO_API_KEY="wrong-key")
+    long_label = " ".join(["word"] * 300)
+    config = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+              f'<Label value="Cat"/><Label value="  "/><Label value="{long_label}"/></RectangleLabels></View>')
+    with caplog.at_level("WARNING", logger="backend"):
+        setup = client.post("/setup", json={"project": "5.1", "schema": config})
+    assert setup.status_code == 200, setup.text
+    (project,) = client.get("/status").json()["projects"]
+    skipped = project["skipped_labels"]
+    assert len(skipped) == 2 and any("blank" in s for s in skipped) and any("cannot be prompted" in s for s in skipped)
+    check = project["label_studio"]["check"]
+    assert check["ok"] is False and "LABEL_STUDIO_API_KEY" in check["message"]
+    logged = caplog.text
+    assert "project 5" in logged and "LABEL_STUDIO_API_KEY" in logged and "blank" in logged
+    # The version is the one of the usable labels alone.
+    only_cat = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+                '<Label value="Cat"/></RectangleLabels></View>')
+    assert setup.json()["model_version"] == client.post("/setup", json={"schema": only_cat}).json()["model_version"]
+
+
+def test_a_config_with_nothing_usable_is_refused_with_every_reason_logged(make_client, caplog):
+    client = make_client()
+    config = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+              '<Label value="  "/><Label value="..."/></RectangleLabels></View>')
+    with caplog.at_level("WARNING", logger="backend"):
+        response = client.post("/setup", json={"project": "6.1", "schema": config})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "blank" in detail and "..." in detail
+    assert "project 6" in caplog.text and detail in caplog.text, "Label Studio tells users to read this log"
+
+
+def test_an_interactive_prompt_with_an_unknown_phrase_serves_the_known_ones(make_client, media_root):
+    client = make_client(LOCAL_FILES_DOCUMENT_ROOT=media_root)
+    body = ls_body("predict-interactive")
+    body["tasks"][0]["data"]["image"] = "/data/local-files/?d=a.jpg"
+    body["params"]["context"]["result"][0]["value"]["text"] = ["kitten, unicorn"]
+    (item,) = client.post("/predict", json=body).json()["results"]
+    assert item["result"] and {r["value"]["rectanglelabels"][0] for r in item["result"]} == {"Cat"}
+    assert "'unicorn' matches no label" in item["message"]

@@ -1,4 +1,6 @@
-"""Hostile inputs shared by the hostile-input tests and the fuzzer: SSRF targets, path escapes, configs."""
+"""Hostile inputs shared by the hostile-input tests and the fuzzer: SSRF targets, data: URIs, path escapes,
+configs. (A config with duplicate labels is no longer refused: the first of each is served and the others
+reported, see tests/backend/test_backend_label_config.py.)"""
 from __future__ import annotations
 
 import base64
@@ -36,8 +38,18 @@ SSRF_URLS = [
     "gopher://127.0.0.1:{port}/_GET%20/x.jpg",
     "ftp://127.0.0.1:{port}/x.jpg",
     "dict://127.0.0.1:{port}/",
-    "data:image/jpeg;base64," + base64.b64encode(IMAGE).decode(),
 ]
+
+
+# data: URIs are decoded (Label Studio displays them), never fetched: these must fail per task, by reason.
+HOSTILE_DATA_URIS = {
+    "not base64": ("data:image/jpeg;base64,@@@not-base64@@@", "not valid base64"),
+    "not an image type": ("data:text/html;base64," + base64.b64encode(b"<script>x</script>").decode(), "not an image"),
+    "image type, HTML inside": ("data:image/png;base64," + base64.b64encode(b"<html>login</html>").decode(),
+                                "not a readable image"),
+    "over the byte limit": ("data:image/jpeg;base64," + "A" * 4_000_000, "MAX_DOWNLOAD_BYTES"),
+    "no comma": ("data:image/png;base64" + "A" * 100, "no ','"),
+}
 
 
 ESCAPES = ["../outside.jpg", "./../outside.jpg", "%2e%2e/outside.jpg", "..%2Foutside.jpg", "a.jpg/../../outside.jpg",
@@ -65,11 +77,7 @@ def hostile_configs(port: int) -> dict[str, tuple[str, str]]:
         "no RectangleLabels": (config('<Choices name="c" toName="image"><Choice value="x"/></Choices>'),
                                "no <RectangleLabels>"),
         "empty label set": (config(rl.format("")), "has no <Label"),
-        "label without value": (config(rl.format('<Label value=""/>')), "without a value"),
-        "duplicate labels": (config(rl.format('<Label value="Cat"/><Label value="Dog"/><Label value="Cat"/>')),
-                             "more than once"),
-        "alias duplicates a value": (config(rl.format('<Label value="Cat" alias="Dog"/><Label value="Dog"/>')),
-                                     "more than once"),
+        "label without value": (config(rl.format('<Label value=""/><Label value="  "/>')), "the value is blank"),
         "label of dots only": (config(rl.format('<Label value="..."/>')), "phrase"),
         "one label over 256 tokens": (config(rl.format(f'<Label value="{" ".join(["word"] * 300)}"/>')),
                                       "256 tokens"),

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from tests.reliability.hostile_inputs import ESCAPES, SSRF_URLS, hostile_configs
+from tests.reliability.hostile_inputs import ESCAPES, HOSTILE_DATA_URIS, SSRF_URLS, hostile_configs
 from tests.reliability.rel_helpers import (
     CONFIG, assert_good_unaffected, config, jpeg_bytes, local_task, predict, rect_config, no_trace, sandwich, url_task,
 )
@@ -59,6 +59,21 @@ def test_ssrf_urls_are_refused_per_task_and_good_tasks_unaffected(make_client, h
             assert "ALLOWED_MEDIA_HOSTS" in item["error"], item["error"]  # says how to allow it
     assert http_server.requests == [], "no refused URL may reach the internal server"
     print(f"\nSSRF: {len(bad)} URLs refused, {len(bad) + 1} good tasks unchanged")
+
+
+def test_data_uris_are_decoded_and_hostile_ones_fail_per_task(make_client, media_root, reference):
+    """A data: URI of the good image predicts exactly as the file; broken or oversized ones fail alone."""
+    client = make_client(LOCAL_FILES_DOCUMENT_ROOT=media_root, MAX_DOWNLOAD_BYTES=1_000_000)
+    (item,) = predict(client, [url_task(1, "data:image/jpeg;base64," + base64.b64encode(IMAGE).decode())])
+    assert_good_unaffected([item], reference)
+    bad = [url_task(i, uri) for i, (uri, _) in enumerate(HOSTILE_DATA_URIS.values())]
+    results = predict(client, sandwich(bad, local_task(0, "a.jpg")))
+    assert_good_unaffected(results, reference)
+    for (name, (uri, words)), item in zip(HOSTILE_DATA_URIS.items(), results[1::2]):
+        assert "result" not in item and words in item["error"], (name, item["error"])
+        assert len(item["error"]) < 400, (name, item["error"])
+        assert len(uri) < 80 or uri[40:80] not in item["error"], (name, item["error"])  # no payload echoed
+        no_trace(item["error"])
 
 
 def test_internal_host_is_fetched_only_when_allowed_by_configuration(make_client, http_server, media_root, reference):
