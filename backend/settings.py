@@ -47,6 +47,9 @@ class Settings:
     # Optional: the name of a task data field that receives a failed task's reason (visible and filterable
     # as a Data Manager column; Label Studio 1.23 Community has no comments API). Empty: off.
     failed_task_field: str | None = None
+    # The SAM-family mask model for <BrushLabels>/<PolygonLabels> and smart tools (hub id or directory).
+    # None: DEFAULT_SAM_MODEL, loaded on first need (backend/mask_stage.py); set: loaded at start.
+    sam_model: str | None = None
 
     @property
     def predict_deadline(self) -> float:
@@ -82,6 +85,7 @@ class Settings:
             max_pending_predicts=get.int("MAX_PENDING_PREDICTS", 16, lo=1),
             ml_timeout_predict=get.float("ML_TIMEOUT_PREDICT", 100.0, lo=1.0, hi=86400.0),
             failed_task_field=get.identifier("FAILED_TASK_FIELD"),
+            sam_model=get.str("SAM_MODEL"),
         )
         if bool(settings.basic_auth_user) != bool(settings.basic_auth_pass):
             raise SettingsError(

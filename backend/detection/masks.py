@@ -126,9 +126,10 @@ class MaskModel:
         points: Sequence[Sequence[float]] = (),
         point_labels: Sequence[int] = (),
         box: Sequence[float] | None = None,
-    ) -> torch.Tensor:
-        """One (H, W) bool mask for an interactive prompt on one image: clicks (x, y pixels of the image as
-        displayed; label 1 on the object, 0 on the background) and/or a box (xyxy pixels).
+    ) -> tuple[torch.Tensor, float]:
+        """One (H, W) bool mask for an interactive prompt on one image, with the model's predicted IoU of
+        it: clicks (x, y pixels of the image as displayed; label 1 on the object, 0 on the background)
+        and/or a box (xyxy pixels).
 
         A lone click is ambiguous (a part, or the whole it belongs to): as SAM's authors recommend for it,
         the three-mask output is asked for and the mask with the highest predicted IoU kept. Any other
@@ -156,10 +157,10 @@ class MaskModel:
         with self._inference():
             outputs = self.model(multimask_output=multimask, **prompt, **self._image_inputs(encoded.embeddings, 0))
         logits = outputs.pred_masks.float()  # (1, 1, k, h, w)
-        if multimask:
-            best = int(outputs.iou_scores[0, 0].float().argmax())
-            logits = logits[:, :, best : best + 1]
-        return self._post_process(encoded, 0, logits)[0, 0]
+        scores = outputs.iou_scores[0, 0].float().cpu()  # (k,)
+        best = int(scores.argmax()) if multimask else 0
+        mask = self._post_process(encoded, 0, logits[:, :, best : best + 1])[0, 0]
+        return mask, float(scores[best])
 
     def _encode(self, images: Sequence[Image.Image]) -> "_Encoded":
         """The image embeddings of a batch, and the frames prompts are given in."""

@@ -1,6 +1,8 @@
 """The envelope every Label Studio region result shares, whatever its value."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 
@@ -21,6 +23,12 @@ def region_result(
         "value": value,
         "score": float(score),
     }
+
+
+def region_id(task_id, from_name: str, to_name: str, n: int) -> str:
+    """The id of a task's n-th region of a control on an image: the same on every run, so that a task
+    predicted twice gives the same ids."""
+    return hashlib.sha1(f"{task_id}/{from_name}/{to_name}/{n}".encode()).hexdigest()[:10]
 
 
 def as_mask(mask, size: tuple[int, int]) -> np.ndarray:
