@@ -159,3 +159,30 @@ def test_labelling_view_shows_the_masks(brush_project, polygon_project, ls_api, 
         assert shot.stat().st_size > 10_000
     (ROOT / "docs" / "screenshots").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ARTIFACTS / "masks.png", ROOT / "docs" / "screenshots" / "masks.png")
+
+
+def test_bulk_prelabel_gives_a_mask_project_the_backends_masks(ls_client, ls_api, label_studio, tiny_model_dir,
+                                                               tiny_sam_dir, mask_backend):
+    """`python -m backend.prelabel` on a BrushLabels project: the same model_version as the backend's, masks
+    stored; with a SAM_MODEL that cannot be loaded it stops with one error line."""
+    import os
+    import subprocess
+    import sys
+
+    project = create_project(ls_client, "Bulk brush masks", BRUSH_CONFIG)
+    tasks = upload_images(ls_api, project, {f"bulk_mask_{i}.png": make_image(60 + i, SIZES[0]) for i in range(2)})
+
+    def run(sam_model):
+        env = dict(os.environ, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token,
+                   GROUNDING_DINO_MODEL=str(tiny_model_dir), DEVICE="cpu", BOX_THRESHOLD=MASK_BOX_THRESHOLD,
+                   SAM_MODEL=sam_model, HF_HUB_OFFLINE="1")
+        return subprocess.run([sys.executable, "-m", "backend.prelabel", "--project", str(project), "--no-progress"],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+    broken = run(str(ARTIFACTS))  # a directory without a model
+    assert broken.returncode == 2 and "error: could not load mask model" in broken.stderr
+    assert "Traceback" not in broken.stderr
+    done = run(str(tiny_sam_dir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    preds = stored(ls_api, tasks, backend_setup_version(mask_backend, BRUSH_CONFIG))
+    assert any(r["type"] == "brushlabels" for p in preds for r in p["result"])
