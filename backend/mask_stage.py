@@ -13,7 +13,9 @@ import uuid
 from dataclasses import asdict
 from typing import Callable
 
-from .detection.masks import BOX_MARGIN, DEFAULT_SAM_MODEL, MaskModel, MaskModelConfig, MaskModelLoadError, clip_to_boxes
+from .detection.masks import (
+    BOX_MARGIN, DEFAULT_SAM_MODEL, MaskModel, MaskModelConfig, MaskModelLoadError, clip_to_boxes, has_torchvision,
+)
 from .label_config import LabelSet
 from .regions import PolygonConfig, brush_region, polygon_regions, region_id
 from .settings import Settings
@@ -27,14 +29,6 @@ POLYGONS = PolygonConfig()
 
 class MaskModelUnavailable(RuntimeError):
     """The mask model could not be loaded; the message says why and what to change."""
-
-
-def has_torchvision() -> bool:
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # absent, or a build that does not match torch (fails at import)
-        return False
-    return True
 
 
 def sam_model_name(settings: Settings) -> str:

@@ -33,7 +33,7 @@ from .label_config import (
 )
 from .mask_stage import MaskModelHolder, MaskModelUnavailable, interactive_regions, mask_regions, masks_for
 from .media import MediaError, MediaFetcher
-from .regions import region_id, region_result
+from .regions import make_region
 from .settings import Settings
 from .smart_tools import SmartPromptError, smart_prompts
 from .state import LabelStudioAccess
@@ -419,24 +419,3 @@ class Predictor:
         if notes:  # not stored by Label Studio; for the caller and the interactive view
             item["message"] = "; ".join(notes)
         return item
-
-
-def make_region(task_id, label_set: LabelSet, size, box, score: float, label: str, n: int) -> dict:
-    """One Label Studio box region: percent x/y/width/height of the image as shown (EXIF applied)."""
-    width, height = size
-    x0, y0, x1, y1 = box
-    value = {
-        "x": _pct(x0, width),
-        "y": _pct(y0, height),
-        "width": _pct(x1 - x0, width),
-        "height": _pct(y1 - y0, height),
-        "rotation": 0,
-    }
-    if label_set.kind == "rectanglelabels":
-        value["rectanglelabels"] = [label]
-    rid = region_id(task_id, label_set.from_name, label_set.to_name, n)
-    return region_result(rid, label_set.from_name, label_set.to_name, label_set.kind, size, value, score)
-
-
-def _pct(pixels: float, size: int) -> float:
-    return min(100.0, max(0.0, float(pixels) / size * 100.0))

@@ -218,6 +218,15 @@ class MaskModel:
             yield
 
 
+def has_torchvision() -> bool:
+    """Whether torchvision imports: transformers 5's SAM 2 image processor needs it."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # absent, or a build that does not match torch (fails at import)
+        return False
+    return True
+
+
 def _load_hint(name: str, exc: BaseException) -> str:
     missing = _missing_dependency(exc)
     if missing:  # transformers 5 has SAM 2's image processor only as a torchvision build

@@ -41,3 +41,8 @@ def as_mask(mask, size: tuple[int, int]) -> np.ndarray:
             "masks must be (height, width) in the frame of the image as displayed"
         )
     return array.astype(bool, copy=False)
+
+
+def pct(pixels: float, size: int) -> float:
+    """Pixels -> percent of the image's side, within 0..100 (Label Studio's coordinates)."""
+    return min(100.0, max(0.0, float(pixels) / size * 100.0))

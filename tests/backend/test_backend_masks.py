@@ -7,7 +7,6 @@ from io import BytesIO
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from backend.detection import Detections
