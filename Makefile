@@ -1,10 +1,14 @@
 # Two commands for a fresh machine (see README):
-#   make serve   start the Label Studio ML backend on :9090
-#   make test    run the whole test suite
+#   make serve        start the Label Studio ML backend on :9090
+#   make test         run the whole test suite (what CI runs; installs Label Studio and Chromium)
+#   make test-quick   day-to-day: no Label Studio, no browser, no slow tests
 PYTHON ?= python3
 VENV ?= .venv
-TORCH_VERSION ?= 2.13.0
-# Extra pip arguments for torch, e.g. TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu124"
+# The tested versions (torch, transformers) live in one file, used here and by backend/Dockerfile.
+CONSTRAINTS := constraints.txt
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' $(CONSTRAINTS))
+# Extra pip arguments for torch, e.g. the CUDA 12.6 build the Docker image runs:
+#   make install TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu126"
 TORCH_INDEX ?=
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
@@ -12,20 +16,20 @@ PYTEST_ARGS ?=
 # (apt-get install libtcmalloc-minimal4); `make serve TCMALLOC=` runs it on glibc malloc.
 TCMALLOC ?= $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4))
 
-.PHONY: serve test install install-test clean
+.PHONY: serve test test-quick install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 # torch first and pinned: a bare "torch" requirement would pull a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q "torch==$(TORCH_VERSION)" $(TORCH_INDEX)
-	$(BIN)/pip install -q -e .
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/pip install -q -c $(CONSTRAINTS) "torch==$(TORCH_VERSION)" $(TORCH_INDEX)
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -36,6 +40,11 @@ serve: install
 
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The suite minus the tests that need Label Studio or a browser (e2e) and the slow ones (slow):
+# nothing beyond `install-test` is installed.
+test-quick: install-test
+	$(BIN)/python -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV)

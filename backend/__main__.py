@@ -8,6 +8,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .allocator import enable_thp_allocation
+
+    enable_thp_allocation()  # before anything imports torch (the settings do)
     parser = argparse.ArgumentParser(prog="python -m backend", description="Grounding DINO ML backend for Label Studio")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=9090, help="port to listen on (default 9090)")
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hint = cpu_allocator_hint(predictor.detector.device.type)
     if hint:
-        log.info("%s; `make serve` does this (README, Speed)", hint)
+        log.info("%s; `make serve` does this (docs/speed.md)", hint)
 
     import uvicorn
 

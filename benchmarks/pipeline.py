@@ -33,6 +33,11 @@ class SlowFetcher:
         time.sleep(self.latency)
         return self.images[url]
 
+    def fetch_image(self, url, task_id=None, hostname=None, access_token=None):
+        from backend.detection import open_image
+
+        return open_image(self.fetch(url))
+
 
 def overlapped(jobs, predictor, tasks) -> tuple[float, list]:
     from backend.jobs import RequestWaiter
@@ -88,6 +93,9 @@ def main(argv=None) -> int:
         for _ in range(args.rounds):
             t_serial, items_serial = serial(predictor, tasks)
             t_overlap, items_overlap = overlapped(jobs, predictor, tasks)
+            failed = [i.get("error") for i in items_serial + items_overlap if "result" not in i]
+            if failed:
+                raise SystemExit(f"{len(failed)} predictions failed ({failed[0]}): nothing was measured")
             if items_serial != items_overlap:
                 raise SystemExit("the two paths disagree: the benchmark's premise (same predictions) is broken")
             times["serial"].append(t_serial)

@@ -14,7 +14,10 @@ cancels out in the per-round ratios. Paths:
   else the core's labelling mode (`Detector.detect`) in micro-batches of the backend's batch size
   (decoding included), on a 5-label Label Studio config;
 - evaluation: ranking mode (`Detector.rank`, top-300) at batch 1 in fp32 (the parity settings), with the
-  80 COCO names; and the fastest batch size separately.
+  80 COCO names; and the fastest batch size separately;
+- prompt chunks: the 80 names in 4 chunks of 20 (as LVIS's 1,203 in chunks of 40), the vision backbone run
+  once per image for all chunks (the backbone_reuse lever) vs once per chunk (4 single-chunk forwards);
+  the ratio of the two is printed as `chunk_reuse_speedup=<x>`.
 
 The fast paths run on tcmalloc when it is installed (`LD_PRELOAD`, as `make serve` and the Docker image
 run the backend; `--allocator glibc` to turn it off); on the CPU their fp32 rows then run once more in a
@@ -40,6 +43,11 @@ from .agreement import detection_agreement, raw_agreement, reference_detections
 from .common import IMAGE_SIZES, LS_CLASSES, ROOT, make_images, model_dir
 from .workers import Worker
 
+# Backbone reuse across prompt chunks: the 80 COCO names in CHUNKS prompts, the backbone run once per image
+# vs once per chunk (= CHUNKS single-chunk forwards), both in the same interleaved rounds.
+CHUNKS = 4
+CHUNK_REUSE_ROW = f"evaluation rank, {CHUNKS} prompt chunks, backbone once"
+CHUNK_PLAIN_ROW = f"evaluation rank, {CHUNKS} prompt chunks, backbone per chunk"
 GLIBC_BACKEND_ROW = "backend /predict, 5 LS labels, fp32, glibc malloc"
 GLIBC_EVAL_ROW = "evaluation rank, batch 1 (parity), fp32, glibc malloc"
 
@@ -115,6 +123,9 @@ def main(argv=None) -> int:
             rows[f"evaluation rank, batch 1, {dt}"] = (fast, {"classes": COCO_NAMES, "mode": "eval", "dtype": dt, "batch": 1}, "coco80", dt)
         for b in (b for b in batch_sizes if b <= per_round):  # a batch needs that many images per round
             rows[f"evaluation rank, batch {b}, {dt}"] = (fast, {"classes": COCO_NAMES, "mode": "eval", "dtype": dt, "batch": b}, "coco80", dt)
+    chunked = {"classes": COCO_NAMES, "mode": "eval", "dtype": "fp32", "batch": 1, "chunk_size": len(COCO_NAMES) // CHUNKS}
+    rows[CHUNK_REUSE_ROW] = (fast, dict(chunked, reuse_backbone=True), "coco80", "fp32")
+    rows[CHUNK_PLAIN_ROW] = (fast, dict(chunked, reuse_backbone=False), "coco80", "fp32")
     baseline_of = {"ls5": "model-card loop, 5 LS labels", "coco80": "model-card loop, 80 COCO names"}
 
     # Warm-up (first-call costs: allocator, oneDNN primitives for new shapes): every path, every size.
@@ -215,6 +226,10 @@ def main(argv=None) -> int:
                            next(n for n in rows if n.startswith("backend")))
     backend = statistics.median(ratios[backend_default])
     evaluation = statistics.median(ratios["evaluation rank, batch 1 (parity), fp32"])
+    reuse = [p / r for p, r in zip(times[CHUNK_PLAIN_ROW], times[CHUNK_REUSE_ROW])]
+    print(f"backbone reuse: one {CHUNKS}-chunk image {statistics.median(times[CHUNK_REUSE_ROW]) * 1000:.0f} ms vs "
+          f"{CHUNKS} single-chunk forwards {statistics.median(times[CHUNK_PLAIN_ROW]) * 1000:.0f} ms: "
+          f"chunk_reuse_speedup={statistics.median(reuse):.2f} (per-round ratios {min(reuse):.2f}-{max(reuse):.2f})")
     if fast_glibc is not None:
         print(f"on glibc malloc (no tcmalloc): backend {statistics.median(ratios[GLIBC_BACKEND_ROW]):.2f}x, "
               f"evaluation {statistics.median(ratios[GLIBC_EVAL_ROW]):.2f}x")

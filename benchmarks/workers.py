@@ -89,24 +89,24 @@ class FastWorker:
     """Our code: the backend path and the evaluation path, sharing one model (as the server does)."""
 
     def __init__(self, model: str, device: str, batch_size: int):
-        from backend.detection import Detector, DetectorConfig  # first: sets the THP lever before torch
-        from backend.detection import detector as detector_module
+        from backend.detection import Detector, DetectorConfig
 
-        self.thp = detector_module.THP_LEVER_ACTIVE
         self.Detector, self.DetectorConfig = Detector, DetectorConfig
         self.base = Detector.load(DetectorConfig(model=model, device=device))
-        self.detectors = {"fp32": self.base}
+        self.detectors = {("fp32", True): self.base}
         self.device = device
         self.batch_size = batch_size
         self.predictor_note = None
         self.predictors = {}
         self._recorded: list = []
 
-    def detector(self, dtype: str):
-        if dtype not in self.detectors:
-            cfg = self.DetectorConfig(model=self.base.config.model, device=self.device, dtype=dtype)
-            self.detectors[dtype] = self.Detector(self.base.model, self.base.processor, cfg)  # same weights
-        det = self.detectors[dtype]
+    def detector(self, dtype: str, reuse_backbone: bool = True):
+        key = (dtype, reuse_backbone)
+        if key not in self.detectors:
+            cfg = self.DetectorConfig(model=self.base.config.model, device=self.device, dtype=dtype,
+                                      reuse_backbone=reuse_backbone)
+            self.detectors[key] = self.Detector(self.base.model, self.base.processor, cfg)  # same weights
+        det = self.detectors[key]
         if not getattr(det, "_bench_recording", False):
             inner = det.forward
 
@@ -135,10 +135,11 @@ class FastWorker:
         self.predictor_note = "backend.predictor.Predictor.predict_tasks (everything but HTTP)"
         return self.predictors[dtype]
 
-    def run(self, images: list[bytes], classes: list[str], mode: str, dtype: str = "fp32", batch: int = 1, **_):
+    def run(self, images: list[bytes], classes: list[str], mode: str, dtype: str = "fp32", batch: int = 1,
+            chunk_size: int | None = None, reuse_backbone: bool = True, **_):
         from backend.detection import open_image
 
-        det = self.detector(dtype)
+        det = self.detector(dtype, reuse_backbone)
         self._recorded = []
         detections = None
         if mode == "backend":
@@ -164,8 +165,8 @@ class FastWorker:
                 _sync(self.device)
                 seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
                 detections = [(d.labels.tolist(), d.scores.tolist(), d.boxes.tolist()) for d in found]
-        else:  # evaluation: ranking mode
-            prompt = det.prompt(classes)
+        else:  # evaluation: ranking mode (chunk_size: the label set in several prompts, as LVIS)
+            prompt = det.prompt(classes, chunk_size)
             _sync(self.device)
             start, cpu_start = time.perf_counter(), _cpu_seconds()
             decoded = [open_image(data) for data in images]
@@ -176,7 +177,7 @@ class FastWorker:
         from backend.allocator import active_allocator
 
         return {"seconds": seconds, "cpu": cpu, "raw": self._recorded, "detections": detections, "rss_mb": _peak_rss_mb(),
-                "thp": self.thp, "note": self.predictor_note, "allocator": active_allocator()}
+                "thp": self.base.lever_report["thp_allocation"] == "active", "note": self.predictor_note, "allocator": active_allocator()}
 
 
 
@@ -187,6 +188,11 @@ class MemoryFetcher:
 
     def fetch(self, url, task_id=None, hostname=None, access_token=None) -> bytes:
         return self.images[url]
+
+    def fetch_image(self, url, task_id=None, hostname=None, access_token=None):
+        from backend.detection import open_image
+
+        return open_image(self.fetch(url))
 
 
 def _ls_boxes(prediction, size):
@@ -212,6 +218,9 @@ def worker_main(kind: str, args: dict) -> None:
     if kind == "baseline":
         worker = BaselineWorker(args["model"], args["device"])
     else:
+        from backend.allocator import enable_thp_allocation
+
+        enable_thp_allocation()  # the process's start: before the worker imports torch
         worker = FastWorker(args["model"], args["device"], args["batch_size"])
     _send(stdout, {"ready": True, "rss_mb": _peak_rss_mb()})
     while True:

@@ -9,7 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 
 
-from tests.model_factory import build_tiny_model  # noqa: E402
+from tests.model_factory import build_tiny_mm_model, build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +24,12 @@ def tiny_sam_dir(tmp_path_factory) -> Path:
     from tests.sam_factory import build_tiny_mask_model
 
     return build_tiny_mask_model(tmp_path_factory.mktemp("models") / "tiny-sam", "sam")
+
+
+@pytest.fixture(scope="session")
+def tiny_mm_model_dir(tmp_path_factory) -> Path:
+    """The same small settings as an MM-Grounding-DINO (model type mm-grounding-dino), loaded by directory."""
+    return build_tiny_mm_model(tmp_path_factory.mktemp("models") / "tiny-mm-grounding-dino")
 
 
 @pytest.fixture(scope="session")

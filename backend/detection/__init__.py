@@ -1,9 +1,12 @@
-"""The detection core: the only place that turns phrases into a caption and logits into boxes.
+"""The detection core: the only place that loads the model, turns images into pixels, phrases into a
+caption and logits into boxes.
 
 Both the Label Studio backend and the COCO evaluation use it.
 """
-from .detector import DEFAULT_MODEL, Detector, DetectorConfig, ModelLoadError, resolve_device
+from .detector import DEFAULT_MODEL, Detector, DetectorConfig, resolve_device
+from .family import ARCHITECTURES, Architecture, ModelLoadError, load_checkpoint
 from .images import ImageError, open_image, to_rgb
+from .levers import LEVER_NAMES
 from .phrases import class_phrases, split_list, to_words
 from .postprocess import (
     Detections,
@@ -15,6 +18,7 @@ from .postprocess import (
     merge_labelled,
     rank_detections,
 )
+from .preprocess import OfficialPreprocessing, PixelBatch, official_output_size
 from .prompt import (
     MAX_TEXT_LEN,
     Caption,

@@ -11,8 +11,8 @@ floats. The result equals `grid_sample(mode="bilinear", padding_mode="zeros", al
 followed by the attention-weighted sum up to float summation order (tested on random inputs,
 out-of-range sampling locations included).
 
-`install(model)` swaps the `attn` kernel module of every `GroundingDinoMultiscaleDeformableAttention`
-(and any other module holding a transformers `MultiScaleDeformableAttention`) for `FastMSDA`;
+`install(model, architecture)` swaps every transformers `MultiScaleDeformableAttention` kernel module of
+either family architecture (each modeling module defines its own copy of the class) for `FastMSDA`;
 transformers' files are not edited and `uninstall(model)` restores the originals. On CUDA the hub's
 compiled kernel (`kernels-community/deformable-detr`, through the optional `kernels` package) is
 preferred when it can be loaded; otherwise the pure-PyTorch path below runs on any device.
@@ -25,33 +25,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .family import Architecture
+from .patching import LeverInstall, modules_of_type, nothing_found
+
 log = logging.getLogger(__name__)
 
 HUB_KERNEL_REPO = "kernels-community/deformable-detr"
 
 
-def ms_deform_attn_reference(value, spatial_shapes_list, sampling_locations, attention_weights):
-    """transformers' fallback (grid_sample per level), kept here as the reference for tests.
+def ms_deform_attn_embedding_bag(value, spatial_shapes_list, sampling_locations, attention_weights):
+    """transformers' `MultiScaleDeformableAttention` result as one embedding_bag over a zero-bordered table.
 
     value (B, S, H, D); sampling_locations (B, Q, H, L, P, 2) as (x, y) in [0, 1];
     attention_weights (B, Q, H, L, P). Returns (B, Q, H·D).
     """
-    batch, _, heads, dim = value.shape
-    _, queries, _, levels, points, _ = sampling_locations.shape
-    value_list = value.split([h * w for h, w in spatial_shapes_list], dim=1)
-    grids = 2 * sampling_locations - 1
-    sampled = []
-    for level, (h, w) in enumerate(spatial_shapes_list):
-        value_l = value_list[level].flatten(2).transpose(1, 2).reshape(batch * heads, dim, h, w)
-        grid_l = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        sampled.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
-    weights = attention_weights.transpose(1, 2).reshape(batch * heads, 1, queries, levels * points)
-    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).view(batch, heads * dim, queries)
-    return out.transpose(1, 2).contiguous()
-
-
-def ms_deform_attn_embedding_bag(value, spatial_shapes_list, sampling_locations, attention_weights):
-    """The same result as `ms_deform_attn_reference` as one embedding_bag over a zero-bordered table."""
     batch, _, heads, dim = value.shape
     _, queries, _, levels, points, _ = sampling_locations.shape
     device = value.device
@@ -153,47 +140,34 @@ def _load_hub_layer():
         return None
 
 
-def _is_msda(module: nn.Module) -> bool:
-    return type(module).__name__ == "MultiScaleDeformableAttention" and not isinstance(module, FastMSDA)
-
-
-def install(model: nn.Module, device: torch.device | str = "cpu") -> int:
-    """Replace every deformable-attention kernel module of `model`; returns how many were replaced."""
-    hub_layer = _load_hub_layer() if torch.device(device).type == "cuda" else None
-    install_inplace_relu(model)
-    replaced = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if _is_msda(child):
-                setattr(parent, name, FastMSDA(child, hub_layer))
-                replaced += 1
-    return replaced
+def install(model: nn.Module, architecture: Architecture, device: torch.device | str = "cpu") -> LeverInstall:
+    """Replace every deformable-attention kernel module of `model` with `FastMSDA`."""
+    try:
+        cls = architecture.transformers_class("MultiScaleDeformableAttention")
+    except LookupError as exc:
+        return LeverInstall.unavailable(str(exc))
+    already = tuple(path for path, _ in _installed(model))
+    targets = modules_of_type(model, cls)
+    if not targets and not already:
+        return LeverInstall.unavailable(nothing_found(cls.__name__, model))
+    hub_layer = _load_hub_layer() if targets and torch.device(device).type == "cuda" else None
+    patched = []
+    for path, module in targets:
+        parent_path, _, name = path.rpartition(".")
+        setattr(model.get_submodule(parent_path), name, FastMSDA(module, hub_layer))
+        patched.append(path)
+    return LeverInstall(tuple(patched), already)
 
 
 def uninstall(model: nn.Module) -> int:
     """Put transformers' original kernel modules back; returns how many were restored."""
-    install_inplace_relu(model, inplace=False)
     restored = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, FastMSDA):
-                setattr(parent, name, child._original[0])
-                restored += 1
+    for path, module in _installed(model):
+        parent_path, _, name = path.rpartition(".")
+        setattr(model.get_submodule(parent_path), name, module._original[0])
+        restored += 1
     return restored
 
 
-# ----------------------------------------------------------------------------------------------------
-# Another exact instance patch installed with the kernel: in-place ReLU in the encoder/decoder FFNs.
-# The FFN's `fc1` output is a fresh (tokens, 2048) tensor used only by the activation; on the CPU a new
-# 100+ MB output costs more in page faults than the ReLU itself. Bit-identical (same op, same values).
-
-
-def install_inplace_relu(model: nn.Module, inplace: bool = True) -> int:
-    changed = 0
-    for parent in list(model.modules()):
-        for name in ("activation_fn", "activation"):  # GroundingDino{Deformable,Decoder,TextEnhancer}Layer
-            act = parent._modules.get(name)
-            if type(act) is nn.ReLU and act.inplace != inplace:
-                act.inplace = inplace
-                changed += 1
-    return changed
+def _installed(model: nn.Module) -> list[tuple[str, "FastMSDA"]]:
+    return [(path, m) for path, m in model.named_modules() if isinstance(m, FastMSDA)]

@@ -16,8 +16,10 @@ both padding masks are transformers' own, on the same logits laid out (B, N, H·
 (B·H, N, T). For T = 13 (a 5-label config) the fusion costs ~0.5 instead of ~14 GMAC per layer; for the
 80 COCO names (T = 195) ~11 instead of ~25.
 
-`install(model)` replaces the `forward` of each fusion attention instance (its weights, module tree and
-state dict are untouched; transformers' files are not edited); `uninstall(model)` restores it.
+`install(model, architecture)` replaces the `forward` of each fusion attention instance of either family
+architecture (`GroundingDinoBiMultiHeadAttention`, `MMGroundingDinoBiMultiHeadAttention`: the same code);
+its weights, module tree and state dict are untouched and transformers' files are not edited;
+`uninstall(model)` restores it.
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ import types
 
 import torch
 from torch import nn
+
+from .family import Architecture
+from .patching import LeverInstall, modules_of_type, nothing_found
 
 _CLAMP = 50000  # transformers' bound ("data type half has quite limited range")
 
@@ -104,24 +109,34 @@ def _span(tensor: torch.Tensor) -> float:
     return float(high - low)
 
 
-def _fusion_attentions(model: nn.Module):
-    return [m for m in model.modules() if type(m).__name__ == "GroundingDinoBiMultiHeadAttention"]
-
-
-def install(model: nn.Module) -> int:
-    """Use the reassociated forward on every fusion attention of `model`; returns how many changed."""
-    changed = 0
-    for module in _fusion_attentions(model):
-        if "forward" not in module.__dict__:
+def install(model: nn.Module, architecture: Architecture, device: torch.device | str = "cpu") -> LeverInstall:
+    """Use the reassociated forward on every fusion attention of `model` (both architectures' classes)."""
+    try:
+        cls = architecture.layer_class("BiMultiHeadAttention")
+    except LookupError as exc:
+        return LeverInstall.unavailable(str(exc))
+    found = modules_of_type(model, cls)
+    if not found:
+        return LeverInstall.unavailable(nothing_found(cls.__name__, model))
+    patched, already = [], []
+    for path, module in found:
+        if _is_patched(module):
+            already.append(path)
+        else:
             module.forward = types.MethodType(fused_bi_attention_forward, module)
-            changed += 1
-    return changed
+            patched.append(path)
+    return LeverInstall(tuple(patched), tuple(already))
 
 
 def uninstall(model: nn.Module) -> int:
+    """Restore transformers' forward on every fusion attention this module patched; returns how many."""
     restored = 0
-    for module in _fusion_attentions(model):
-        if "forward" in module.__dict__:
+    for module in model.modules():
+        if _is_patched(module):
             del module.forward
             restored += 1
     return restored
+
+
+def _is_patched(module: nn.Module) -> bool:
+    return getattr(module.__dict__.get("forward"), "__func__", None) is fused_bi_attention_forward

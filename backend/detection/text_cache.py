@@ -3,8 +3,8 @@
 Grounding DINO encodes the caption with BERT on every forward, once per image of the batch. The
 caption is the same for every image of a label set, so we compute its features for one row, reuse
 them for the whole batch, and keep the last few prompts' features across calls. Installed by
-wrapping the model instance's `text_backbone` (transformers' files are not edited); the wrapper is
-removed by `uninstall()`.
+wrapping the model instance's `text_backbone` (the same attribute in both family architectures;
+transformers' files are not edited); `uninstall(model)` puts the wrapped text backbone back.
 """
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
+
+from .family import Architecture
+from .patching import LeverInstall
 
 
 class TextFeatureCache(nn.Module):
@@ -25,18 +28,10 @@ class TextFeatureCache(nn.Module):
         self.misses = 0
 
     @classmethod
-    def install(cls, model: nn.Module) -> "TextFeatureCache":
-        base = model.model if hasattr(model, "model") else model
-        if isinstance(base.text_backbone, cls):
-            return base.text_backbone
-        cache = cls(base.text_backbone)
-        base.text_backbone = cache
-        # Not a submodule (nn.Module.__setattr__ would register it): a cycle breaks .to() and state_dict().
-        object.__setattr__(cache, "_owner", base)
-        return cache
-
-    def uninstall(self) -> None:
-        self._owner.text_backbone = self.inner
+    def of(cls, model: nn.Module) -> "TextFeatureCache | None":
+        """The cache installed on `model`, if any."""
+        backbone = getattr(_base(model), "text_backbone", None)
+        return backbone if isinstance(backbone, cls) else None
 
     def clear(self) -> None:
         self.entries.clear()
@@ -68,3 +63,30 @@ class TextFeatureCache(nn.Module):
         if return_dict:
             return BaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=hidden)
         return (hidden,)
+
+
+def install(model: nn.Module, architecture: Architecture | None = None, device=None) -> LeverInstall:
+    """Wrap the model's text backbone in a `TextFeatureCache`; the report names the wrapped module."""
+    base = _base(model)
+    path = "model.text_backbone" if base is not model else "text_backbone"
+    backbone = getattr(base, "text_backbone", None)
+    if isinstance(backbone, TextFeatureCache):
+        return LeverInstall(already=(path,))
+    if not isinstance(backbone, nn.Module):
+        return LeverInstall.unavailable(f"the model ({type(model).__name__}) has no text_backbone module")
+    cache = TextFeatureCache(backbone)
+    base.text_backbone = cache
+    return LeverInstall(patched=(path,))
+
+
+def uninstall(model: nn.Module) -> int:
+    cache = TextFeatureCache.of(model)
+    if cache is None:
+        return 0
+    _base(model).text_backbone = cache.inner
+    return 1
+
+
+def _base(model: nn.Module) -> nn.Module:
+    """The inner GroundingDinoModel/MMGroundingDinoModel of a detection model (or the model itself)."""
+    return model.model if isinstance(getattr(model, "model", None), nn.Module) else model

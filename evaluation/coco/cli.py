@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from backend.allocator import enable_thp_allocation
+
+    enable_thp_allocation()  # before anything imports torch
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["download"]:
         from .download import main as download_main

@@ -261,6 +261,9 @@ def evaluate(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, run_dir
         "captions": [c.caption.text for c in prompt.chunks], "num_categories": len(dataset.category_ids),
         "phrase_rule": scorer.phrase_rule, "phrases": [" | ".join(p) for p in classes],
         "preprocessing": getattr(detector, "preprocessing", None),
+        # Speed levers as installed: a lever that found nothing to patch (a newer transformers) says so here.
+        "levers": dict(getattr(detector, "lever_report", {}) or {}),
+        "lever_warnings": list(getattr(detector, "warnings", []) or []),
         "num_images": len(ids), "image_ids": ids, "world_size": dist.world_size, "run_state": state,
         "resumed_images": resumed, "versions": library_versions(), "allocator": active_allocator(),  # CPU timings depend on it
         "iou_type": s.iou_type, **(mask_config(s, masker) if masker is not None else {}),

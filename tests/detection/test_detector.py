@@ -1,4 +1,8 @@
-"""Batched inference, EXIF orientation, image modes, model loading and device/dtype errors."""
+"""Batched inference, EXIF orientation, image modes, model loading and device/dtype errors.
+
+Tests that run the model run on both family architectures (`family_detector`, tests/detection/conftest.py);
+the EXIF test is about the image frame, not the model, and runs on Grounding DINO only.
+"""
 import io
 
 import numpy as np
@@ -12,12 +16,13 @@ from tests.detection.scenes import scene
 NAMES = ["red square", "yellow circle", "sky", "person"]
 
 
-def test_batch_of_different_sizes_matches_one_by_one(tiny_detector):
+def test_batch_of_different_sizes_matches_one_by_one(family_detector):
+    detector = family_detector
     images = [scene((640, 480)), scene((480, 640)), scene((500, 375))]
-    prompt = tiny_detector.prompt(NAMES)
-    batched = tiny_detector.rank(images, prompt, num_select=100)
+    prompt = detector.prompt(NAMES)
+    batched = detector.rank(images, prompt, num_select=100)
     for image, dets in zip(images, batched):
-        single = tiny_detector.rank([image], prompt, num_select=100)[0]
+        single = detector.rank([image], prompt, num_select=100)[0]
         # Padding to the batch's largest size changes the backbone's features slightly (the official
         # evaluation runs batch 1 for this reason); boxes must still be in each image's own frame.
         assert dets.boxes[:, 0::2].max() <= image.size[0] * 1.5
@@ -25,18 +30,19 @@ def test_batch_of_different_sizes_matches_one_by_one(tiny_detector):
     # the image that needs no padding (largest in both dimensions? none here) - check exactness
     # where padding is nil: a batch of equal sizes equals one-by-one to float precision
     same = [scene((640, 480)), scene((640, 480)).transpose(Image.FLIP_LEFT_RIGHT)]
-    for image, dets in zip(same, tiny_detector.rank(same, prompt, num_select=100)):
-        single = tiny_detector.rank([image], prompt, num_select=100)[0]
+    for image, dets in zip(same, detector.rank(same, prompt, num_select=100)):
+        single = detector.rank([image], prompt, num_select=100)[0]
         torch.testing.assert_close(dets.scores, single.scores, atol=1e-4, rtol=0)
         torch.testing.assert_close(dets.boxes, single.boxes, atol=1e-2, rtol=0)
 
 
-def test_boxes_scaled_by_each_images_own_size(tiny_detector):
+def test_boxes_scaled_by_each_images_own_size(family_detector):
+    detector = family_detector
     images = [scene((640, 480)), scene((320, 900))]
-    logits, pred_boxes = tiny_detector.forward(images, tiny_detector.prompt(NAMES).chunks[0])
-    dets = tiny_detector.rank(images, tiny_detector.prompt(NAMES), num_select=5)
+    logits, pred_boxes = detector.forward(images, detector.prompt(NAMES).chunks[0])
+    dets = detector.rank(images, detector.prompt(NAMES), num_select=5)
     for i, (w, h) in enumerate(im.size for im in images):
-        top = pred_boxes[i][torch.topk((logits[i].sigmoid() @ tiny_detector.prompt(NAMES).chunks[0].phrase_map.T).max(-1).values, 1).indices[0]]
+        top = pred_boxes[i][torch.topk((logits[i].sigmoid() @ detector.prompt(NAMES).chunks[0].phrase_map.T).max(-1).values, 1).indices[0]]
         cx, cy, bw, bh = top.tolist()
         assert dets[i].boxes[0].tolist() == pytest.approx([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], abs=1e-2)
 
@@ -124,10 +130,10 @@ def test_device_and_dtype_errors_are_clear():
             Detector.load(DetectorConfig(device="cuda"))
 
 
-def test_text_feature_cache_changes_nothing(tiny_model_dir):
+def test_text_feature_cache_changes_nothing(small_family_model_dir):
     images = [scene((640, 480)), scene((500, 375))]
-    cached = Detector.load(DetectorConfig(model=str(tiny_model_dir), cache_text_features=True))
-    plain = Detector.load(DetectorConfig(model=str(tiny_model_dir), cache_text_features=False))
+    cached = Detector.load(DetectorConfig(model=str(small_family_model_dir), device="cpu", cache_text_features=True))
+    plain = Detector.load(DetectorConfig(model=str(small_family_model_dir), device="cpu", cache_text_features=False))
     for _ in range(2):  # second round is served from the cache
         a = cached.forward(images, cached.prompt(NAMES).chunks[0])
         b = plain.forward(images, plain.prompt(NAMES).chunks[0])

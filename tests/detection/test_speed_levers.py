@@ -1,25 +1,28 @@
-"""Every speed lever keeps the outputs of the plain forward (not timed; see benchmarks/throughput.py).
+"""Every speed lever keeps the outputs of the plain forward, on both family architectures (not timed;
+see benchmarks/throughput.py).
 
-Levers: the text-feature cache (BERT once per prompt), the embedding_bag deformable attention and the
-in-place FFN ReLU (backend/detection/deformable.py), the reassociated fusion attention (fusion.py). THP allocation (THP_MEM_ALLOC_ENABLE, set before torch is imported)
-only changes where tensors live in memory, so it cannot change a number; the benchmark checks it end to end.
+Levers (backend/detection/levers.py): the text-feature cache, the backbone reuse across prompt chunks
+(its own test: test_prompt_chunks.py), the reassociated fusion attention, the embedding_bag deformable
+attention and the in-place FFN ReLU. THP allocation (THP_MEM_ALLOC_ENABLE, set at process start) only
+changes where tensors live in memory, so it cannot change a number; the benchmark checks it end to end.
 """
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
-from backend.detection import Detector, DetectorConfig
-from backend.detection import fusion
-from backend.detection.deformable import (
-    FastMSDA,
-    install,
-    ms_deform_attn_embedding_bag,
-    ms_deform_attn_reference,
-    uninstall,
-)
+from backend.detection import ARCHITECTURES, LEVER_NAMES, Architecture, Detector, DetectorConfig
+from backend.detection import fusion, inplace_relu
+from backend.detection.deformable import FastMSDA, install, ms_deform_attn_embedding_bag, uninstall
+from backend.detection.levers import install_levers, uninstall_levers
+from backend.detection.patching import modules_of_type
+
+FAMILY = tuple(ARCHITECTURES)
 
 # fp32, different summation order only: observed differences are ~1e-6.
 TOL = 1e-4
@@ -36,6 +39,15 @@ def random_case(seed, batch, heads, dim, shapes, queries, points, spread=1.6):
     return value, locations, weights.view(batch, queries, heads, levels, points)
 
 
+def transformers_kernel(model_type, value, shapes, locations, weights):
+    """transformers' own MultiScaleDeformableAttention (the architecture's class, not a copy of its code)."""
+    kernel = ARCHITECTURES[model_type].transformers_class("MultiScaleDeformableAttention")()
+    spatial_shapes = torch.tensor(shapes, dtype=torch.long)
+    level_start_index = torch.cat((spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]))
+    return kernel(value, spatial_shapes, shapes, level_start_index, locations, weights, im2col_step=64)
+
+
+@pytest.mark.parametrize("model_type", FAMILY)
 @pytest.mark.parametrize(
     "batch,heads,dim,shapes,queries,points,spread",
     [
@@ -45,9 +57,9 @@ def random_case(seed, batch, heads, dim, shapes, queries, points, spread=1.6):
         (3, 2, 16, [(1, 1), (6, 2)], 7, 2, 10.0),  # mostly far outside, degenerate level sizes
     ],
 )
-def test_embedding_bag_kernel_matches_grid_sample(batch, heads, dim, shapes, queries, points, spread):
+def test_embedding_bag_kernel_matches_transformers(model_type, batch, heads, dim, shapes, queries, points, spread):
     value, locations, weights = random_case(0, batch, heads, dim, shapes, queries, points, spread)
-    expected = ms_deform_attn_reference(value, shapes, locations, weights)
+    expected = transformers_kernel(model_type, value, shapes, locations, weights)
     got = ms_deform_attn_embedding_bag(value, shapes, locations, weights)
     assert got.shape == expected.shape == (batch, queries, heads * dim)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
@@ -59,7 +71,7 @@ def test_kernel_exact_corner_cases():
     # Pixel centres, borders, half a pixel outside, exactly on the edge of the map, far outside.
     xs = torch.tensor([0.125, 0.0, 1.0, -0.125, 1.125, 0.5])
     locations = torch.stack([xs, xs.flip(0)], -1).view(1, 6, 1, 1, 1, 2).expand(1, 6, 2, 2, 1, 2).contiguous()
-    expected = ms_deform_attn_reference(value, shapes, locations, weights)
+    expected = transformers_kernel("grounding-dino", value, shapes, locations, weights)
     got = ms_deform_attn_embedding_bag(value, shapes, locations, weights)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
@@ -68,36 +80,76 @@ def test_kernel_reduced_precision_value_matches_fp32_reference():
     shapes = [(7, 9), (4, 5)]
     value, locations, weights = random_case(2, 2, 2, 8, shapes, 10, 4)
     value = value.bfloat16()
-    expected = ms_deform_attn_reference(value.float(), shapes, locations, weights)
+    expected = transformers_kernel("grounding-dino", value.float(), shapes, locations, weights)
     got = ms_deform_attn_embedding_bag(value, shapes, locations, weights)
     assert got.dtype == torch.float32  # as grid_sample under autocast
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
-def test_install_and_uninstall_swap_every_kernel(tiny_model_dir):
-    from transformers import GroundingDinoForObjectDetection
+def _plain_model(model_dir):
+    from transformers import AutoModelForZeroShotObjectDetection
 
-    model = GroundingDinoForObjectDetection.from_pretrained(tiny_model_dir).eval()
+    model = AutoModelForZeroShotObjectDetection.from_pretrained(model_dir).eval()
+    return model, ARCHITECTURES[model.config.model_type]
+
+
+def test_deformable_install_and_uninstall_swap_every_kernel(family_model_dir):
+    model, architecture = _plain_model(family_model_dir)
+    originals = dict(modules_of_type(model, architecture.transformers_class("MultiScaleDeformableAttention")))
     expected = model.config.encoder_layers + model.config.decoder_layers
-    assert install(model) == expected
+    assert len(originals) == expected
+    result = install(model, architecture)
+    assert set(result.patched) == set(originals) and result.status == "active"
     assert sum(isinstance(m, FastMSDA) for m in model.modules()) == expected
-    assert install(model) == 0  # idempotent
+    again = install(model, architecture)  # idempotent
+    assert again.patched == () and set(again.already) == set(originals) and again.status == "active"
     assert not any(k.endswith("_original") for k in model.state_dict())
-    relus = [m for m in model.modules() if type(m) is torch.nn.ReLU]
-    assert relus and all(m.inplace for m in relus)  # the FFN activations, in place
     assert uninstall(model) == expected
-    assert not any(isinstance(m, FastMSDA) for m in model.modules())
-    assert not any(m.inplace for m in relus)
+    assert all(model.get_submodule(path) is module for path, module in originals.items())  # the same modules back
 
 
-def _fusion_attention(seed=0):
-    from transformers import GroundingDinoConfig
-    from transformers.models.grounding_dino.modeling_grounding_dino import GroundingDinoBiMultiHeadAttention
+def test_inplace_relu_lever_patches_every_ffn_and_restores_what_was_there(family_model_dir):
+    model, architecture = _plain_model(family_model_dir)
+    layers = {
+        path: getattr(layer, attribute)
+        for suffix, attribute in inplace_relu.FFN_ACTIVATIONS.items()
+        for path, layer in modules_of_type(model, architecture.layer_class(suffix))
+    }
+    # encoder: one deformable + one text-enhancer layer; decoder: two layers
+    assert len(layers) == model.config.encoder_layers * 2 + model.config.decoder_layers
+    first = next(iter(layers))
+    layers[first].inplace = True  # one already in place (a user's choice): left as it is, and kept on uninstall
+    result = inplace_relu.install(model, architecture)
+    assert len(result.patched) == len(layers) - 1 and len(result.already) == 1
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    assert relus and all(m.inplace for m in relus)
+    assert inplace_relu.install(model, architecture).patched == ()  # idempotent
+    assert inplace_relu.uninstall(model) == len(layers) - 1
+    for path, original in layers.items():
+        parent = model.get_submodule(path)
+        attribute = next(a for a in ("activation_fn", "activation") if a in parent._modules)
+        assert getattr(parent, attribute) is original  # the very module that was there, not a new one
+    assert [m.inplace for m in layers.values()] == [True] + [False] * (len(layers) - 1)
+
+
+def test_inplace_relu_lever_leaves_other_activations_and_says_so(family_model_dir):
+    model, architecture = _plain_model(family_model_dir)
+    for suffix, attribute in inplace_relu.FFN_ACTIVATIONS.items():
+        for _, layer in modules_of_type(model, architecture.layer_class(suffix)):
+            setattr(layer, attribute, nn.GELU())
+    result = inplace_relu.install(model, architecture)
+    assert result.status == "not installed: the FFN activations are GELU, not a plain ReLU"
+
+
+def _fusion_attention(model_type, seed=0):
+    from transformers import AutoConfig
 
     torch.manual_seed(seed)
-    return GroundingDinoBiMultiHeadAttention(GroundingDinoConfig()).eval()  # grounding-dino-tiny's sizes
+    cls = ARCHITECTURES[model_type].layer_class("BiMultiHeadAttention")
+    return cls(AutoConfig.for_model(model_type)).eval()  # the architecture's default (tiny) sizes
 
 
+@pytest.mark.parametrize("model_type", FAMILY)
 @pytest.mark.parametrize(
     "batch,tokens,text_len,masked,scale",
     [
@@ -108,10 +160,11 @@ def _fusion_attention(seed=0):
     ],
 )
 @pytest.mark.parametrize("host_checks", [True, False], ids=["cpu-checks", "accelerator-sequence"])
-def test_fused_fusion_attention_matches_transformers(batch, tokens, text_len, masked, scale, host_checks, monkeypatch):
+def test_fused_fusion_attention_matches_transformers(model_type, batch, tokens, text_len, masked, scale, host_checks, monkeypatch):
     # On an accelerator the fused forward skips its host-synchronising shortcuts; run that branch here too.
     monkeypatch.setattr(fusion, "_host_checks_are_cheap", lambda device: host_checks)
-    attn = _fusion_attention()
+    attn = _fusion_attention(model_type)
+    architecture = ARCHITECTURES[model_type]
     g = torch.Generator().manual_seed(batch * 1000 + text_len)
     vision = torch.randn(batch, tokens, 256, generator=g) * scale
     text = torch.randn(batch, text_len, 256, generator=g) * scale
@@ -122,7 +175,7 @@ def test_fused_fusion_attention_matches_transformers(batch, tokens, text_len, ma
         text_mask[0, text_len - 3 :] = True
     with torch.inference_mode():
         (ref_v, ref_vw), (ref_t, ref_tw) = attn(vision, text, vision_mask, text_mask)
-        assert fusion.install(attn) == 1
+        assert fusion.install(attn, architecture).patched == ("",)
         (got_v, got_vw), (got_t, got_tw) = attn(vision, text, vision_mask, text_mask)
         assert fusion.uninstall(attn) == 1
         (again_v, _), _ = attn(vision, text, vision_mask, text_mask)
@@ -138,12 +191,12 @@ def test_fused_fusion_attention_matches_transformers(batch, tokens, text_len, ma
 
 
 def test_fused_fusion_attention_under_bf16_autocast():
-    attn = _fusion_attention()
+    attn = _fusion_attention("grounding-dino")
     g = torch.Generator().manual_seed(5)
     vision, text = torch.randn(2, 300, 256, generator=g), torch.randn(2, 11, 256, generator=g)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         (ref_v, _), (ref_t, _) = attn(vision, text)
-        fusion.install(attn)
+        fusion.install(attn, ARCHITECTURES["grounding-dino"])
         (got_v, _), (got_t, _) = attn(vision, text)
     for ref, got in ((ref_v, got_v), (ref_t, got_t)):
         assert torch.isfinite(got).all()
@@ -152,8 +205,8 @@ def test_fused_fusion_attention_under_bf16_autocast():
 
 
 def test_fused_fusion_attention_training_mode_is_transformers_own():
-    attn = _fusion_attention().train()
-    fusion.install(attn)
+    attn = _fusion_attention("grounding-dino").train()
+    fusion.install(attn, ARCHITECTURES["grounding-dino"])
     vision, text = torch.randn(1, 50, 256), torch.randn(1, 5, 256)
     torch.manual_seed(1)
     (got, _), _ = attn(vision, text)
@@ -163,15 +216,54 @@ def test_fused_fusion_attention_training_mode_is_transformers_own():
     assert torch.equal(got, ref)  # same dropout draws: the same code ran
 
 
-def test_fusion_install_keeps_weights_and_state_dict(tiny_model_dir):
-    from transformers import GroundingDinoForObjectDetection
-
-    model = GroundingDinoForObjectDetection.from_pretrained(tiny_model_dir).eval()
+def test_fusion_install_keeps_weights_and_state_dict(family_model_dir):
+    model, architecture = _plain_model(family_model_dir)
     keys = list(model.state_dict())
-    assert fusion.install(model) == model.config.encoder_layers
-    assert fusion.install(model) == 0  # idempotent
+    assert len(fusion.install(model, architecture).patched) == model.config.encoder_layers
+    assert fusion.install(model, architecture).patched == ()  # idempotent
     assert list(model.state_dict()) == keys
     assert fusion.uninstall(model) == model.config.encoder_layers
+
+
+def test_every_lever_installs_on_both_architectures_and_uninstalls(family_model_dir):
+    model, architecture = _plain_model(family_model_dir)
+    modules = dict(model.named_modules())
+    report = install_levers(model, architecture, torch.device("cpu"), {})
+    assert report == {name: "active" for name in LEVER_NAMES}
+    restored = uninstall_levers(model)
+    assert all(count > 0 for count in restored.values()), restored
+    assert dict(model.named_modules()).keys() == modules.keys()
+    assert all(model.get_submodule(path) is module for path, module in modules.items())
+
+
+def test_a_lever_that_finds_nothing_is_a_warning_and_in_the_report(tiny_model_dir, monkeypatch, caplog):
+    """A transformers release that renames the layers: the levers that look for them say why, outputs unchanged."""
+    from backend.detection import detector as detector_module
+
+    real = ARCHITECTURES["grounding-dino"]
+    renamed = Architecture(real.model_type, real.modeling_module, "RenamedGroundingDino", real.model_class)
+    monkeypatch.setattr(detector_module, "architecture_of", lambda model: renamed)
+    with caplog.at_level(logging.WARNING, logger="backend.detection.levers"):
+        detector = Detector.load(DetectorConfig(model=str(tiny_model_dir), device="cpu"))
+    report = detector.lever_report
+    for name in ("fusion", "inplace_relu"):
+        assert report[name].startswith("not installed: transformers ") and "has no class RenamedGroundingDino" in report[name]
+        assert any(f"speed lever '{name}' not installed" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert report["text_cache"] == report["deformable"] == report["backbone_reuse"] == "active"
+    assert [w.split(" not installed")[0] for w in detector.warnings] == ["speed lever 'fusion'", "speed lever 'inplace_relu'"]
+    json_form = __import__("json").dumps(report)  # what /status and metrics.json carry
+    assert "RenamedGroundingDinoBiMultiHeadAttention" in json_form
+
+
+def test_switched_off_levers_are_reported_off(tiny_model_dir):
+    detector = Detector.load(DetectorConfig(model=str(tiny_model_dir), device="cpu").with_levers(["fusion"]))
+    assert {k: v for k, v in detector.lever_report.items() if k != "thp_allocation"} == {
+        "text_cache": "off", "backbone_reuse": "off", "fusion": "active", "deformable": "off", "inplace_relu": "off",
+    }
+    assert detector.text_cache is None and detector.backbone_reuse is None
+    assert detector.warnings == []  # switched off is not a warning
+    with pytest.raises(ValueError, match="unknown speed lever"):
+        DetectorConfig().with_levers(["warp_drive"])
 
 
 def _images():
@@ -181,40 +273,55 @@ def _images():
 
 
 @pytest.fixture(scope="module")
-def plain_and_fast(tiny_model_dir):
-    plain = Detector.load(
-        DetectorConfig(
-            model=str(tiny_model_dir), device="cpu",
-            cache_text_features=False, fast_deformable_attention=False, fast_fusion_attention=False,
-        )
-    )
-    fast = Detector.load(DetectorConfig(model=str(tiny_model_dir), device="cpu"))
-    assert not any(isinstance(m, FastMSDA) for m in plain.model.modules())
-    assert any(isinstance(m, FastMSDA) for m in fast.model.modules())
-    assert fusion.uninstall(plain.model) == 0 and fusion.install(fast.model) == 0  # on in fast, off in plain
-    return plain, fast
+def plain_detector(small_family_model_dir):
+    return Detector.load(DetectorConfig(model=str(small_family_model_dir), device="cpu").with_levers(()))
 
 
 CLASSES = ["person", "bicycle", "car", "traffic light", "dog", "teddy bear"]
 
 
-def test_all_levers_on_equal_all_off_raw_outputs(plain_and_fast):
-    plain, fast = plain_and_fast
+@pytest.fixture(scope="module")
+def plain_outputs(plain_detector):
+    """The unpatched model's raw outputs: batch 1 (evaluation parity) and a padded batch (backend)."""
     images = _images()
-    chunk = plain.prompt(CLASSES).chunks[0]
-    for batch in ([images[0]], images):  # batch 1 (evaluation parity) and a padded batch (backend)
-        logits_p, boxes_p = plain.forward(batch, chunk)
-        fast.forward(batch, chunk)  # fills the text cache: the second call uses it
+    chunk = plain_detector.prompt(CLASSES).chunks[0]
+    return [(batch, plain_detector.forward(batch, chunk)) for batch in ([images[0]], images)]
+
+
+def _assert_same_raw_outputs(plain_outputs, fast):
+    chunk = fast.prompt(CLASSES).chunks[0]
+    for batch, (logits_p, boxes_p) in plain_outputs:
         logits_f, boxes_f = fast.forward(batch, chunk)
+        if fast.text_cache is not None:  # the first call filled the text cache: the second one uses it
+            logits_f, boxes_f = fast.forward(batch, chunk)
         finite = torch.isfinite(logits_p)
         assert torch.equal(finite, torch.isfinite(logits_f))
         assert (logits_p[finite] - logits_f[finite]).abs().max() <= TOL
         assert (boxes_p - boxes_f).abs().max() <= TOL
-    assert fast.text_cache is not None and fast.text_cache.hits > 0
 
 
-def test_all_levers_on_same_ranking_and_labelling(plain_and_fast):
-    plain, fast = plain_and_fast
+@pytest.mark.slow
+@pytest.mark.parametrize("lever", [name for name in LEVER_NAMES if name != "backbone_reuse"])
+def test_each_lever_alone_equals_the_unpatched_model(small_family_model_dir, plain_detector, plain_outputs, lever):
+    fast = Detector.load(DetectorConfig(model=str(small_family_model_dir), device="cpu").with_levers([lever]))
+    assert fast.lever_report[lever] == "active"
+    assert plain_detector.lever_report[lever] == "off"
+    _assert_same_raw_outputs(plain_outputs, fast)
+
+
+@pytest.fixture(scope="module")
+def fast_detector(small_family_model_dir):
+    return Detector.load(DetectorConfig(model=str(small_family_model_dir), device="cpu"))
+
+
+def test_all_levers_on_equal_all_off_raw_outputs(plain_outputs, fast_detector):
+    assert all(v == "active" for k, v in fast_detector.lever_report.items() if k != "thp_allocation")
+    _assert_same_raw_outputs(plain_outputs, fast_detector)
+    assert fast_detector.text_cache is not None and fast_detector.text_cache.hits > 0
+
+
+def test_all_levers_on_same_ranking_and_labelling(plain_detector, fast_detector):
+    plain, fast = plain_detector, fast_detector
     images = _images()
     prompt = plain.prompt(CLASSES)
     for image in images:  # evaluation: batch 1

@@ -92,6 +92,10 @@ def test_run_directory_files(coco_dataset, fast_model_dir, tmp_path, capsys):
     assert cfg["phrases"] == ["cat", "dog", "traffic light", "hair drier"] and "class_phrases" in cfg["phrase_rule"]
     assert {"torch", "transformers", "pycocotools"} <= set(cfg["versions"])
     assert {"inference_s", "model_load_s", "total_s"} <= set(cfg["timings"])
+    # Every speed lever installed on this transformers, recorded as such (a silent miss would say why).
+    assert {"text_cache", "fusion", "deformable"} <= set(cfg["levers"]), cfg["levers"]
+    assert all(v == "active" for k, v in cfg["levers"].items() if k != "thp_allocation"), cfg["levers"]
+    assert cfg["lever_warnings"] == [] and cfg["preprocessing"].startswith("official GroundingDINO transforms")
     dets = load_json(out / "detections.json")
     ids = sorted(im["id"] for im in json.loads(ann.read_text())["images"])[:3]
     assert [d["image_id"] for d in dets] == [i for i in ids for _ in range(300)]
