@@ -1,9 +1,9 @@
 """Masks through a real Label Studio 1.23.2: a BrushLabels project and a PolygonLabels project pre-labelled
 by "Retrieve Predictions" (the tiny SAM given as SAM_MODEL=<dir>), a smart click answered with a mask, and
-headless Chromium showing the masks in the labelling view (docs/screenshots/masks.png)."""
+headless Chromium showing the masks in the labelling view (tests/artifacts/masks.png, copied to
+docs/screenshots/masks.png for the docs)."""
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 
 import numpy as np
@@ -157,8 +157,6 @@ def test_labelling_view_shows_the_masks(brush_project, polygon_project, ls_api, 
         expected = Counter(SHOWN_AS.get(r["value"][kind][0], r["value"][kind][0]) for r in pred["result"])
         assert Counter(titles) == expected, (kind, titles, expected)
         assert shot.stat().st_size > 10_000
-    (ROOT / "docs" / "screenshots").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ARTIFACTS / "masks.png", ROOT / "docs" / "screenshots" / "masks.png")
 
 
 def test_bulk_prelabel_gives_a_mask_project_the_backends_masks(ls_client, ls_api, label_studio, tiny_model_dir,
