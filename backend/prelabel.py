@@ -4,8 +4,9 @@
 
 Label Studio's URL and API key come from LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY (the backend's
 variables; legacy tokens and personal access tokens both work through label_studio_sdk.LabelStudio),
-the model and thresholds from the backend's other variables, so the predictions and their
-`model_version` are exactly what the ML backend would give.
+the model and thresholds from the backend's other variables (SAM_MODEL for projects with
+`<BrushLabels>` / `<PolygonLabels>`), so the predictions and their `model_version` are exactly what the
+ML backend would give.
 
 Pages through the project's tasks with the SDK, skips tasks that already hold a prediction of the current
 model_version, predicts in batches with the backend's Predictor and imports predictions through the SDK
@@ -133,13 +134,26 @@ def main(argv: list[str] | None = None) -> int:
 
     from .server import load_predictor
 
+    from .detection import ModelLoadError
+    from .detection.masks import MaskModelLoadError
+
     client = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key, timeout=300)
-    predictor = load_predictor(settings)
-    summary = prelabel(
-        client, predictor, args.project, batch_size=args.batch_size or 4 * predictor.batch_size,
-        page_size=args.page_size, import_chunk=args.import_chunk, progress=not args.no_progress,
-        hostname=settings.label_studio_url, access_token=settings.label_studio_api_key,
-    )
+    try:
+        predictor = load_predictor(settings)
+    except (ModelLoadError, MaskModelLoadError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from .label_config import LabelConfigError
+
+    try:
+        summary = prelabel(
+            client, predictor, args.project, batch_size=args.batch_size or 4 * predictor.batch_size,
+            page_size=args.page_size, import_chunk=args.import_chunk, progress=not args.no_progress,
+            hostname=settings.label_studio_url, access_token=settings.label_studio_api_key,
+        )
+    except LabelConfigError as exc:  # the project's config cannot be predicted (or its mask model not loaded)
+        print(f"error: project {args.project}: {exc}", file=sys.stderr)
+        return 2
     print(summary.report())
     return 1 if summary.failed else 0
 

@@ -84,11 +84,16 @@ class ApiError(Exception):
 
 
 def load_predictor(settings: Settings) -> Predictor:
-    """Load the detector once (raises ModelLoadError / ValueError with a clear message)."""
+    """Load the detector once, and the mask model when SAM_MODEL chooses one (raises ModelLoadError,
+    MaskModelLoadError or ValueError with a clear message); otherwise the mask model loads on first need."""
     from .detection import Detector, DetectorConfig
+    from .mask_stage import MaskModelHolder
 
     detector = Detector.load(DetectorConfig(model=settings.model, device=settings.device, dtype=settings.dtype))
-    return Predictor(detector, settings)
+    masks = MaskModelHolder(settings)
+    if settings.sam_model:
+        masks.load_now()
+    return Predictor(detector, settings, masks=masks)
 
 
 def import_target(settings: Settings, access: LabelStudioAccess) -> ImportTarget | None:
