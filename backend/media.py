@@ -266,7 +266,7 @@ class MediaFetcher:
 
         Raises KeyRefusedError or LabelStudioUnreachableError when a refresh token cannot be exchanged.
         """
-        host = target.host
+        host, token = target.host, target.token
         if not is_jwt_well_formed(token):
             return f"Token {token}"
         with self._lock:
