@@ -31,15 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(level)
 
     from .detection import ModelLoadError
+    from .detection.masks import MaskModelLoadError
     from .server import create_app, load_predictor
 
     try:
         predictor = load_predictor(settings)
-    except (ModelLoadError, ValueError) as exc:
+    except (ModelLoadError, MaskModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     log = logging.getLogger("backend")
-    log.info("model %s loaded; listening on %s:%d", settings.model, args.host, args.port)
+    log.info("model %s loaded%s; listening on %s:%d", settings.model,
+             f" with mask model {settings.sam_model}" if settings.sam_model else "", args.host, args.port)
     from .allocator import cpu_allocator_hint
 
     hint = cpu_allocator_hint(predictor.detector.device.type)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from typing import Sequence
 
 from .predictor import Predictor
@@ -34,11 +35,16 @@ def device_names(settings: Settings, cuda_count: int | None = None) -> tuple[str
 
 
 def load_on(settings: Settings, device: str, fetcher=None) -> Predictor:
-    """The model on one device (raises ModelLoadError / ValueError with a clear message)."""
+    """The detector on one device with a mask model of its own on that device, loaded now when SAM_MODEL
+    chooses one, else on first need (raises ModelLoadError, MaskModelLoadError or ValueError)."""
     from .detection import Detector, DetectorConfig
+    from .mask_stage import MaskModelHolder
 
     detector = Detector.load(DetectorConfig(model=settings.model, device=device, dtype=settings.dtype))
-    return Predictor(detector, settings, fetcher)
+    masks = MaskModelHolder(replace(settings, device=device))
+    if settings.sam_model:
+        masks.load_now()
+    return Predictor(detector, settings, fetcher, masks=masks)
 
 
 class DeviceSlot:

@@ -1,15 +1,20 @@
 """Label Studio label config -> label sets (what to prompt, which label to emit), with label-studio-sdk.
 
-- Every `<RectangleLabels>` bound to an `<Image>` is a label set; each `<Label>` one output class whose
-  phrases are its `predicted_values="a, b"` or else its value made into words (`TrafficLight` ->
-  "traffic light"). The emitted label is the Label's `alias` if set, else its `value`.
+- Every `<RectangleLabels>`, `<BrushLabels>` and `<PolygonLabels>` bound to an `<Image>` is a label set
+  (boxes; masks as brush RLE or polygons); each `<Label>` one output class whose phrases are its
+  `predicted_values="a, b"` or else its value made into words (`TrafficLight` -> "traffic light"). The
+  emitted label is the Label's `alias` if set, else its `value`.
 - `<Rectangle>` controls bound to an image emit unlabeled `rectangle` boxes; their phrases come from the
   control's own `predicted_values` or from a TextArea prompt.
 - `model_score_threshold` overrides the box threshold per control, `model_skip="true"` skips it.
 - A `<TextArea>` bound to an image is a free-text prompt (see `resolve_text_prompt`).
+- A `<KeyPointLabels>` or `<RectangleLabels>` with `smart="true"` is a smart tool: a click or a drawn box
+  becomes a SAM prompt answered in the mask control of its image (`SmartTool`, backend/smart_tools.py). A
+  smart `<RectangleLabels>` is also a label set like any other (`model_skip="true"` keeps it a tool only).
 - What cannot be served (a blank, wordless or repeated label, a control bound to no image, a bad
-  threshold, a Polygon or other non-rectangle control) is skipped and listed in `LabelMapping.skipped`
-  with its reason; only a config with nothing usable is refused (LabelConfigError lists every reason).
+  threshold, a `<Brush>`, `<Polygon>` or other control without labels to prompt with) is skipped and
+  listed in `LabelMapping.skipped` with its reason; only a config with nothing usable is refused
+  (LabelConfigError lists every reason).
 """
 from __future__ import annotations
 
@@ -78,7 +83,7 @@ class LabelSet:
     from_name: str
     to_name: str
     data_key: str  # task["data"][data_key] holds the image URL
-    kind: str  # "rectanglelabels" | "rectangle"
+    kind: str  # "rectanglelabels" | "rectangle" | "brushlabels" | "polygonlabels"
     classes: tuple[LabelClass, ...]
     threshold: float | None = None  # model_score_threshold, None -> BOX_THRESHOLD
     skip: bool = False
@@ -91,11 +96,33 @@ class LabelSet:
     def tag(self) -> str:
         return _TAGS[self.kind]
 
+    @property
+    def is_mask(self) -> bool:
+        """Its regions are masks (brush or polygon), made from the detector's boxes by the mask model."""
+        return self.kind in MASK_KINDS
+
+    @property
+    def is_labelled(self) -> bool:
+        return self.kind != "rectangle"
+
     def with_classes(self, classes: Sequence[LabelClass]) -> "LabelSet":
         return LabelSet(self.from_name, self.to_name, self.data_key, self.kind, tuple(classes), self.threshold, self.skip)
 
 
-_TAGS = {"rectanglelabels": "RectangleLabels", "rectangle": "Rectangle"}
+_TAGS = {"rectanglelabels": "RectangleLabels", "rectangle": "Rectangle", "brushlabels": "BrushLabels",
+         "polygonlabels": "PolygonLabels"}
+MASK_KINDS = ("brushlabels", "polygonlabels")
+_LABELLED_TAGS = ("RectangleLabels", "BrushLabels", "PolygonLabels")
+
+
+@dataclass(frozen=True)
+class SmartTool:
+    """A `smart="true"` `<KeyPointLabels>` or `<RectangleLabels>` on an image: its clicks and boxes in an
+    interactive request's context are SAM prompts."""
+
+    from_name: str
+    to_name: str
+    kind: str  # "keypointlabels" | "rectanglelabels"
 
 
 @dataclass(frozen=True)
@@ -112,10 +139,20 @@ class LabelMapping:
     text_prompts: tuple[TextPromptControl, ...] = ()
     images: dict = field(default_factory=dict)  # image name -> data key
     skipped: tuple[SkippedItem, ...] = ()
+    smart_tools: tuple[SmartTool, ...] = ()
 
     @property
     def active(self) -> tuple[LabelSet, ...]:
         return tuple(s for s in self.label_sets if not s.skip and s.classes)
+
+    @property
+    def needs_masks(self) -> bool:
+        """A mask control is predicted, or a smart tool can ask for a mask: the mask model is needed."""
+        return bool(self.smart_tools) or any(s.is_mask for s in self.active)
+
+    def mask_sets(self, image: str) -> tuple[LabelSet, ...]:
+        """The mask controls bound to `image`, skipped ones too (a smart tool answers in them)."""
+        return tuple(s for s in self.label_sets if s.to_name == image and s.is_mask)
 
     def fingerprint(self) -> list:
         """What changes predictions, in a stable JSON-able form.
@@ -137,7 +174,7 @@ class LabelMapping:
         control is bound to), recorded in `skipped` with `reason`.
 
         For what is only found unusable after tokenisation (a label whose phrase the tokenizer cannot
-        use). A `<RectangleLabels>` left without labels is dropped. Raises KeyError when the control
+        use). A labelled control left without labels is dropped. Raises KeyError when the control
         has no such label, LabelConfigError (listing every reason) when nothing usable is left.
         """
         found: LabelClass | None = None
@@ -158,12 +195,14 @@ class LabelMapping:
         skipped = self.skipped + (SkippedItem(from_name, found.value, reason, tag),)
         if not label_sets:
             raise LabelConfigError(_nothing_usable(skipped, has_box_control=True))
-        return LabelMapping(tuple(label_sets), self.text_prompts, self.images, skipped)
+        return LabelMapping(tuple(label_sets), self.text_prompts, self.images, skipped, self.smart_tools)
 
 
 _TRUE = {"true", "1", "yes", "on"}
 _FORBIDDEN = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
-_BOX_TAGS = ("rectanglelabels", "rectangle")
+_BOX_TAGS = ("rectanglelabels", "rectangle", "brushlabels", "polygonlabels")
+_SMART_TAGS = ("keypointlabels", "rectanglelabels")
+SERVED = "<RectangleLabels>, <Rectangle>, <BrushLabels> and <PolygonLabels>"
 
 
 class _Unusable(Exception):
@@ -204,11 +243,13 @@ def parse_label_config(config: str) -> LabelMapping:
     if not images:
         raise LabelConfigError('the label config has no <Image name="..." value="$key"/> tag to detect objects in')
 
-    label_sets, prompts, skipped = [], [], []
+    label_sets, prompts, skipped, smart = [], [], [], []
     has_box_control = False
     for control in interface.controls:
         tag = control.tag.lower()
         targets = [t for t in (control.to_name or []) if t in images]
+        if tag in _SMART_TAGS and _is_smart(control, raw_labels.get(control.name, [])):
+            smart.extend(SmartTool(control.name, t, tag) for t in targets)
         if tag == "textarea":
             prompts.extend(TextPromptControl(control.name, t) for t in targets)
         elif tag in _BOX_TAGS:
@@ -216,12 +257,37 @@ def parse_label_config(config: str) -> LabelMapping:
             sets, reasons = _box_control(control, images, raw_labels.get(control.name, []))
             label_sets.extend(sets)
             skipped.extend(reasons)
+        elif tag == "keypointlabels" and smart and smart[-1].from_name == control.name:
+            continue  # a prompt tool, checked below
         elif targets and not _is_true((control.attr or {}).get("model_skip")):
-            reason = f"this backend predicts rectangles only (<RectangleLabels>, <Rectangle>), not <{control.tag}>"
+            reason = f"this backend predicts {SERVED}, not <{control.tag}>"
             skipped.append(SkippedItem(control.name, None, reason, control.tag))
+    smart, smart_skips = _answerable(smart, label_sets)
+    skipped.extend(smart_skips)
     if not label_sets:
         raise LabelConfigError(_nothing_usable(skipped, has_box_control))
-    return LabelMapping(tuple(label_sets), tuple(prompts), images, tuple(skipped))
+    return LabelMapping(tuple(label_sets), tuple(prompts), images, tuple(skipped), tuple(smart))
+
+
+def _is_smart(control, raw: Sequence["_RawLabel"]) -> bool:
+    """`smart="true"` (or `smartOnly`) on the control, or on one of its `<Label>`s (Label Studio shows the
+    smart tool for either)."""
+    attr = control.attr or {}
+    return _is_true(attr.get("smart")) or _is_true(attr.get("smartOnly")) or any(label.smart for label in raw)
+
+
+def _answerable(tools: list[SmartTool], label_sets: list[LabelSet]) -> tuple[list[SmartTool], list[SkippedItem]]:
+    """The smart tools with a mask control on their image to answer in; the others skipped (a smart
+    `<RectangleLabels>` without one is still a plain label set)."""
+    kept, skipped = [], []
+    for tool in tools:
+        if any(s.to_name == tool.to_name and s.is_mask for s in label_sets):
+            kept.append(tool)
+        elif tool.kind == "keypointlabels":
+            skipped.append(SkippedItem(tool.from_name, None, f'its smart clicks are answered with a mask, but no '
+                                       f'<BrushLabels> or <PolygonLabels> is bound to "{tool.to_name}"; add one',
+                                       "KeyPointLabels"))
+    return kept, skipped
 
 
 def _box_control(control, images: dict[str, str], raw: Sequence[_RawLabel]) -> tuple[list[LabelSet], list[SkippedItem]]:
@@ -241,10 +307,11 @@ def _box_control(control, images: dict[str, str], raw: Sequence[_RawLabel]) -> t
         threshold = _threshold(attr.get("model_score_threshold"))
     except _Unusable as exc:
         return [], skipped + [SkippedItem(control.name, None, str(exc), control.tag)]
-    if tag == "rectanglelabels":
-        classes, label_skips = _label_classes(control.name, raw)
+    if tag != "rectangle":
+        classes, label_skips = _label_classes(control.name, raw, control.tag)
         if not raw:
-            label_skips = [SkippedItem(control.name, None, 'it has no <Label value="..."/>; add at least one label')]
+            label_skips = [SkippedItem(control.name, None, 'it has no <Label value="..."/>; add at least one label',
+                                       control.tag)]
         skipped += label_skips
         if not classes:
             return [], skipped
@@ -263,8 +330,9 @@ def _nothing_usable(skipped: Sequence[SkippedItem], has_box_control: bool) -> st
     reasons = " | ".join(item.describe() for item in skipped)
     if not has_box_control:
         message = (
-            "the label config has no <RectangleLabels> (or <Rectangle>) control bound to an <Image>: "
-            "add e.g. <RectangleLabels name=\"label\" toName=\"image\"><Label value=\"Car\"/></RectangleLabels>"
+            "the label config has no <RectangleLabels>, <BrushLabels> or <PolygonLabels> (or <Rectangle>) control "
+            "bound to an <Image>: add e.g. <RectangleLabels name=\"label\" toName=\"image\"><Label value=\"Car\"/>"
+            "</RectangleLabels>"
         )
         return f"{message} | {reasons}" if reasons else message
     return f"nothing in the label config can be predicted: {reasons}"
@@ -287,10 +355,12 @@ class _RawLabel:
     value: str
     alias: str | None
     predicted_values: str | None
+    smart: bool = False
 
 
-def _label_classes(control: str, raw: Sequence[_RawLabel]) -> tuple[tuple[LabelClass, ...], list[SkippedItem]]:
-    """The usable labels of one `<RectangleLabels>`, and the others with their reasons."""
+def _label_classes(control: str, raw: Sequence[_RawLabel],
+                   tag: str = "RectangleLabels") -> tuple[tuple[LabelClass, ...], list[SkippedItem]]:
+    """The usable labels of one labelled control, and the others with their reasons."""
     classes, skipped, names = [], [], set()
     for label in raw:
         try:
@@ -308,7 +378,7 @@ def _label_classes(control: str, raw: Sequence[_RawLabel]) -> tuple[tuple[LabelC
                     "rename or remove this one"
                 )
         except _Unusable as exc:
-            skipped.append(SkippedItem(control, label.value, str(exc)))
+            skipped.append(SkippedItem(control, label.value, str(exc), tag))
             continue
         names |= own
         classes.append(LabelClass(label.alias or label.value, label.value, label.alias, phrases, predicted))
@@ -328,17 +398,19 @@ def _rectangle_classes(control: str, predicted_values: str | None) -> tuple[tupl
 
 
 def _raw_labels(config: str) -> dict[str, list[_RawLabel]]:
-    """The Labels per RectangleLabels name as written, blank and duplicate ones kept (LabelInterface
-    drops a `<Label>` without value and folds duplicates)."""
+    """The Labels per labelled control name (RectangleLabels, BrushLabels, PolygonLabels, KeyPointLabels)
+    as written, blank and duplicate ones kept (LabelInterface drops a `<Label>` without value and folds
+    duplicates)."""
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
     try:
         root = etree.fromstring(config.encode(), parser)
     except etree.XMLSyntaxError as exc:
         raise LabelConfigError(f"the label config is not valid XML: {exc}") from None
     out: dict[str, list[_RawLabel]] = {}
-    for element in root.iter("RectangleLabels"):
+    for element in root.iter(*_LABELLED_TAGS, "KeyPointLabels"):
         out.setdefault(element.get("name") or "", []).extend(
-            _RawLabel(child.get("value", ""), child.get("alias") or None, child.get("predicted_values"))
+            _RawLabel(child.get("value", ""), child.get("alias") or None, child.get("predicted_values"),
+                      _is_true(child.get("smart")))
             for child in element.iter("Label")
         )
     return out
@@ -401,7 +473,7 @@ def resolve_text_prompt(mapping: LabelMapping, texts_by_image: dict[str, list[st
         chosen, unknown, malformed = _choose_classes(sets, texts)
         problems.extend(malformed)
         if unknown:
-            problems.append(_unknown_message(unknown, [s for s in sets if s.kind == "rectanglelabels"]))
+            problems.append(_unknown_message(unknown, [s for s in sets if s.is_labelled]))
         for s, by_label in zip(sets, chosen):
             if by_label:
                 out.append(s.with_classes(_typed_classes(s, by_label)))
@@ -430,7 +502,7 @@ def _choose_classes(sets: list[LabelSet], texts: list[str]):
             continue
         hits = 0
         for i, s in enumerate(sets):
-            if s.kind != "rectanglelabels":
+            if not s.is_labelled:
                 continue
             for c in s.classes:
                 if c.matches(target or phrase):

@@ -148,7 +148,7 @@ class MediaFetcher:
         if url[:5].lower() == "data:":
             return self._decode_data_uri(url)
         target = self.label_studio_target(hostname, access_token)
-        host, token = target.host, target.token
+        host = target.host
         if url.startswith("upload/") or url.startswith("/upload/"):
             url = "/data/" + url.lstrip("/")
         parsed = urlparse(url)

@@ -5,10 +5,12 @@ Three steps, so that the server's background jobs can overlap downloads with the
 images, any thread) and `run` (a batch of loaded tasks through the model -> items).
 `predict_tasks` chains them for a list of tasks; it is also the entry point of bulk pre-labelling
 (`backend/prelabel.py`): keep its name and signature.
+
+Mask controls (`<BrushLabels>`, `<PolygonLabels>`) get the detector's boxes turned into masks by the
+mask model (backend/mask_stage.py); a smart tool's click or box is answered by the mask model alone.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +31,11 @@ from .label_config import (
     prompt_texts,
     resolve_text_prompt,
 )
+from .mask_stage import MaskModelHolder, MaskModelUnavailable, interactive_regions, mask_regions, masks_for
 from .media import MediaError, MediaFetcher
+from .regions import make_region
 from .settings import Settings
+from .smart_tools import SmartPromptError, smart_prompts
 from .state import LabelStudioAccess
 
 log = logging.getLogger(__name__)
@@ -91,11 +96,12 @@ class PredictionPlan:
     prompts: tuple = ()  # ((LabelSet, Prompt), ...)
     error: str | None = None  # every task fails with this (e.g. a typed prompt that maps to nothing)
     notice: str | None = None  # said with every answer (e.g. typed phrases that map to no label)
+    smart: tuple = ()  # (SmartPrompt, ...): an interactive smart-tool request, answered by the mask model
 
     @property
     def images(self) -> dict[str, str]:
-        """image name -> task data key, for the images some label set needs."""
-        return {s.to_name: s.data_key for s, _ in self.prompts}
+        """image name -> task data key, for the images some label set or smart prompt needs."""
+        return {**{s.to_name: s.data_key for s, _ in self.prompts}, **{p.to_name: p.data_key for p in self.smart}}
 
 
 @dataclass
@@ -122,10 +128,12 @@ class TaskWork:
 
 
 class Predictor:
-    def __init__(self, detector, settings: Settings, fetcher: MediaFetcher | None = None):
+    def __init__(self, detector, settings: Settings, fetcher: MediaFetcher | None = None,
+                 masks: MaskModelHolder | None = None):
         self.detector = detector
         self.settings = settings
         self.fetcher = fetcher or MediaFetcher(settings)
+        self.masks = masks or MaskModelHolder(settings)  # loaded on first need unless already loaded
         device = getattr(detector, "device", None)
         on_cpu = device is None or getattr(device, "type", "cpu") == "cpu"
         self.batch_size = settings.batch_size or (1 if on_cpu else 4)
@@ -143,9 +151,14 @@ class Predictor:
         """Model name + short hash of what changes predictions; raises LabelConfigError.
 
         The labels are turned into prompts here too, so a config that can never be predicted
-        (every label over the model's text length, say) is refused when Label Studio connects.
+        (every label over the model's text length, say) is refused when Label Studio connects. A config
+        with a mask control starts loading the mask model (and is refused if that load failed).
         """
-        return self._version(self.mapping(label_config))
+        mapping = self.mapping(label_config)
+        problem = self._start_masks(mapping)
+        if problem:
+            raise LabelConfigError(f"its mask controls or smart tools need the mask model: {problem}")
+        return self._version(mapping)
 
     def mapping(self, label_config: str) -> LabelMapping:
         """The config's label sets less every label that cannot be prompted (recorded in `skipped`).
@@ -191,7 +204,16 @@ class Predictor:
             "nms_iou": self.settings.nms_iou,
             "dtype": self.settings.dtype,
         }
+        if mapping.needs_masks:  # box-only projects keep their version whatever SAM_MODEL is
+            extra.update(self.masks.version_info())
         return f"{self.model_name}-{model_version_hash(mapping, extra)}"
+
+    def _start_masks(self, mapping: LabelMapping) -> str | None:
+        """Start loading the mask model when the mapping needs it; the reason if it cannot be had."""
+        if not mapping.needs_masks:
+            return None
+        self.masks.ensure_loading()
+        return self.masks.error
 
     # ----- the three steps --------------------------------------------------------------------
 
@@ -199,6 +221,15 @@ class Predictor:
         """Raises LabelConfigError for a label config that cannot be used (nothing can be predicted)."""
         mapping = self.mapping(label_config)
         version = self._version(mapping)
+        problem = self._start_masks(mapping)
+        if problem:
+            return PredictionPlan(mapping, version, error=problem)
+        try:
+            smart = smart_prompts(mapping, context)
+        except SmartPromptError as exc:
+            return PredictionPlan(mapping, version, error=str(exc))
+        if smart:
+            return PredictionPlan(mapping, version, smart=smart)
         typed = prompt_texts(mapping, context)
         try:
             resolution = resolve_text_prompt(mapping, typed)
@@ -245,7 +276,7 @@ class Predictor:
         """Detect on loaded tasks (micro-batches of BATCH_SIZE); one item per task, in order."""
         ready = [w for w in works if w.error is None]
         for start in range(0, len(ready), self.batch_size):
-            self._run_batch(ready[start : start + self.batch_size], plan.prompts, urgent)
+            self._run_batch(ready[start : start + self.batch_size], plan, urgent)
         items = [self.item(w, plan.version, plan.notice) for w in works]
         for work in works:
             work.images = {}  # free memory as we go
@@ -285,19 +316,21 @@ class Predictor:
         with self._prompt_lock:
             return [(label_set, self.detector.prompt(label_set.prompt_classes)) for label_set in label_sets]
 
-    def _run_batch(self, works: list[TaskWork], prompts, urgent: bool) -> None:
+    def _run_batch(self, works: list[TaskWork], plan: PredictionPlan, urgent: bool) -> None:
         """Detect on a micro-batch; on out-of-memory retry in halves; fail only what still fails."""
         try:
-            results = self._detect(works, prompts, urgent)
+            results = self._detect(works, plan, urgent)
         except Exception as exc:
-            if is_oom(exc):
+            if isinstance(exc, MaskModelUnavailable):
+                message = str(exc)
+            elif is_oom(exc):
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 if len(works) > 1:
                     half = len(works) // 2
                     log.warning("out of memory on a batch of %d images: retrying in halves", len(works))
-                    self._run_batch(works[:half], prompts, urgent)
-                    self._run_batch(works[half:], prompts, urgent)
+                    self._run_batch(works[:half], plan, urgent)
+                    self._run_batch(works[half:], plan, urgent)
                     return
                 message = (
                     "out of memory running the model on this image: lower MAX_IMAGE_PIXELS or BATCH_SIZE, "
@@ -312,25 +345,67 @@ class Predictor:
         for work, regions in zip(works, results):
             work.regions = regions
 
-    def _detect(self, works: list[TaskWork], prompts, urgent: bool) -> list[list[dict]]:
+    def _detect(self, works: list[TaskWork], plan: PredictionPlan, urgent: bool) -> list[list[dict]]:
+        if plan.smart:
+            return self._answer_smart(works, plan.smart, urgent)
         regions: list[list[dict]] = [[] for _ in works]
-        for label_set, prompt in prompts:
+        # One detector pass (and one set of masks) per image and prompt: controls with the same labels and
+        # threshold on the same image (a rectangle and a brush control, say) share them.
+        found: dict[tuple, dict] = {}
+        masked: dict[tuple, dict] = {}
+        for label_set, prompt in plan.prompts:
             # Only the tasks whose image for this label set loaded (a task may have lost one of several).
             members = [i for i, w in enumerate(works) if label_set.to_name in w.images]
             if not members:
                 continue
-            images = [works[i].images[label_set.to_name] for i in members]
             threshold = label_set.threshold if label_set.threshold is not None else self.settings.box_threshold
-            with self.gate.hold(urgent):
-                detections = self.detector.detect(images, prompt, threshold, nms_iou=self.settings.nms_iou)
-            for i, image, dets in zip(members, images, detections):
+            key = (label_set.to_name, id(prompt), threshold)
+            detections = found.setdefault(key, {})
+            todo = [i for i in members if i not in detections]
+            if todo:
+                images = [works[i].images[label_set.to_name] for i in todo]
+                with self.gate.hold(urgent):
+                    detections.update(zip(todo, self.detector.detect(images, prompt, threshold, nms_iou=self.settings.nms_iou)))
+            if label_set.is_mask:
+                masks = masked.setdefault(key, {})
+                todo = [i for i in members if i not in masks]
+                if todo:
+                    model = self.masks.get()  # waits for a load in progress
+                    images = [works[i].images[label_set.to_name] for i in todo]
+                    with self.gate.hold(urgent):
+                        masks.update(zip(todo, masks_for(model, images, [detections[i] for i in todo])))
+            for i in members:
+                size, dets = works[i].images[label_set.to_name].size, detections[i]
+                if label_set.is_mask:
+                    regions[i].extend(mask_regions(works[i].task_id, label_set, size, dets, masks[i], len(regions[i])))
+                    continue
                 for k in range(len(dets)):
                     regions[i].append(
                         make_region(
-                            works[i].task_id, label_set, image.size, dets.boxes[k].tolist(),
+                            works[i].task_id, label_set, size, dets.boxes[k].tolist(),
                             float(dets.scores[k]), label_set.classes[int(dets.labels[k])].label, len(regions[i]),
                         )
                     )
+        return regions
+
+    def _answer_smart(self, works: list[TaskWork], prompts, urgent: bool) -> list[list[dict]]:
+        """Each smart prompt (a click, clicks and/or a box) -> the mask of that object, in its image's mask
+        control with the picked label; a box prompt's mask is cut to the box + BOX_MARGIN, as boxes are."""
+        from .detection.masks import BOX_MARGIN, clip_to_boxes
+
+        model = self.masks.get()
+        regions: list[list[dict]] = [[] for _ in works]
+        for i, work in enumerate(works):
+            for prompt in prompts:
+                image = work.images.get(prompt.to_name)
+                if image is None:
+                    continue
+                points, labels, box = prompt.in_pixels(image.size)
+                with self.gate.hold(urgent):
+                    mask, score = model.mask_for_prompt(image, points, labels, box)
+                if box is not None:
+                    mask = clip_to_boxes(mask[None], torch.tensor([box]), BOX_MARGIN)[0]
+                regions[i].extend(interactive_regions(prompt.mask_set, prompt.label, score, image.size, mask))
         return regions
 
     @staticmethod
@@ -344,34 +419,3 @@ class Predictor:
         if notes:  # not stored by Label Studio; for the caller and the interactive view
             item["message"] = "; ".join(notes)
         return item
-
-
-def make_region(task_id, label_set: LabelSet, size, box, score: float, label: str, n: int) -> dict:
-    """One Label Studio region: percent x/y/width/height of the image as shown (EXIF applied)."""
-    width, height = size
-    x0, y0, x1, y1 = box
-    value = {
-        "x": _pct(x0, width),
-        "y": _pct(y0, height),
-        "width": _pct(x1 - x0, width),
-        "height": _pct(y1 - y0, height),
-        "rotation": 0,
-    }
-    if label_set.kind == "rectanglelabels":
-        value["rectanglelabels"] = [label]
-    region_id = hashlib.sha1(f"{task_id}/{label_set.from_name}/{label_set.to_name}/{n}".encode()).hexdigest()[:10]
-    return {
-        "id": region_id,
-        "from_name": label_set.from_name,
-        "to_name": label_set.to_name,
-        "type": label_set.kind,
-        "original_width": width,
-        "original_height": height,
-        "image_rotation": 0,
-        "value": value,
-        "score": score,
-    }
-
-
-def _pct(pixels: float, size: int) -> float:
-    return min(100.0, max(0.0, float(pixels) / size * 100.0))

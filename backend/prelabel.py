@@ -7,8 +7,9 @@
 
 Label Studio's URL and API key come from LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY (the backend's
 variables; legacy tokens and personal access tokens both work through label_studio_sdk.LabelStudio),
-the model and thresholds from the backend's other variables, so the predictions and their
-`model_version` are exactly what the ML backend would give.
+the model and thresholds from the backend's other variables (SAM_MODEL for projects with
+`<BrushLabels>` / `<PolygonLabels>`), so the predictions and their `model_version` are exactly what the
+ML backend would give.
 
 Pages through the project's tasks with the SDK, skips tasks that already hold a prediction of the current
 model_version, predicts in batches with the backend's Predictor and imports the predictions chunk by chunk
@@ -337,6 +338,7 @@ def _run(args, settings, dist) -> int:
     from label_studio_sdk import LabelStudio
 
     from .detection import ModelLoadError
+    from .detection.masks import MaskModelLoadError
     from .devices import load_on
 
     run, error = None, None
@@ -345,7 +347,7 @@ def _run(args, settings, dist) -> int:
         predictor = load_on(settings, device)
         client = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key, timeout=300)
         run = ProjectRun.open(client, predictor, args.project, settings.label_studio_url)
-    except (ConfigError, ModelLoadError, ValueError) as exc:
+    except (ConfigError, ModelLoadError, MaskModelLoadError, ValueError) as exc:
         error = str(exc)
     error = dist.agree(error)  # every rank stops together, with the first rank's reason
     if error is None:

@@ -85,8 +85,9 @@ class ApiError(Exception):
 
 
 def load_predictor(settings: Settings) -> PredictorPool:
-    """Load the model once per device (DEVICES, or every visible GPU; usually one) and serve them as one
-    predictor (raises ModelLoadError / ValueError with a clear message)."""
+    """Load the model once per device (DEVICES, or every visible GPU; usually one), each with its mask model
+    when SAM_MODEL chooses one (otherwise that loads on first need), and serve them as one predictor
+    (raises ModelLoadError, MaskModelLoadError or ValueError with a clear message)."""
     return PredictorPool.from_settings(settings)
 
 

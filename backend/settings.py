@@ -53,6 +53,9 @@ class Settings:
     # Where what a project teaches the model is kept (learned thresholds, fine-tuned models): a volume in compose.
     state_dir: str = "state"
     train_steps: int = 1000
+    # The SAM-family mask model for <BrushLabels>/<PolygonLabels> and smart tools (hub id or directory).
+    # None: DEFAULT_SAM_MODEL, loaded on first need (backend/mask_stage.py); set: loaded at start.
+    sam_model: str | None = None
 
     @property
     def predict_deadline(self) -> float:
@@ -91,6 +94,7 @@ class Settings:
             failed_task_field=get.identifier("FAILED_TASK_FIELD"),
             state_dir=get.str("STATE_DIR") or "state",
             train_steps=get.int("TRAIN_STEPS", 1000, lo=1, hi=1_000_000),
+            sam_model=get.str("SAM_MODEL"),
         )
         _check_devices(settings.device, settings.devices)
         if bool(settings.basic_auth_user) != bool(settings.basic_auth_pass):

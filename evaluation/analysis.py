@@ -3,7 +3,8 @@
 A run directory is what ``python -m evaluation.coco`` or ``python -m evaluation.labelstudio`` writes:
 ``metrics.json`` (with a ``config`` object whose ``ann`` is the COCO ground-truth JSON),
 ``detections.json`` (COCO results) and ``per_class.csv``. Everything here is recomputed from those
-files with pycocotools (evaluation.coco.scoring); figures live in :mod:`evaluation.analysis_plots`
+files with pycocotools (evaluation.coco.scoring); a mask run (``iou_type`` "segm": masks in
+``detections.json`` ``segmentation``) is matched by mask IoU and shows mask AP beside box AP; figures live in :mod:`evaluation.analysis_plots`
 (re-exported here), the threshold matching in :mod:`evaluation.analysis_sweep`, the Label Studio tables
 in :mod:`evaluation.analysis_labelstudio`. An LVIS run (``python -m evaluation.lvis``) is read from its
 metrics.json and per_class.csv only: its federated scoring is evaluation.lvis's. Notebooks and
@@ -64,6 +65,12 @@ class Run:
         return "lvis" if str(self.config.get("benchmark", "")).startswith("lvis") else "coco"
 
     @property
+    def iou_type(self) -> str:
+        """"segm" for a run with masks (evaluation.coco --iou-type segm, a Label Studio export with brush or
+        polygon regions): its threshold matching is by mask IoU, and mask AP is shown beside box AP."""
+        return "segm" if self.config.get("iou_type") == "segm" else "bbox"
+
+    @property
     def benchmark(self) -> str:
         """The published-table benchmark the run is on (COCO_VAL2017 for every COCO-format run)."""
         return str(self.config.get("benchmark") or COCO_VAL2017)
@@ -117,7 +124,10 @@ def load_run(run_dir, ann=None) -> Run:
     if dets is None and not lvis:
         raise NotARunDir(f"{path} is not an evaluation run directory (missing detections.json)")
     ann_path = _find_ann(path, config, ann)
-    detections = pd.DataFrame(dets or [], columns=["image_id", "category_id", "bbox", "score"])
+    columns = ["image_id", "category_id", "bbox", "score"]
+    if config.get("iou_type") == "segm":
+        columns.append("segmentation")
+    detections = pd.DataFrame(dets or [], columns=columns)
     per_class = pd.read_csv(path / "per_class.csv") if (path / "per_class.csv").is_file() else None
     extra = {p.stem: _read_extra(p) for p in sorted(path.iterdir())
              if p.is_file() and p.stem in LABELSTUDIO_FILES}
@@ -164,22 +174,43 @@ def coco_eval(run: Run):
     return run._cache["eval"]
 
 
+def mask_eval(run: Run):
+    """COCOeval segm over the run's images (cached): a mask run only."""
+    if run.iou_type != "segm":
+        raise ValueError(f"{run.name} has no masks: mask AP needs a run of `evaluation.coco --iou-type segm` "
+                         "or a Label Studio export with brush or polygon regions")
+    if "mask_eval" not in run._cache:
+        ids = set(run.image_ids)
+        dets = run.detections[run.detections["image_id"].isin(ids)]
+        _, run._cache["mask_eval"], _ = scoring.score(run.gt, _as_results(dets), ids, "segm")
+    return run._cache["mask_eval"]
+
+
 def _as_results(dets: pd.DataFrame) -> list[dict]:
-    return [{"image_id": int(i), "category_id": int(c), "bbox": [float(v) for v in b], "score": float(s)}
-            for i, c, b, s in zip(dets["image_id"], dets["category_id"], dets["bbox"], dets["score"])]
+    results = [{"image_id": int(i), "category_id": int(c), "bbox": [float(v) for v in b], "score": float(s)}
+               for i, c, b, s in zip(dets["image_id"], dets["category_id"], dets["bbox"], dets["score"])]
+    if "segmentation" in dets.columns:
+        for result, rle in zip(results, dets["segmentation"]):
+            result["segmentation"] = rle
+    return results
 
 
 # ---------------------------------------------------------------- tables
 
 def summary_table(run: Run) -> pd.DataFrame:
     """Run metrics (in %) as stored in metrics.json and as recomputed here from the detections (an LVIS
-    run: as stored only)."""
+    run: as stored only). A mask run adds its mask metrics beside the box ones (``mask``, ``mask
+    recomputed``)."""
     if run.kind == "lvis":
         return pd.DataFrame([{"metric": m, "value": _pct(run.metrics.get(m)), "recomputed": np.nan}
                              for m in LVIS_METRICS]).set_index("metric")
     ev = coco_eval(run)
     rows = [{"metric": m, "value": _pct(run.metrics.get(m)), "recomputed": _pct(ev.stats[i])}
             for i, m in enumerate(METRICS)]
+    if run.iou_type == "segm":
+        stored, masks = run.metrics.get("segm") or {}, mask_eval(run)
+        for i, row in enumerate(rows):
+            row.update({"mask": _pct(stored.get(row["metric"])), "mask recomputed": _pct(masks.stats[i])})
     return pd.DataFrame(rows).set_index("metric")
 
 
@@ -215,7 +246,12 @@ def per_class_table(run: Run) -> pd.DataFrame:
     if run.kind == "lvis":
         return run.per_class.copy()
     categories = [{"id": c, "name": n} for c, n in run.categories.items()]
-    return scoring.per_class_table(coco_eval(run), categories)
+    table = scoring.per_class_table(coco_eval(run), categories)
+    if run.iou_type == "segm":  # mask AP beside box AP, as the run's per_class.csv
+        masks = scoring.per_class_table(mask_eval(run), categories)
+        for column in ("AP", "AP50", "AP75"):
+            table[f"segm_{column}"] = masks[column]
+    return table
 
 
 def worst_first(per_class: pd.DataFrame) -> pd.DataFrame:
@@ -224,10 +260,15 @@ def worst_first(per_class: pd.DataFrame) -> pd.DataFrame:
 
 
 def gt_table(run: Run) -> pd.DataFrame:
-    """Ground-truth boxes of the run's images: image_id, category_id, bbox, iscrowd, area."""
+    """Ground truth of the run's images: image_id, category_id, bbox, iscrowd, area; a mask run also
+    ``segmentation`` (as COCO RLE)."""
     ids = set(run.image_ids)
     anns = [a for a in run.gt.dataset.get("annotations", []) if a["image_id"] in ids]
-    g = pd.DataFrame(anns, columns=["image_id", "category_id", "bbox", "iscrowd", "area"])
+    columns = ["image_id", "category_id", "bbox", "iscrowd", "area"]
+    if run.iou_type == "segm":
+        anns = [{**a, "segmentation": run.gt.annToRLE(a)} for a in anns]
+        columns.append("segmentation")
+    g = pd.DataFrame(anns, columns=columns)
     g["iscrowd"] = g["iscrowd"].fillna(0).astype(int)
     return g
 
@@ -285,13 +326,14 @@ def _cat_id(run: Run, c) -> int:
 
 
 def matched_detections(run: Run, iou_threshold: float = 0.5) -> pd.DataFrame:
-    """The run's detections matched to GT as pycocotools does (see evaluation.analysis_sweep)."""
+    """The run's detections matched to GT as pycocotools does (see evaluation.analysis_sweep); a mask
+    run's by mask IoU."""
     key = ("matched", iou_threshold)
     if key not in run._cache:
         ids = set(run.image_ids)
         d = run.detections
         d = d[d["image_id"].isin(ids) & d["category_id"].isin(set(run.categories))]
-        m = match_detections(gt_table(run), d, iou_threshold)
+        m = match_detections(gt_table(run), d, iou_threshold, iou_type=run.iou_type)
         m["name"] = m["category_id"].map(run.categories)
         run._cache[key] = m
     return run._cache[key]
@@ -351,6 +393,8 @@ def model_table(runs: list[Run]) -> pd.DataFrame:
         row = {"run": label, "name": run.name, "model": run.model, "benchmark": run.benchmark,
                "images": len(run.image_ids), "parity": run.config.get("parity"), "AP": ap,
                "AP50": _pct(run.metrics.get("AP50"))}
+        if any(r.iou_type == "segm" for r in runs):
+            row["mask AP"] = _pct((run.metrics.get("segm") or {}).get("AP"))
         if run.kind == "lvis":
             row.update({k: _pct(run.metrics.get(k)) for k in ("APr", "APc", "APf")})
         row["published"] = " / ".join(f"{p.ap:.1f} {p.source}" + ("" if p.zero_shot else " (not zero-shot)")

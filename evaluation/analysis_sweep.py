@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from backend.detection.boxes import box_iou, xywh_to_xyxy
+from evaluation.masks import mask_iou
 from evaluation.matching import greedy_match
 
 DEFAULT_THRESHOLDS = np.round(np.arange(0.0, 1.0 + 1e-9, 0.01), 2)
@@ -35,21 +36,28 @@ def _groups(image_ids: np.ndarray, cat_ids: np.ndarray):
 
 
 def match_detections(gt: pd.DataFrame, dets: pd.DataFrame, iou_threshold: float = 0.5,
-                     max_dets: int = 100) -> pd.DataFrame:
+                     max_dets: int = 100, iou_type: str = "bbox") -> pd.DataFrame:
     """Return the detections (top ``max_dets`` per image and class) with ``tp``, ``ignored``, ``iou``.
 
     ``gt`` has columns image_id, category_id, bbox [x, y, w, h], iscrowd; ``dets`` has image_id,
-    category_id, bbox, score. Detections of images or classes absent from ``gt``'s evaluated set must
-    be filtered by the caller (see :func:`evaluation.analysis.matched_detections`).
+    category_id, bbox, score. With ``iou_type="segm"`` both also have ``segmentation`` (COCO RLE) and
+    IoU is that of the masks, as COCOeval segm computes it. Detections of images or classes absent from
+    ``gt``'s evaluated set must be filtered by the caller (see
+    :func:`evaluation.analysis.matched_detections`).
     """
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be bbox or segm, got {iou_type!r}")
+    segm = iou_type == "segm"
     d_img, d_cat = dets["image_id"].to_numpy(np.int64), dets["category_id"].to_numpy(np.int64)
     d_score = dets["score"].to_numpy(np.float64)
     order = np.lexsort((-d_score, d_cat, d_img))  # stable: score ties keep input order, as mergesort
     d_img, d_cat, d_score, d_box = d_img[order], d_cat[order], d_score[order], _boxes(dets)[order]
+    d_seg = [dets["segmentation"].iloc[k] for k in order] if segm else None
     g_img, g_cat = gt["image_id"].to_numpy(np.int64), gt["category_id"].to_numpy(np.int64)
     g_crowd = gt["iscrowd"].fillna(0).to_numpy().astype(bool) if len(gt) else np.zeros(0, bool)
     gorder = np.lexsort((g_crowd, g_cat, g_img))  # non-crowd first within a group, as pycocotools
     g_img, g_cat, g_crowd, g_box = g_img[gorder], g_cat[gorder], g_crowd[gorder], _boxes(gt)[gorder]
+    g_seg = [gt["segmentation"].iloc[k] for k in gorder] if segm else None
     g_index = {(int(g_img[s]), int(g_cat[s])): (s, e) for s, e in zip(*_groups(g_img, g_cat))}
 
     keep = np.zeros(len(d_img), dtype=bool)
@@ -61,7 +69,10 @@ def match_detections(gt: pd.DataFrame, dets: pd.DataFrame, iou_threshold: float 
         if gs is None:
             continue
         crowd = g_crowd[gs[0]:gs[1]]
-        ious = box_iou(xywh_to_xyxy(d_box[s:e]), xywh_to_xyxy(g_box[gs[0]:gs[1]]), crowd)
+        if segm:
+            ious = mask_iou(d_seg[s:e], g_seg[gs[0]:gs[1]], crowd)
+        else:
+            ious = box_iou(xywh_to_xyxy(d_box[s:e]), xywh_to_xyxy(g_box[gs[0]:gs[1]]), crowd)
         m = greedy_match(ious, iou_threshold, crowd)
         hit = m > -1
         rows = np.arange(s, e)[hit]

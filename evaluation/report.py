@@ -82,6 +82,9 @@ def write_report(run_dir, out=None, compare=(), precision: float = 0.8, iou: flo
 
     note = ("`value` is metrics.json, `recomputed` is COCOeval on detections.json here." if run.kind != "lvis"
             else "From metrics.json: LVIS Fixed AP (evaluation.lvis).")
+    if run.iou_type == "segm":
+        note += (" Box AP (`value`) and mask AP (`mask`, COCOeval segm) of the same detections; the threshold "
+                 "sweep below matches by mask IoU.")
     r.add("## Summary (%)", "", md_table(A.summary_table(run), index=True, digits=1), "", note, "")
     if run.kind != "labelstudio":
         r.add("### Against the published figures", "", md_table(A.published_comparison(run), digits=1), "")
@@ -93,7 +96,9 @@ def write_report(run_dir, out=None, compare=(), precision: float = 0.8, iou: flo
         _lvis_section(r, run, pc)
     else:
         r.figure(A.plot_per_class_ap(pc), "per_class_ap.png", "per-class AP, worst first")
-        r.add("Worst 10 classes (AP in %):", "", md_table(_pct_cols(pc.head(10), ["AP", "AP50", "AP75"]), digits=1), "")
+        ap_cols = [c for c in ("AP", "AP50", "AP75", "segm_AP", "segm_AP50", "segm_AP75") if c in pc.columns]
+        r.add("Worst 10 classes (AP in %" + ("; segm_: mask AP" if run.iou_type == "segm" else "") + "):", "",
+              md_table(_pct_cols(pc.head(10), ap_cols), digits=1), "")
         _detection_sections(r, run, pc, precision, iou, classes, out)
     if run.kind == "labelstudio":
         _labelstudio_section(r, run, iou)
@@ -129,7 +134,8 @@ def _detection_sections(r: Report, run, pc: pd.DataFrame, precision: float, iou:
     r.figure(A.plot_pr_curves(A.pr_curves(run, classes=classes)), "pr_curves.png", "precision-recall curves")
 
     matched = A.matched_detections(run, iou)
-    r.add(f"## Scores of true and false positives (IoU ≥ {iou:g})", "")
+    what = "mask IoU" if run.iou_type == "segm" else "IoU"
+    r.add(f"## Scores of true and false positives ({what} ≥ {iou:g})", "")
     r.figure(A.plot_score_histograms(matched, title=f"Scores of true vs false positives (IoU ≥ {iou:g})"),
              "score_histograms.png", "score histograms")
 
@@ -137,7 +143,7 @@ def _detection_sections(r: Report, run, pc: pd.DataFrame, precision: float, iou:
     rec = A.recommend_threshold(sw, precision)
     sw.to_csv(out / "threshold_sweep.csv", index=False)
     r.add("## Threshold sweep: which BOX_THRESHOLD to pre-label with", "",
-          f"Precision, recall and F1 of the detections with score ≥ threshold, IoU ≥ {iou:g}, greedy "
+          f"Precision, recall and F1 of the detections with score ≥ threshold, {what} ≥ {iou:g}, greedy "
           "one-to-one matching per class as pycocotools matches (crowd GT ignored).", "")
     r.figure(A.plot_threshold_sweep(sw, rec), "threshold_sweep.png", "threshold sweep")
     r.add(md_table(A.recommendation_table(rec)), "")

@@ -19,6 +19,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sam_dir(tmp_path_factory) -> Path:
+    """A small random SAM (v1: its processor needs only PIL) saved with its processor, loaded by directory."""
+    from tests.sam_factory import build_tiny_mask_model
+
+    return build_tiny_mask_model(tmp_path_factory.mktemp("models") / "tiny-sam", "sam")
+
+
+@pytest.fixture(scope="session")
 def tiny_mm_model_dir(tmp_path_factory) -> Path:
     """The same small settings as an MM-Grounding-DINO (model type mm-grounding-dino), loaded by directory."""
     return build_tiny_mm_model(tmp_path_factory.mktemp("models") / "tiny-mm-grounding-dino")

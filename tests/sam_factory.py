@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from transformers.image_processing_utils import ImageProcessingMixin
 
+from backend.detection.masks import has_torchvision  # noqa: F401  (the tests ask it here)
 from benchmarks.random_sam import IMAGE_MEAN, IMAGE_STD, save_mask_model
 
 IMAGE_SIZE = 256
@@ -149,11 +150,3 @@ def sam2_processor(image_size: int = IMAGE_SIZE):
     else:
         image_processor = Sam2ImageProcessorStandIn(image_size)
     return Sam2Processor(image_processor=image_processor, target_size=image_size)
-
-
-def has_torchvision() -> bool:
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # absent, or a build that does not match torch (fails at import)
-        return False
-    return True

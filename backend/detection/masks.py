@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 # ViT-B. Its image processor needs torchvision; where that is missing, `facebook/sam-vit-base` (PIL only).
 DEFAULT_SAM_MODEL = "facebook/sam2.1-hiera-tiny"
 
+# Masks are cut to their box grown by this fraction of its side on each side (`clip_to_boxes`): the
+# backend and the evaluation alike, so that a run's mask AP is what the backend would pre-label.
+BOX_MARGIN = 0.1
+
 # model_type -> family: how its image embeddings are fed back to the decoder (see `_image_inputs`). The
 # hub's SAM 2 / 2.1 checkpoints are `sam2_video` (transformers' Auto class loads them as Sam2Model).
 FAMILIES = {"sam": "sam", "sam_hq": "sam_hq", "sam2": "sam2", "sam2_video": "sam2"}
@@ -44,6 +48,16 @@ class MaskModelConfig:
     # Prompts per mask-decoder call. Only bounds memory: every box of a chunk is upsampled to the full
     # image at once (SAM pads to 1024x1024 first: 4 MB of float per box); results do not depend on it.
     boxes_per_call: int = 64
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """A batch's image embeddings with, per image, its (h, w) and the (h, w) frame prompts are given in."""
+
+    embeddings: object  # the family's `get_image_embeddings` output
+    original_sizes: list[tuple[int, int]]
+    frames: list[tuple[int, int]]
+    padded: bool  # SAM: the frame is the resized image inside a padded square
 
 
 class MaskModel:
@@ -101,7 +115,56 @@ class MaskModel:
         todo = [i for i, b in enumerate(boxes) if len(b)]
         if not todo:
             return out
-        encoded = self.processor(images=[images[i] for i in todo], return_tensors="pt")
+        encoded = self._encode([images[i] for i in todo])
+        for j, i in enumerate(todo):
+            out[i] = self._decode(encoded, j, boxes[i])
+        return out
+
+    def mask_for_prompt(
+        self,
+        image: Image.Image,
+        points: Sequence[Sequence[float]] = (),
+        point_labels: Sequence[int] = (),
+        box: Sequence[float] | None = None,
+    ) -> tuple[torch.Tensor, float]:
+        """One (H, W) bool mask for an interactive prompt on one image, with the model's predicted IoU of
+        it: clicks (x, y pixels of the image as displayed; label 1 on the object, 0 on the background)
+        and/or a box (xyxy pixels).
+
+        A lone click is ambiguous (a part, or the whole it belongs to): as SAM's authors recommend for it,
+        the three-mask output is asked for and the mask with the highest predicted IoU kept. Any other
+        prompt gives the single-mask output, as boxes do.
+        """
+        points_t = torch.as_tensor(points, dtype=torch.float32).reshape(-1, 2)
+        labels_t = torch.as_tensor(point_labels, dtype=torch.long).reshape(-1)
+        if len(points_t) != len(labels_t):
+            raise ValueError(f"{len(points_t)} points but {len(labels_t)} point labels: give one label (1 or 0) per point")
+        if not torch.isfinite(points_t).all():
+            raise ValueError("prompt points contain NaN or infinite coordinates")
+        box_t = _check_boxes([box], 0) if box is not None else None
+        if not len(points_t) and box_t is None:
+            raise ValueError("a prompt needs at least one point or a box")
+        encoded = self._encode([image])
+        (orig_h, orig_w), (frame_h, frame_w) = encoded.original_sizes[0], encoded.frames[0]
+        scale = torch.tensor([frame_w / orig_w, frame_h / orig_h])
+        prompt = {}
+        if len(points_t):
+            prompt["input_points"] = (points_t * scale)[None, None].to(self.device)  # (1 image, 1 object, n, 2)
+            prompt["input_labels"] = labels_t[None, None].to(self.device)
+        if box_t is not None:
+            prompt["input_boxes"] = (box_t * scale.repeat(2))[None].to(self.device)  # (1 image, 1 box, 4)
+        multimask = box_t is None and len(points_t) == 1
+        with self._inference():
+            outputs = self.model(multimask_output=multimask, **prompt, **self._image_inputs(encoded.embeddings, 0))
+        logits = outputs.pred_masks.float()  # (1, 1, k, h, w)
+        scores = outputs.iou_scores[0, 0].float().cpu()  # (k,)
+        best = int(scores.argmax()) if multimask else 0
+        mask = self._post_process(encoded, 0, logits[:, :, best : best + 1])[0, 0]
+        return mask, float(scores[best])
+
+    def _encode(self, images: Sequence[Image.Image]) -> "_Encoded":
+        """The image embeddings of a batch, and the frames prompts are given in."""
+        encoded = self.processor(images=list(images), return_tensors="pt")
         pixel_values = encoded["pixel_values"].to(self.device)
         original_sizes = _pairs(encoded["original_sizes"])
         # The frame the encoder saw, in which prompts are given: SAM pads a resized image (its resized
@@ -110,31 +173,31 @@ class MaskModel:
         if padded:
             frames = _pairs(encoded["reshaped_input_sizes"])
         else:
-            frames = [tuple(pixel_values.shape[-2:])] * len(todo)
+            frames = [tuple(pixel_values.shape[-2:])] * len(images)
         with self._inference():
             embeddings = self.model.get_image_embeddings(pixel_values)
-        for j, i in enumerate(todo):
-            out[i] = self._decode(embeddings, j, boxes[i], original_sizes[j], frames[j], padded)
-        return out
+        return _Encoded(embeddings, original_sizes, frames, padded)
 
-    def _decode(
-        self, embeddings, j: int, boxes: torch.Tensor, original: tuple[int, int], frame: tuple[int, int], padded: bool
-    ) -> torch.Tensor:
-        (orig_h, orig_w), (frame_h, frame_w) = original, frame
+    def _decode(self, encoded: "_Encoded", j: int, boxes: torch.Tensor) -> torch.Tensor:
+        (orig_h, orig_w), (frame_h, frame_w) = encoded.original_sizes[j], encoded.frames[j]
         scale = torch.tensor([frame_w / orig_w, frame_h / orig_h] * 2)
         prompts = (boxes * scale).to(self.device)
-        post = {"reshaped_input_sizes": [frame]} if padded else {}
-        image_inputs = self._image_inputs(embeddings, j)
+        image_inputs = self._image_inputs(encoded.embeddings, j)
         parts = []
         for start in range(0, len(prompts), self.config.boxes_per_call):
             chunk = prompts[start : start + self.config.boxes_per_call][None]  # (1, n, 4): one image, n prompts
             with self._inference():
                 outputs = self.model(input_boxes=chunk, multimask_output=False, **image_inputs)
-                masks = self.processor.post_process_masks(
-                    outputs.pred_masks.float(), original_sizes=[original], **post
-                )[0]  # (n, 1, H, W) bool
-            parts.append(masks[:, 0].to("cpu", torch.bool))
+                masks = self._post_process(encoded, j, outputs.pred_masks.float())  # (n, 1, H, W) bool
+            parts.append(masks[:, 0])
         return torch.cat(parts)
+
+    def _post_process(self, encoded: "_Encoded", j: int, logits: torch.Tensor) -> torch.Tensor:
+        """(1, n, k, h, w) mask logits of image j -> (n, k, H, W) bool masks at the image's own size."""
+        post = {"reshaped_input_sizes": [encoded.frames[j]]} if encoded.padded else {}
+        with self._inference():
+            masks = self.processor.post_process_masks(logits, original_sizes=[encoded.original_sizes[j]], **post)[0]
+        return masks.to("cpu", torch.bool)
 
     def _image_inputs(self, embeddings, j: int) -> dict:
         """Image j's slice of `get_image_embeddings`' output, as the family's forward takes it back."""
@@ -153,6 +216,15 @@ class MaskModel:
         autocast = self.dtype != torch.float32
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
             yield
+
+
+def has_torchvision() -> bool:
+    """Whether torchvision imports: transformers 5's SAM 2 image processor needs it."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # absent, or a build that does not match torch (fails at import)
+        return False
+    return True
 
 
 def _load_hint(name: str, exc: BaseException) -> str:
@@ -218,3 +290,26 @@ def _pairs(sizes) -> list[tuple[int, int]]:
 def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"
+
+
+def clip_to_boxes(masks: torch.Tensor, boxes: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """Each (H, W) mask of `masks` (N, H, W) cut to its xyxy pixel box grown by `margin` x the box's side
+    on each side: a pixel is kept when its centre lies in the grown box.
+
+    A box prompt asks for the object in the box; what SAM adds far outside it is a neighbour or the
+    background bleeding in, while the margin leaves room for a detector box a little tighter than the
+    object.
+    """
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).cpu()
+    if masks.ndim != 3 or len(masks) != len(boxes):
+        raise ValueError(f"{tuple(masks.shape)} masks for {len(boxes)} boxes: give (N, H, W) masks, one per box")
+    if margin < 0:
+        raise ValueError(f"margin must be at least 0, got {margin}")
+    height, width = masks.shape[-2:]
+    grow = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0) * margin
+    low, high = boxes[:, :2] - grow, boxes[:, 2:] + grow  # (N, 2) as x, y
+    xs = torch.arange(width, dtype=torch.float32) + 0.5
+    ys = torch.arange(height, dtype=torch.float32) + 0.5
+    inside_x = (xs[None] >= low[:, :1]) & (xs[None] <= high[:, :1])  # (N, W)
+    inside_y = (ys[None] >= low[:, 1:]) & (ys[None] <= high[:, 1:])  # (N, H)
+    return masks.to(torch.bool) & inside_y[:, :, None] & inside_x[:, None, :]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .result import as_mask, region_result
+from .result import as_mask, pct, region_result
 
 _BBOX_STATS = (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT)
 
@@ -82,7 +82,7 @@ def polygon_regions(
     width, height = size
     regions = []
     for n, polygon in enumerate(mask_to_polygons(as_mask(mask, size), config)):
-        points = [[_pct(px, width), _pct(py, height)] for px, py in polygon.tolist()]
+        points = [[pct(px, width), pct(py, height)] for px, py in polygon.tolist()]
         value = {"points": points, "polygonlabels": [label]}
         part_id = region_id if n == 0 else f"{region_id}-{n}"
         regions.append(region_result(part_id, from_name, to_name, "polygonlabels", size, value, score))
@@ -126,6 +126,3 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norm, 1e-12)
 
-
-def _pct(pixels: float, size: int) -> float:
-    return min(100.0, max(0.0, float(pixels) / size * 100.0))

@@ -1,6 +1,8 @@
 """The envelope every Label Studio region result shares, whatever its value."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 
@@ -23,6 +25,12 @@ def region_result(
     }
 
 
+def region_id(task_id, from_name: str, to_name: str, n: int) -> str:
+    """The id of a task's n-th region of a control on an image: the same on every run, so that a task
+    predicted twice gives the same ids."""
+    return hashlib.sha1(f"{task_id}/{from_name}/{to_name}/{n}".encode()).hexdigest()[:10]
+
+
 def as_mask(mask, size: tuple[int, int]) -> np.ndarray:
     """A (H, W) bool array from a bool/0-1 tensor or array, checked against the image's (width, height)."""
     array = mask.detach().cpu().numpy() if hasattr(mask, "detach") else np.asarray(mask)
@@ -33,3 +41,8 @@ def as_mask(mask, size: tuple[int, int]) -> np.ndarray:
             "masks must be (height, width) in the frame of the image as displayed"
         )
     return array.astype(bool, copy=False)
+
+
+def pct(pixels: float, size: int) -> float:
+    """Pixels -> percent of the image's side, within 0..100 (Label Studio's coordinates)."""
+    return min(100.0, max(0.0, float(pixels) / size * 100.0))

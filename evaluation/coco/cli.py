@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from evaluation.runner.cli import add_run_arguments, run_command
+from evaluation.runner.cli import add_mask_arguments, add_run_arguments, run_command
 
 DESCRIPTION = """\
 Zero-shot COCO-style evaluation of a Grounding DINO checkpoint by the official protocol
@@ -16,9 +16,13 @@ names are prompted as the backend prompts labels (`TrafficLight` -> "traffic lig
   python -m evaluation.coco --ann ANN.json --images IMG_DIR
   python -m evaluation.coco download --coco-root DIR  # fetch val2017 images + annotations first
   torchrun --nproc-per-node N -m evaluation.coco ...  # shard the images over N processes/GPUs
+  python -m evaluation.coco ... --iou-type segm [--sam-model ID_OR_DIR]  # mask AP (box AP beside it)
 
 Writes RUN_DIR/detections.json, metrics.json, per_class.csv and prints a summary. Rerunning the same
-command continues an interrupted run."""
+command continues an interrupted run. With --iou-type segm each detection's box is turned into a mask by
+a SAM-family model (one image embedding per image, all its boxes in one batch, the mask cut to its box
++ 10%), stored as compressed RLE in detections.json `segmentation` and scored by COCOeval segm;
+metrics.json keeps box AP at the top level and adds mask AP under "segm"."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(p, chunk_help="classes per prompt chunk (mmdetection's chunked_size, e.g. 40 for LVIS); "
                                     "default: as many as fit in 256 tokens (COCO's 80 fit in one caption). "
                                     "Changes results; recorded")
+    add_mask_arguments(p)
     return p
 
 
@@ -51,6 +56,6 @@ def main(argv: list[str] | None = None) -> int:
         from .run import CocoScorer
 
         dataset = load_dataset(*resolve_paths(args.coco_root, args.ann, args.images))
-        return dataset, CocoScorer(dataset, args.model)
+        return dataset, CocoScorer(dataset, args.model, args.iou_type)
 
     return run_command(args, argv, load)

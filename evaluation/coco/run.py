@@ -10,6 +10,8 @@ from pathlib import Path
 
 from backend.detection.boxes import xyxy_to_xywh
 from backend.detection.phrases import class_phrases
+from evaluation.masks import masks_to_coco_rle
+from evaluation.runner.errors import InputError
 from evaluation.runner.store import atomic_write
 
 from .dataset import CocoDataset
@@ -19,30 +21,52 @@ from .dataset import CocoDataset
 PHRASE_RULE = "backend.detection.phrases.class_phrases (the backend's label -> phrase rule)"
 
 
-def to_coco(image_id: int, dets, category_ids: list[int]) -> list[dict]:
-    """Ranked detections of one image -> COCO results ([x, y, w, h] in original pixels)."""
+def to_coco(image_id: int, dets, category_ids: list[int], masks=None) -> list[dict]:
+    """Ranked detections of one image -> COCO results ([x, y, w, h] in original pixels; with `masks`,
+    (N, H, W) in the image's frame, also each one's compressed RLE `segmentation`)."""
     xywh = xyxy_to_xywh(dets.boxes.float())
-    return [
+    results = [
         {"image_id": image_id, "category_id": category_ids[label], "bbox": box, "score": score}
         for label, box, score in zip(dets.labels.tolist(), xywh.tolist(), dets.scores.float().tolist())
     ]
+    if masks is not None:
+        for result, rle in zip(results, masks_to_coco_rle(masks), strict=True):
+            result["segmentation"] = rle
+    return results
 
 
 class CocoScorer:
-    """pycocotools COCOeval (bbox, default parameters) on a COCO-format dataset."""
+    """pycocotools COCOeval (default parameters) on a COCO-format dataset: bbox, or segm with bbox of the
+    same detections beside it.
+
+    metrics.json holds box metrics at the top level in every run (comparable with box runs and the
+    published figures); a segm run adds the mask metrics under "segm", and per_class.csv gains
+    segm_AP, segm_AP50 and segm_AP75 columns.
+    """
 
     phrase_rule = PHRASE_RULE
     outputs = "detections.json, metrics.json, per_class.csv"
 
-    def __init__(self, dataset: CocoDataset, model: str):
+    def __init__(self, dataset: CocoDataset, model: str, iou_type: str = "bbox"):
         self.dataset = dataset
         self.model = model
+        self.iou_type = iou_type
+        if iou_type == "segm":
+            check_masks(dataset)
 
     def classes(self) -> list[tuple[str, ...]]:
         return [class_phrases(name) for name in self.dataset.category_names]
 
-    def encode(self, image_id: int, detections) -> list[dict]:
-        return to_coco(image_id, detections, self.dataset.category_ids)
+    def encode(self, image_id: int, detections, masks=None) -> list[dict]:
+        if masks is not None:
+            declared = self.dataset.sizes.get(image_id)
+            height, width = masks.shape[-2:]
+            if declared and declared != (width, height):
+                raise InputError(
+                    f"{self.dataset.files[image_id]} is {width}x{height} pixels but the annotation file declares "
+                    f"{declared[0]}x{declared[1]}: masks must be in the frame the ground-truth masks were drawn in"
+                )
+        return to_coco(image_id, detections, self.dataset.category_ids, masks)
 
     def finish(self, run_dir: Path, records, ids: list[int], config: dict) -> dict:
         from .scoring import coco_gt, non_parity_reasons, per_class_table, published_rows, score, summary_text
@@ -51,12 +75,36 @@ class CocoScorer:
         detections = [d for i in ids for d in merged[i]]  # in image-id order, whatever the ranks' order
         atomic_write(run_dir / "detections.json", json.dumps(detections, separators=(",", ":")))
         t0 = time.perf_counter()
-        metrics, ev, text = score(coco_gt(self.dataset.data), detections, ids)
+        gt = coco_gt(self.dataset.data)
+        metrics, ev, text = score(gt, detections, ids)
+        per_class = per_class_table(ev, self.dataset.categories)
+        if self.iou_type == "segm":
+            segm, segm_ev, segm_text = score(gt, detections, ids, "segm")
+            metrics["segm"] = segm
+            text = f"boxes (COCOeval bbox):\n{text.rstrip()}\nmasks (COCOeval segm):\n{segm_text}"
+            masks = per_class_table(segm_ev, self.dataset.categories)
+            for column in ("AP", "AP50", "AP75"):
+                per_class[f"segm_{column}"] = masks[column]
         config["timings"]["scoring_s"] = round(time.perf_counter() - t0, 3)
         config["published"] = published_rows(self.model, len(ids), self.dataset.ann_path.name)
         config["non_parity"] = non_parity_reasons(config)
         config["parity"] = not config["non_parity"]
-        per_class_table(ev, self.dataset.categories).to_csv(run_dir / "per_class.csv", index=False)
+        per_class.to_csv(run_dir / "per_class.csv", index=False)
         metrics = {**metrics, "config": config}
         print(summary_text(metrics, config, text))
         return metrics
+
+
+def check_masks(dataset: CocoDataset) -> None:
+    """segm needs every image's width/height (polygons are rasterised in it) and every annotation's mask."""
+    unsized = [img.get("file_name") for img in dataset.data["images"] if "width" not in img or "height" not in img]
+    if unsized:
+        raise InputError(f"{dataset.ann_path}: image {unsized[0]!r} has no width/height, which --iou-type segm needs "
+                         "to rasterise ground-truth polygons; add them to the annotation file")
+    bare = [a for a in dataset.data["annotations"] if not a.get("segmentation")]
+    if bare:
+        raise InputError(
+            f"{dataset.ann_path}: {len(bare)} annotations have no 'segmentation' (first: id {bare[0].get('id')} of "
+            f"image {bare[0].get('image_id')}); --iou-type segm needs instance masks (polygons or RLE): use an "
+            "instance segmentation file, or --iou-type bbox"
+        )

@@ -1,4 +1,4 @@
-"""pycocotools scoring (COCOeval bbox, default parameters), per-class AP and the printed summary."""
+"""pycocotools scoring (COCOeval bbox or segm, default parameters), per-class AP and the printed summary."""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +11,11 @@ from evaluation.published import comparison_lines
 
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 PER_CLASS_COLUMNS = ["category_id", "name", "AP", "AP50", "AP75", "num_gt"]
+IOU_TYPES = ("bbox", "segm")
+# The field of a result each IoU type reads; the other is dropped before scoring: with a `bbox`,
+# pycocotools' loadRes takes a result's area from its box, which would size masks by their boxes in
+# segm's small/medium/large (detectron2 drops it for the same reason).
+GEOMETRY = {"bbox": "bbox", "segm": "segmentation"}
 VAL2017_IMAGES = 5000
 
 
@@ -25,10 +30,12 @@ def coco_gt(data: dict):
     return gt
 
 
-def load_results(gt, detections: list[dict]):
-    """COCO results as a pycocotools object; an empty list (which loadRes refuses) scores 0."""
+def load_results(gt, detections: list[dict], iou_type: str = "bbox"):
+    """COCO results as a pycocotools object, with only `iou_type`'s geometry; an empty list (which
+    loadRes refuses) scores 0."""
+    other = GEOMETRY["segm" if iou_type == "bbox" else "bbox"]
     if detections:
-        return gt.loadRes(detections)
+        return gt.loadRes([{k: v for k, v in d.items() if k != other} for d in detections])
     from pycocotools.coco import COCO
 
     dt = COCO()
@@ -37,13 +44,16 @@ def load_results(gt, detections: list[dict]):
     return dt
 
 
-def score(gt, detections: list[dict], image_ids) -> tuple[dict, object, str]:
-    """COCOeval over `image_ids`: (metrics as fractions, the evaluated COCOeval, summarize() text)."""
+def score(gt, detections: list[dict], image_ids, iou_type: str = "bbox") -> tuple[dict, object, str]:
+    """COCOeval (`iou_type` bbox or segm) over `image_ids`: (metrics as fractions, the evaluated
+    COCOeval, summarize() text)."""
     from pycocotools.cocoeval import COCOeval
 
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {', '.join(IOU_TYPES)}, got {iou_type!r}")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        ev = COCOeval(gt, load_results(gt, detections), "bbox")
+        ev = COCOeval(gt, load_results(gt, detections, iou_type), iou_type)
         ev.params.imgIds = sorted(int(i) for i in image_ids)
         ev.evaluate()
         ev.accumulate()
@@ -108,9 +118,17 @@ def summary_text(metrics: dict, config: dict, cocoeval_text: str = "") -> str:
     reasons = non_parity_reasons(config)
     if reasons:
         lines.append("NON-PARITY run (" + "; ".join(reasons) + "): not comparable with the published figures")
+    if config.get("iou_type") == "segm":
+        lines.append(f"masks: {config.get('sam_model')} (revision {config.get('sam_revision')}), each cut to its "
+                     f"box + {100 * config.get('mask_box_margin', 0):.0f}% per side")
     if cocoeval_text:
         lines.append(cocoeval_text.rstrip())
-    lines.append(f"AP {ap:.1f}  AP50 {100 * metrics['AP50']:.1f}  AP75 {100 * metrics['AP75']:.1f}")
+    lines.append(f"AP {ap:.1f}  AP50 {100 * metrics['AP50']:.1f}  AP75 {100 * metrics['AP75']:.1f}"
+                 + ("  (boxes)" if "segm" in metrics else ""))
+    if "segm" in metrics:
+        segm = metrics["segm"]
+        lines.append(f"AP {100 * segm['AP']:.1f}  AP50 {100 * segm['AP50']:.1f}  AP75 {100 * segm['AP75']:.1f}  "
+                     "(masks)")
     lines += comparison_lines(ap, config.get("published") or [])
     return "\n".join(lines)
 

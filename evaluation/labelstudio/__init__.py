@@ -1,7 +1,8 @@
-"""Score a Label Studio JSON export: the backend's pre-labels against the annotators' final boxes.
+"""Score a Label Studio JSON export: the backend's pre-labels against the annotators' final regions
+(rectangles by box IoU; brush masks and polygons by mask IoU).
 
 `python -m evaluation.labelstudio EXPORT.json [--iou 0.5] [--threshold T] [--out RUN_DIR]`
 """
-from .export import Box, Task, load_export, match_boxes, prelabel_treatment
+from .export import Region, Task, load_export, match_regions, prelabel_treatment
 
-__all__ = ["Box", "Task", "load_export", "match_boxes", "prelabel_treatment"]
+__all__ = ["Region", "Task", "load_export", "match_regions", "prelabel_treatment"]

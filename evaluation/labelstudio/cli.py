@@ -1,5 +1,8 @@
 """`python -m evaluation.labelstudio EXPORT.json`: pycocotools AP per label, precision/recall/F1 at the
-backend's threshold, and how annotators treated the pre-labels; same run files as evaluation.coco."""
+backend's threshold, and how annotators treated the pre-labels; same run files as evaluation.coco.
+
+An export with brush or polygon regions is scored by mask IoU (COCOeval segm, the matching on masks),
+with box AP of the regions' bounding boxes beside it, as `evaluation.coco --iou-type segm` writes it."""
 from __future__ import annotations
 
 import argparse
@@ -14,18 +17,20 @@ import pandas as pd
 from evaluation.runner.errors import InputError
 from evaluation.runner.store import atomic_write
 
-from .export import TREATMENTS, Task, load_export, prelabel_treatment
+from .export import TREATMENTS, Task, is_mask_export, load_export, prelabel_treatment
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m evaluation.labelstudio",
         description="Score a Label Studio JSON export holding the backend's predictions and the annotators' "
-                    "final boxes: AP/AP50 per label (pycocotools), precision/recall/F1 of the stored pre-labels, "
-                    "and counts of pre-labels kept, moved/resized, relabelled, deleted and boxes added.")
+                    "final regions: AP/AP50 per label (pycocotools), precision/recall/F1 of the stored pre-labels, "
+                    "and counts of pre-labels kept, moved/resized, relabelled, deleted and regions added. "
+                    "Rectangles are scored by box IoU; an export with brush or polygon regions by mask IoU "
+                    "(mask AP, with box AP of the regions' bounding boxes beside it).")
     p.add_argument("export", metavar="EXPORT.json", help="Label Studio export in JSON format (Export -> JSON)")
     p.add_argument("--iou", type=float, default=0.5,
-                   help="IoU for a pre-label to match a final box (precision/recall and treatment; default 0.5)")
+                   help="IoU for a pre-label to match a final region (precision/recall and treatment; default 0.5)")
     p.add_argument("--threshold", type=float, default=None,
                    help="score threshold for precision/recall/F1 (default: every stored pre-label, i.e. the "
                         "backend's threshold when it predicted)")
@@ -35,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def coco_files(tasks: list[Task]) -> tuple[dict, list[dict]]:
-    """Annotated tasks -> COCO ground truth (boxes in pixels) and the pre-labels as COCO results."""
+    """Annotated tasks -> COCO ground truth (boxes in pixels) and the pre-labels as COCO results; regions
+    with masks (a mask export) also carry their `segmentation` (RLE), and ground truth its mask area."""
+    from evaluation.masks import rle_area
+
     labels = sorted({b.label for t in tasks if t.annotation is not None for b in t.annotation + t.prediction})
     cat = {name: k + 1 for k, name in enumerate(labels)}
     images, anns, dets = [], [], []
@@ -47,25 +55,32 @@ def coco_files(tasks: list[Task]) -> tuple[dict, list[dict]]:
             box = b.pixels(t.width, t.height)
             anns.append({"id": len(anns) + 1, "image_id": t.id, "category_id": cat[b.label], "bbox": box,
                          "area": box[2] * box[3], "iscrowd": 0})
+            if b.rle is not None:
+                anns[-1].update(segmentation=b.rle, area=rle_area(b.rle))
         for b in t.prediction:
             dets.append({"image_id": t.id, "category_id": cat[b.label], "bbox": b.pixels(t.width, t.height),
                          "score": 1.0 if b.score is None else b.score})
+            if b.rle is not None:
+                dets[-1]["segmentation"] = b.rle
     categories = [{"id": k, "name": name} for name, k in cat.items()]
     return {"images": images, "annotations": anns, "categories": categories}, dets
 
 
-def threshold_counts(gt: dict, dets: list[dict], threshold: float, iou: float) -> tuple[pd.DataFrame, pd.Series]:
+def threshold_counts(gt: dict, dets: list[dict], threshold: float, iou: float,
+                     iou_type: str = "bbox") -> tuple[pd.DataFrame, pd.Series]:
     """Precision/recall/F1 of the pre-labels scoring >= threshold, per label and in total.
 
-    The analysis toolkit's matching and sweep (pycocotools' greedy matching in score order), so this
-    report and `python -m evaluation.report` on the same run directory give the same numbers; no cap
-    on pre-labels per task (pycocotools' 100 is an AP convention, a labelling team sees them all).
+    The analysis toolkit's matching and sweep (pycocotools' greedy matching in score order, by box or
+    mask IoU), so this report and `python -m evaluation.report` on the same run directory give the same
+    numbers; no cap on pre-labels per task (pycocotools' 100 is an AP convention, a labelling team sees
+    them all).
     """
     from evaluation.analysis_sweep import match_detections, threshold_sweep
 
-    gt_frame = pd.DataFrame(gt["annotations"], columns=["image_id", "category_id", "bbox", "iscrowd"])
-    det_frame = pd.DataFrame(dets, columns=["image_id", "category_id", "bbox", "score"])
-    matched = match_detections(gt_frame, det_frame, iou, max_dets=max(1, len(dets)))
+    extra = ["segmentation"] if iou_type == "segm" else []
+    gt_frame = pd.DataFrame(gt["annotations"], columns=["image_id", "category_id", "bbox", "iscrowd", *extra])
+    det_frame = pd.DataFrame(dets, columns=["image_id", "category_id", "bbox", "score", *extra])
+    matched = match_detections(gt_frame, det_frame, iou, max_dets=max(1, len(dets)), iou_type=iou_type)
     num_gt = {c["id"]: int((gt_frame["category_id"] == c["id"]).sum()) for c in gt["categories"]}
     columns = ["tp", "fp", "fn", "precision", "recall", "f1"]
     per_label = threshold_sweep(matched, num_gt, [threshold], by_class=True)
@@ -102,6 +117,7 @@ def run(args, argv) -> int:
         raise InputError(f"--iou must be in (0, 1], got {args.iou}")
     export = Path(args.export).expanduser().resolve()
     tasks = load_export(export)
+    iou_type = "segm" if is_mask_export(tasks) else "bbox"
     t0 = time.perf_counter()
     out = Path(args.out or f"runs/labelstudio-{export.stem}-{datetime.date.today():%Y%m%d}").resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -110,12 +126,19 @@ def run(args, argv) -> int:
     atomic_write(ann_path, json.dumps(gt))
     atomic_write(out / "detections.json", json.dumps(dets))
     ids = [im["id"] for im in gt["images"]]
-    metrics, ev, text = score(coco_gt(gt), dets, ids)
+    gt_coco = coco_gt(gt)
+    metrics, ev, text = score(gt_coco, dets, ids)
     per_class = per_class_table(ev, gt["categories"])
+    if iou_type == "segm":
+        metrics["segm"], segm_ev, segm_text = score(gt_coco, dets, ids, "segm")
+        text = f"boxes (COCOeval bbox):\n{text.rstrip()}\nmasks (COCOeval segm):\n{segm_text}"
+        masks = per_class_table(segm_ev, gt["categories"])
+        for column in ("AP", "AP50", "AP75"):
+            per_class[f"segm_{column}"] = masks[column]
     per_class.to_csv(out / "per_class.csv", index=False)
     scores = [d["score"] for d in dets]
     threshold = args.threshold if args.threshold is not None else (min(scores) if scores else 0.0)
-    counts, total = threshold_counts(gt, dets, threshold, args.iou)
+    counts, total = threshold_counts(gt, dets, threshold, args.iou, iou_type)
     per_label = per_class.rename(columns={"name": "label"}).merge(counts, on="label", how="left")
     per_label[["tp", "fp", "fn"]] = per_label[["tp", "fp", "fn"]].fillna(0).astype(int)
     per_label.to_csv(out / "per_label.csv", index=False)
@@ -123,7 +146,9 @@ def run(args, argv) -> int:
     treatment.to_csv(out / "prelabels.csv", index=False)
     prelabels = {k: int(treatment[k].sum()) for k in ["prelabels", *TREATMENTS]}
     config = {
-        "export": str(export), "ann": str(ann_path), "images": None, "iou": args.iou, "threshold": threshold,
+        "export": str(export), "ann": str(ann_path), "images": None, "iou": args.iou, "iou_type": iou_type,
+        "region_kinds": sorted({r.kind for t in tasks if t.annotation is not None for r in t.regions}),
+        "threshold": threshold,
         "threshold_source": "--threshold" if args.threshold is not None else "lowest stored pre-label score",
         "model": ", ".join(sorted({t.model_version for t in tasks if t.model_version})) or None,
         "model_versions": sorted({t.model_version for t in tasks if t.model_version}),
@@ -141,7 +166,9 @@ def run(args, argv) -> int:
     print(f"Label Studio export {export}: {len(ids)} annotated tasks of {len(tasks)}, model {config['model']}")
     print(text.rstrip())
     f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    print(f"at threshold {threshold:.3f}, IoU {args.iou}: precision {f(metrics['precision'])}, "
+    if "segm" in metrics:
+        print(f"mask AP {100 * metrics['segm']['AP']:.1f} (box AP {100 * metrics['AP']:.1f})")
+    print(f"at threshold {threshold:.3f}, {'mask ' if iou_type == 'segm' else ''}IoU {args.iou}: precision {f(metrics['precision'])}, "
           f"recall {f(metrics['recall'])}, F1 {f(metrics['f1'])} (tp {metrics['tp']}, fp {metrics['fp']}, "
           f"fn {metrics['fn']})")
     print("pre-labels: " + ", ".join(f"{k.replace('_', '/')} {v}" for k, v in prelabels.items()))

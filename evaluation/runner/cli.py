@@ -44,6 +44,18 @@ def add_run_arguments(p: argparse.ArgumentParser, chunk_help: str, chunk_default
                         "with different settings into the same RUN_DIR is refused)")
 
 
+def add_mask_arguments(p: argparse.ArgumentParser) -> None:
+    """Instance masks: each detection's box turned into a mask by a SAM-family model (evaluation.coco)."""
+    from backend.detection.masks import DEFAULT_SAM_MODEL
+
+    p.add_argument("--iou-type", choices=["bbox", "segm"], default="bbox",
+                   help="bbox (default): box AP. segm: each detection's box is also turned into a mask by "
+                        "--sam-model and scored by COCOeval segm (mask AP), box AP of the same detections beside it")
+    p.add_argument("--sam-model", metavar="ID_OR_DIR",
+                   help=f"SAM-family hub id or local directory for --iou-type segm (SAM, SAM-HQ, SAM 2 / 2.1; "
+                        f"default {DEFAULT_SAM_MODEL}); runs on --device with --dtype")
+
+
 def run_command(args, argv: list[str], load: Callable[[], tuple[object, object]]) -> int:
     """Start a run: torchrun group, dataset and scorer (`load()`), detector, run directory; then evaluate.
 
@@ -61,6 +73,7 @@ def _run(args, argv, load) -> int:
     from transformers.utils import logging as hf_logging
 
     from backend.detection import Detector, DetectorConfig, ModelLoadError, PromptError
+    from backend.detection.masks import MaskModelLoadError
 
     from .distributed import Dist
     from .run import RunSettings, default_run_dir, evaluate
@@ -73,22 +86,44 @@ def _run(args, argv, load) -> int:
     try:
         settings = RunSettings(model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                                num_select=args.num_select, limit=args.limit, chunk_size=args.chunk_size,
-                               resume=not args.no_resume, out=args.out)
-        error, dataset, scorer, detector, load_s = None, None, None, None, 0.0
+                               resume=not args.no_resume, out=args.out, **_mask_settings(args))
+        error, dataset, scorer, detector, masker, load_s = None, None, None, None, None, 0.0
         try:
             dataset, scorer = load()
             t0 = time.perf_counter()
             detector = Detector.load(DetectorConfig(model=args.model, device=dist.device_for(args.device),
                                                     dtype=args.dtype))
-            load_s = time.perf_counter() - t0
             detector.prompt(scorer.classes(), args.chunk_size)  # a label set that cannot be prompted
-        except (InputError, ModelLoadError, PromptError, ValueError) as exc:
+            if settings.iou_type == "segm":
+                masker = _load_masker(settings, dist.device_for(args.device))
+            load_s = time.perf_counter() - t0
+        except (InputError, ModelLoadError, MaskModelLoadError, PromptError, ValueError) as exc:
             error = str(exc)
         error = dist.agree(error)
         if error:
             raise InputError(error)
         run_dir = Path(dist.broadcast(str(Path(args.out) if args.out else default_run_dir(args.model, dataset))))
-        evaluate(dataset, scorer, settings, detector, run_dir.resolve(), dist, load_s, argv)
+        evaluate(dataset, scorer, settings, detector, run_dir.resolve(), dist, load_s, argv, masker)
         return 0
     finally:
         dist.close()
+
+
+def _mask_settings(args) -> dict:
+    """--iou-type / --sam-model as RunSettings fields (commands without them: boxes only)."""
+    from backend.detection.masks import DEFAULT_SAM_MODEL
+
+    iou_type = getattr(args, "iou_type", "bbox")
+    sam_model = getattr(args, "sam_model", None)
+    if iou_type != "segm":
+        if sam_model:
+            raise InputError("--sam-model is used only with --iou-type segm (masks): add --iou-type segm, "
+                             "or drop --sam-model for box AP")
+        return {}
+    return {"iou_type": "segm", "sam_model": sam_model or DEFAULT_SAM_MODEL}
+
+
+def _load_masker(settings, device: str):
+    from backend.detection.masks import MaskModel, MaskModelConfig
+
+    return MaskModel.load(MaskModelConfig(model=settings.sam_model, device=device, dtype=settings.dtype))

@@ -37,6 +37,8 @@ class RunSettings:
     chunk_size: int | None = None
     resume: bool = True
     out: str | None = None
+    iou_type: str = "bbox"  # "segm": each detection's box also turned into a mask by `sam_model`
+    sam_model: str | None = None
 
 
 class Dataset(Protocol):
@@ -64,8 +66,9 @@ class Scorer(Protocol):
     def classes(self) -> list[tuple[str, ...]]:
         """Per category (label index order) the phrases it is prompted with."""
 
-    def encode(self, image_id: int, detections) -> list | dict:
-        """One image's ranked `Detections` -> the JSON payload stored in the partial results."""
+    def encode(self, image_id: int, detections, masks=None) -> list | dict:
+        """One image's ranked `Detections` (and, in a segm run, their (N, H, W) masks) -> the JSON
+        payload stored in the partial results."""
 
     def finish(self, run_dir: Path, records: Iterator[tuple[int, list | dict]], ids: list[int],
                config: dict) -> dict:
@@ -91,17 +94,29 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def fingerprint(dataset: Dataset, scorer: Scorer, s: RunSettings, detector) -> dict:
+def fingerprint(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, masker=None) -> dict:
     """The settings that change per-image results: a rerun into the same RUN_DIR must match them.
 
-    --limit and the number of ranks are not in it: they only choose which images are run.
+    --limit and the number of ranks are not in it: they only choose which images are run. A box run's
+    fingerprint has no mask keys, so box run directories of earlier versions still resume.
     """
-    return {
+    out = {
         "ann": str(dataset.ann_path), "ann_sha1": file_digest(dataset.ann_path), "images": str(dataset.images_dir),
         "model": s.model, "revision": detector.model_revision, "device_type": detector.device.type,
         "dtype": s.dtype, "batch_size": s.batch_size, "num_select": s.num_select, "chunk_size": s.chunk_size,
         "phrase_rule": scorer.phrase_rule,
     }
+    if masker is not None:
+        out.update(mask_config(s, masker))
+    return out
+
+
+def mask_config(s: RunSettings, masker) -> dict:
+    """How a segm run's masks were made (fingerprint and metrics.json)."""
+    from backend.detection.masks import BOX_MARGIN
+
+    return {"iou_type": s.iou_type, "sam_model": s.sam_model, "sam_revision": masker.model_revision,
+            "sam_model_type": masker.model_type, "mask_box_margin": BOX_MARGIN}
 
 
 def load_image(dataset: Dataset, image_id: int):
@@ -124,8 +139,9 @@ def load_image(dataset: Dataset, image_id: int):
 
 
 def infer(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, store: PartialStore, shard: list[int],
-          done: set, dist: Dist):
-    """Run the detector over this rank's images not yet done; append each batch durably."""
+          done: set, dist: Dist, masker=None):
+    """Run the detector (and the mask model) over this rank's images not yet done; append each batch
+    durably. Returns (images processed, seconds, of which seconds in the mask model)."""
     from tqdm import tqdm
 
     prompt = detector.prompt(scorer.classes(), s.chunk_size)
@@ -134,6 +150,7 @@ def infer(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, store: Par
                disable=not dist.is_main, dynamic_ncols=True, file=sys.stderr)
     batches = [todo[b : b + s.batch_size] for b in range(0, len(todo), s.batch_size)]
     start = time.perf_counter()
+    mask_s = 0.0
     store.open()
     # Decode the next PREFETCH batches' images in worker threads while the model runs.
     pool = ThreadPoolExecutor(max_workers=PREFETCH)
@@ -145,13 +162,29 @@ def infer(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, store: Par
             if n + PREFETCH < len(batches):
                 pending.append(pool.submit(decode, batches[n + PREFETCH]))
             ranked = detector.rank(images, prompt, s.num_select)
-            store.append([{"image_id": i, "detections": scorer.encode(i, d)} for i, d in zip(ids, ranked)])
+            if masker is None:
+                payloads = [scorer.encode(i, d) for i, d in zip(ids, ranked)]
+            else:
+                t0 = time.perf_counter()
+                masks = image_masks(masker, images, ranked)
+                mask_s += time.perf_counter() - t0
+                payloads = [scorer.encode(i, d, m) for i, d, m in zip(ids, ranked, masks)]
+            store.append([{"image_id": i, "detections": p} for i, p in zip(ids, payloads)])
             bar.update(len(ids))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         store.close()
         bar.close()
-    return len(todo), time.perf_counter() - start
+    return len(todo), time.perf_counter() - start, mask_s
+
+
+def image_masks(masker, images, ranked) -> list:
+    """Per image the (N, H, W) masks of its ranked boxes: one embedding per image, all its boxes in one
+    decoder batch, each mask cut to its box (with the backend's margin)."""
+    from backend.detection.masks import BOX_MARGIN, clip_to_boxes
+
+    masks = masker.masks_for_boxes(images, [d.boxes for d in ranked])
+    return [clip_to_boxes(m, d.boxes, BOX_MARGIN) for m, d in zip(masks, ranked)]
 
 
 def library_versions() -> dict:
@@ -182,14 +215,14 @@ def stored_records(store: PartialStore, ids: list[int]) -> Iterable[tuple[int, l
 
 
 def evaluate(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, run_dir: Path, dist: Dist, load_s: float,
-             argv) -> dict | None:
+             argv, masker=None) -> dict | None:
     t_start = time.perf_counter()
     ids = selected_ids(dataset, s.limit)
     error = None
     state = None
     if dist.is_main:
         try:
-            state = check_fingerprint(run_dir, fingerprint(dataset, scorer, s, detector), s.resume)
+            state = check_fingerprint(run_dir, fingerprint(dataset, scorer, s, detector, masker), s.resume)
         except InputError as exc:
             error = str(exc)
     error = dist.agree(error)
@@ -204,22 +237,22 @@ def evaluate(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, run_dir
     hint = cpu_allocator_hint(detector.device.type) if dist.is_main else None
     if hint:  # only once the run is accepted: a refused run prints its one error line and nothing else
         print(f"note: {hint}", file=sys.stderr)
-    error, processed, infer_s = None, 0, 0.0
+    error, processed, infer_s, mask_s = None, 0, 0.0, 0.0
     try:
-        processed, infer_s = infer(dataset, scorer, s, detector, store, shard, done, dist)
+        processed, infer_s, mask_s = infer(dataset, scorer, s, detector, store, shard, done, dist, masker)
     except InputError as exc:
         error = str(exc)
     error = dist.agree(error)
     if error:
         raise InputError(error)
-    stats = dist.gather((processed, infer_s))
+    stats = dist.gather((processed, infer_s, mask_s))
     if not dist.is_main:
         dist.barrier()
         return None
     classes = scorer.classes()
     prompt = detector.prompt(classes, s.chunk_size)
-    processed_all = sum(p for p, _ in stats)
-    infer_all = max(t for _, t in stats)
+    processed_all = sum(p for p, _, _ in stats)
+    infer_all = max(t for _, t, _ in stats)
     config = {
         "ann": str(dataset.ann_path), "images": str(dataset.images_dir), "model": s.model,
         "revision": detector.model_revision, "device": str(detector.device), "dtype": s.dtype,
@@ -233,11 +266,13 @@ def evaluate(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, run_dir
         "lever_warnings": list(getattr(detector, "warnings", []) or []),
         "num_images": len(ids), "image_ids": ids, "world_size": dist.world_size, "run_state": state,
         "resumed_images": resumed, "versions": library_versions(), "allocator": active_allocator(),  # CPU timings depend on it
+        "iou_type": s.iou_type, **(mask_config(s, masker) if masker is not None else {}),
         "command": list(argv),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "timings": {"model_load_s": round(load_s, 3), "inference_s": round(infer_all, 3),
                     "images_this_run": processed_all,
-                    "images_per_s": round(processed_all / infer_all, 3) if infer_all > 0 else None},
+                    "images_per_s": round(processed_all / infer_all, 3) if infer_all > 0 else None,
+                    **({"mask_s": round(max(m for _, _, m in stats), 3)} if masker is not None else {})},
     }
     try:
         metrics = scorer.finish(run_dir, stored_records(store, ids), ids, config)

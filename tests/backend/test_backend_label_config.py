@@ -81,13 +81,14 @@ def rl(labels: str, name="label", extra="") -> str:
         (config(rl('<Label value="A"/>'), images=""),
          'the label config has no <Image name="..." value="$key"/> tag to detect objects in'),
         (config('<Choices name="c" toName="image"><Choice value="x"/></Choices>'),
-         "the label config has no <RectangleLabels> (or <Rectangle>) control bound to an <Image>: add e.g. "
-         '<RectangleLabels name="label" toName="image"><Label value="Car"/></RectangleLabels> | '
-         'Choices "c" skipped: this backend predicts rectangles only (<RectangleLabels>, <Rectangle>), not <Choices>'),
+         "the label config has no <RectangleLabels>, <BrushLabels> or <PolygonLabels> (or <Rectangle>) control "
+         'bound to an <Image>: add e.g. <RectangleLabels name="label" toName="image"><Label value="Car"/>'
+         '</RectangleLabels> | Choices "c" skipped: this backend predicts <RectangleLabels>, <Rectangle>, '
+         "<BrushLabels> and <PolygonLabels>, not <Choices>"),
         (config('<RectangleLabels name="l" toName="nowhere"><Label value="A"/></RectangleLabels>'),
-         "the label config has no <RectangleLabels> (or <Rectangle>) control bound to an <Image>: add e.g. "
-         '<RectangleLabels name="label" toName="image"><Label value="Car"/></RectangleLabels> | '
-         'RectangleLabels "l" skipped: toName="nowhere" is not an <Image> of this config; bind it to image'),
+         "the label config has no <RectangleLabels>, <BrushLabels> or <PolygonLabels> (or <Rectangle>) control "
+         'bound to an <Image>: add e.g. <RectangleLabels name="label" toName="image"><Label value="Car"/>'
+         '</RectangleLabels> | RectangleLabels "l" skipped: toName="nowhere" is not an <Image> of this config; bind it to image'),
         (config(rl("")),
          'nothing in the label config can be predicted: RectangleLabels "label" skipped: it has no '
          '<Label value="..."/>; add at least one label'),
@@ -126,7 +127,7 @@ def test_unreadable_configs_are_refused_with_a_message(xml, message):
 MIXED = config(
     rl('<Label value="  "/><Label value="Cat"/><Label value="..."/><Label value="Cat"/>'
        '<Label value="Dog" alias="Cat"/><Label value="Car" predicted_values="car, truck"/>')
-    + '<PolygonLabels name="poly" toName="image"><Label value="Cat"/></PolygonLabels>'
+    + '<KeyPointLabels name="points" toName="image"><Label value="Cat"/></KeyPointLabels>'
     + '<Rectangle name="box" toName="image,text" predicted_values="bus, ..."/>'
     + '<RectangleLabels name="on-text" toName="text"><Label value="A"/></RectangleLabels>'
     + '<Choices name="quality" toName="image" model_skip="true"><Choice value="ok"/></Choices>',
@@ -147,16 +148,16 @@ def test_unusable_labels_are_skipped_and_reported_the_rest_served():
         SkippedItem("label", "...", 'it gives no phrase to prompt with; set predicted_values="..." to the words to look for'),
         SkippedItem("label", "Cat", duplicate),
         SkippedItem("label", "Dog", duplicate),
-        SkippedItem("poly", None, "this backend predicts rectangles only (<RectangleLabels>, <Rectangle>), not <PolygonLabels>",
-                    "PolygonLabels"),
+        SkippedItem("points", None, "this backend predicts <RectangleLabels>, <Rectangle>, <BrushLabels> and "
+                    "<PolygonLabels>, not <KeyPointLabels>", "KeyPointLabels"),
         SkippedItem("box", None, 'toName="text" is not an <Image> of this config; bind it to image', "Rectangle"),
         SkippedItem("box", "...", "it has no words to prompt with; remove it from predicted_values", "Rectangle"),
         SkippedItem("on-text", None, 'toName="text" is not an <Image> of this config; bind it to image'),
     )  # a control the user switched off (model_skip) is not reported
     assert mapping.describe_skipped()[:1] + mapping.describe_skipped()[4:5] == (
         'RectangleLabels "label": label "  " skipped: the value is blank; give it a name',
-        'PolygonLabels "poly" skipped: this backend predicts rectangles only (<RectangleLabels>, <Rectangle>), '
-        "not <PolygonLabels>",
+        'KeyPointLabels "points" skipped: this backend predicts <RectangleLabels>, <Rectangle>, <BrushLabels> and '
+        "<PolygonLabels>, not <KeyPointLabels>",
     )
 
 

@@ -91,14 +91,18 @@ def test_a_projects_token_is_never_used_for_another_project(make_client, http_se
     body["tasks"][0]["data"]["image"] = http_server.url + "/data/upload/2/b.jpg"
     (item,) = client.post("/predict", json=body).json()["results"]
     assert "result" in item, item  # fetched as a plain URL, without any token
-    headers = [r["headers"].get("Authorization") for r in http_server.requests]
+    downloads = [r for r in http_server.requests if r["path"].startswith("/data/upload/")]
+    headers = [r["headers"].get("Authorization") for r in downloads]
     assert headers == ["Token token-of-project-1", None], headers
     # Relative Label Studio paths of a project without /setup and without LABEL_STUDIO_*: one clear error.
     body["tasks"][0]["data"]["image"] = "/data/upload/2/b.jpg"
     (item,) = client.post("/predict", json=body).json()["results"]
     assert "result" not in item
     assert "LABEL_STUDIO_URL" in item["error"] and "reconnect the model" in item["error"], item["error"]
-    assert len(http_server.requests) == 2
+    assert len([r for r in http_server.requests if r["path"].startswith("/data/upload/")]) == 2
+    # /setup's access check of project 1 used project 1's token too, and only that one
+    checks = [r["headers"].get("Authorization") for r in http_server.requests if "whoami" in r["path"]]
+    assert checks and set(checks) == {"Token token-of-project-1"}, checks
     # Each project sees only its own versions.
     assert client.get("/versions", params={"project": "1"}).json()["versions"] == [setup_version(client, setup)]
     assert client.get("/versions", params={"project": "2"}).json() == {"versions": []}

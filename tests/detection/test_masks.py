@@ -155,3 +155,45 @@ def test_a_model_outside_the_sam_family_is_refused():
     bert = BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8))
     with pytest.raises(MaskModelLoadError, match="'dir' is a 'bert' model; supported are .* sam, sam_hq, sam2, sam2_video"):
         MaskModel(bert, None, MaskModelConfig(model="dir", device="cpu"))
+
+
+def test_clip_to_boxes_keeps_pixels_whose_centre_is_in_the_grown_box():
+    from backend.detection.masks import clip_to_boxes
+
+    full = torch.ones(2, 10, 10, dtype=torch.bool)
+    boxes = torch.tensor([[2.0, 3.0, 5.0, 7.0], [2.0, 3.0, 5.0, 7.0]])
+    exact = torch.zeros(10, 10, dtype=torch.bool)
+    exact[3:7, 2:5] = True
+    assert torch.equal(clip_to_boxes(full, boxes)[0], exact)
+    # Margin 0.5: x grows by 1.5 (0.5 .. 6.5, closed: columns 0-6), y by 2 (1 .. 9: rows 1-8).
+    grown = torch.zeros(10, 10, dtype=torch.bool)
+    grown[1:9, 0:7] = True
+    assert torch.equal(clip_to_boxes(full, boxes, 0.5)[1], grown)
+    with pytest.raises(ValueError, match="one per box"):
+        clip_to_boxes(full, boxes[:1])
+
+
+@pytest.mark.parametrize("family", ["sam", "sam2_video"])
+def test_a_click_gives_the_best_of_three_masks_as_transformers_pipeline_does(models, family):
+    """Reference: processor(images, input_points, input_labels) -> model(multimask) -> the mask with the
+    highest predicted IoU -> post_process_masks, as transformers' model cards prompt with a point."""
+    model = models[family]
+    image = scene((200, 120))
+    inputs = model.processor(images=[image], input_points=[[[[60.0, 40.0]]]], input_labels=[[[1]]], return_tensors="pt")
+    post = {"reshaped_input_sizes": inputs.pop("reshaped_input_sizes")} if "reshaped_input_sizes" in inputs else {}
+    original_sizes = inputs.pop("original_sizes")
+    with torch.inference_mode():
+        outputs = model.model(**inputs, multimask_output=True)
+    best = int(outputs.iou_scores[0, 0].argmax())
+    expected = model.processor.post_process_masks(outputs.pred_masks[:, :, best : best + 1], original_sizes=original_sizes,
+                                                  **post)[0][0, 0]
+    mask, score = model.mask_for_prompt(image, [[60.0, 40.0]], [1])
+    assert torch.equal(mask, expected) and score == pytest.approx(float(outputs.iou_scores[0, 0, best]), rel=1e-3)
+    # A box (single-mask output) is what masks_for_boxes gives for it.
+    box_mask, _ = model.mask_for_prompt(image, box=[10.0, 10.0, 120.0, 90.0])
+    (batched,) = model.masks_for_boxes([image], [torch.tensor([[10.0, 10.0, 120.0, 90.0]])])
+    assert torch.equal(box_mask, batched[0])
+    with pytest.raises(ValueError, match="at least one point or a box"):
+        model.mask_for_prompt(image)
+    with pytest.raises(ValueError, match="one label"):
+        model.mask_for_prompt(image, [[1.0, 2.0]], [1, 0])

@@ -114,3 +114,54 @@ def labelstudio_run(tmp_path: Path) -> Path:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+def _square_rle(x0, y0, x1, y1, size=(200, 200)) -> dict:
+    from evaluation.masks import masks_to_coco_rle
+
+    mask = np.zeros((size[1], size[0]), dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    return masks_to_coco_rle(mask[None])[0]
+
+
+def _l_shape_rle() -> dict:
+    """An L (400 pixels) whose bounding box is x 10..30, y 10..40 (600 pixels)."""
+    from evaluation.masks import masks_to_coco_rle
+
+    mask = np.zeros((200, 200), dtype=bool)
+    mask[10:20, 10:30] = True
+    mask[20:40, 10:20] = True
+    return masks_to_coco_rle(mask[None])[0]
+
+
+# A mask run with a known answer: the cat's detection has the L's exact box (box IoU 1) but a full
+# rectangle as mask (mask IoU 400/600 = 2/3, a match at IoU .50-.65 only: mask AP .4); the dog is exact.
+# Box AP 1.0, mask AP (0.4 + 1) / 2 = 0.7.
+MASK_GT = {
+    "images": [{"id": 1, "width": 200, "height": 200, "file_name": "1.jpg"}],
+    "categories": list(CATS),
+    "annotations": [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10.0, 10.0, 20.0, 30.0], "area": 400.0, "iscrowd": 0,
+         "segmentation": _l_shape_rle()},
+        {"id": 2, "image_id": 1, "category_id": 2, "bbox": [100.0, 100.0, 20.0, 20.0], "area": 400.0, "iscrowd": 0,
+         "segmentation": _square_rle(100, 100, 120, 120)},
+    ],
+}
+MASK_DETS = [
+    {**det(1, 1, [10, 10, 20, 30], 0.9), "segmentation": _square_rle(10, 10, 30, 40)},
+    {**det(1, 2, [100, 100, 20, 20], 0.8), "segmentation": _square_rle(100, 100, 120, 120)},
+]
+
+
+def write_mask_run(run_dir: Path, **config) -> Path:
+    """A run directory as `python -m evaluation.coco --iou-type segm` writes it (box and mask metrics from
+    pycocotools here)."""
+    from evaluation.coco.scoring import coco_gt as gt_object, score
+
+    write_run(run_dir, MASK_GT, [{k: v for k, v in d.items() if k != "segmentation"} for d in MASK_DETS],
+              iou_type="segm", sam_model="tiny-sam", **config)
+    (run_dir / "detections.json").write_text(json.dumps(MASK_DETS))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["segm"], _, _ = score(gt_object(json.loads(json.dumps(MASK_GT))), MASK_DETS, [1], "segm")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return run_dir

@@ -15,7 +15,7 @@ from evaluation.report import main as report_main
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = [REPO / "notebooks" / n for n in ("coco_zero_shot.ipynb", "labelstudio_prelabels.ipynb")]
 
-from tests.evaluation.analysis_data import HAND_DETS, HAND_GT, labelstudio_run, write_run  # noqa: E402
+from tests.evaluation.analysis_data import HAND_DETS, HAND_GT, labelstudio_run, write_mask_run, write_run  # noqa: E402
 
 
 def test_notebooks_exist():
@@ -45,6 +45,8 @@ def execute(path: Path, env: dict, tmp_path: Path):
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
+    # The kernel imports `evaluation` from this checkout, not from wherever the package is installed.
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), **env}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -84,6 +86,17 @@ def test_notebooks_execute_on_hand_built_runs(tmp_path):
     ls = write_run(tmp_path / "ls", HAND_GT, HAND_DETS, threshold=0.25, export="export.json")
     nb = execute(REPO / "notebooks" / "labelstudio_prelabels.ipynb", {"RUN_DIR": str(ls)}, tmp_path)
     assert n_images(nb) == 5 and "moved/resized" in outputs_text(nb)
+
+
+@pytest.mark.slow
+def test_coco_notebook_shows_mask_ap_beside_box_ap(tmp_path):
+    """A mask run (box AP 100, mask AP 70 by construction) compared with a box run."""
+    masks = write_mask_run(tmp_path / "segm")
+    boxes = write_run(tmp_path / "bbox", HAND_GT, HAND_DETS)
+    nb = execute(REPO / "notebooks" / "coco_zero_shot.ipynb",
+                 {"RUN_DIR": str(masks), "COMPARE_DIR": str(boxes)}, tmp_path)
+    text = outputs_text(nb)
+    assert "mask recomputed" in text and "segm_AP" in text and "mask AP" in text and "70.0" in text
 
 
 @pytest.mark.slow

@@ -19,7 +19,9 @@ CATEGORIES = [
 ]
 
 
-def make_dataset(root: Path, num_images: int = 4) -> tuple[Path, Path]:
+def make_dataset(root: Path, num_images: int = 4, masks: bool = False) -> tuple[Path, Path]:
+    """`masks`: each annotation also gets its instance mask as a polygon (the drawn rectangle's corners,
+    the ellipse's outline), for --iou-type segm."""
     images_dir = root / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
@@ -38,6 +40,9 @@ def make_dataset(root: Path, num_images: int = 4) -> tuple[Path, Path]:
             x, y, w, h = b[0], b[1], b[2] - b[0], b[3] - b[1]
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat["id"],
                                 "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+            if masks:
+                outline = [x, y, x + w, y, x + w, y + h, x, y + h] if k == 0 else ellipse_polygon(b)
+                annotations[-1]["segmentation"] = [outline]
     ann = root / "annotations.json"
     ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
     return ann, images_dir
@@ -62,3 +67,15 @@ def run_cli(args: list[str], timeout: float = 300, module: str = "evaluation.coc
 
 def load_json(path: Path):
     return json.loads(Path(path).read_text())
+
+
+def ellipse_polygon(box, vertices: int = 32) -> list[float]:
+    """The outline of the ellipse inscribed in an [x0, y0, x1, y1] box, as a flat COCO polygon."""
+    import math
+
+    cx, cy, rx, ry = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, (box[2] - box[0]) / 2, (box[3] - box[1]) / 2
+    points = []
+    for n in range(vertices):
+        angle = 2 * math.pi * n / vertices
+        points += [cx + rx * math.cos(angle), cy + ry * math.sin(angle)]
+    return points
