@@ -149,7 +149,8 @@ def test_devices_cpu_cpu_loads_two_models_and_the_status_shows_both(make_setting
     settings = make_settings(DEVICES="cpu,cpu", LOCAL_FILES_DOCUMENT_ROOT=media_root)
     with TestClient(create_app(settings)) as client:
         pool = client.app.state.backend.predictor
-        assert pool.slots[0].predictor.detector is not pool.slots[1].predictor.detector
+        first, second = (slot.predictor for slot in pool.slots)
+        assert first.detector is not second.detector and first.masks is not second.masks, "a model each"
         assert client.get("/status").json()["devices"] == [
             {"name": "cpu#0", "busy": False, "done": 0}, {"name": "cpu#1", "busy": False, "done": 0}]
         setup = client.post("/setup", json=ls_body("setup"))
