@@ -3,8 +3,9 @@
 Label Studio sends every selected task in ONE `/predict` and gives up after ML_TIMEOUT_PREDICT seconds.
 Each request's tasks join the job of its (project, model_version); one worker thread per device runs
 batches through that device's model (downloads of the next batch overlap the model's work on the current
-one), tasks whose request is still waiting first. The request answers before Label Studio's deadline with what is finished; the rest
-stays in the job and is imported through Label Studio's API when done (`ls_import`).
+one), tasks whose request is still waiting first. The request answers before Label Studio's deadline with
+what is finished; the rest stays in the job and is imported through Label Studio's API when done
+(`ls_import`).
 
 No task is predicted or stored twice: a task queued, running or awaiting import for the same project and
 version is not queued again (a second click, a retry), and the import skips tasks that got a prediction
