@@ -23,7 +23,7 @@ from backend.detection import ImageError, open_image
 from backend.label_config import LabelClass, LabelConfigError, parse_label_config
 from backend.media import MediaError
 from evaluation.runner.store import atomic_write
-from evaluation.labelstudio.export import Box
+from evaluation.labelstudio.export import Region
 
 from .errors import TrainingCancelled, TrainingError
 from .tasks import ProjectSnapshot, read_tasks
@@ -161,7 +161,7 @@ def _extension(data: bytes) -> str:
         return "img"
 
 
-def _pixel_box(box: Box, width: int, height: int) -> tuple[float, float, float, float]:
+def _pixel_box(box: Region, width: int, height: int) -> tuple[float, float, float, float]:
     """Percent box (rotated by ``rotation`` degrees about its top-left corner) -> clipped xyxy pixels."""
     x, y, w, h = box.x * width / 100, box.y * height / 100, box.w * width / 100, box.h * height / 100
     if box.rotation:
