@@ -108,8 +108,7 @@ def _client(settings):
 
 
 def thresholds_only(args) -> int:
-    from .label_config import parse_label_config
-    from .server import load_predictor
+    from .devices import device_names, load_on
     from .training.store import ProjectStore
     from .training.tasks import fetch_project
     from .training.thresholds import configured_thresholds, learn_thresholds
@@ -120,9 +119,10 @@ def thresholds_only(args) -> int:
         raise TrainingError("set STATE_DIR (or --state-dir DIR): the directory where the backend keeps what it learns")
     settings = _settings()
     snapshot = fetch_project(_client(settings), args.project)
-    predictor = load_predictor(settings)
+    # The version the backend stamps; one device is enough to compute it.
+    predictor = load_on(settings, device_names(settings)[0])
     version = predictor.model_version(snapshot.label_config)
-    configured = configured_thresholds(parse_label_config(snapshot.label_config), settings.box_threshold)
+    configured = configured_thresholds(predictor.mapping(snapshot.label_config), settings.box_threshold)
     learned = learn_thresholds(snapshot.tasks, str(args.project), version, configured, args.min_reviewed_boxes)
     path = ProjectStore(state_dir).save_thresholds(learned)
     print(learned.describe())
