@@ -32,6 +32,7 @@ from .devices import PredictorPool
 from .jobs import ImportTarget, JobManager, RequestWaiter
 from .label_config import LabelConfigError
 from .ls_access import AccessChecker
+from .engines import ProjectEngines
 from .ls_notes import FailureNotes, sdk_client
 from .training_service import TrainingRefused, TrainingService, make_job_factory
 from .media import short_url
@@ -122,26 +123,31 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
         if notes is not None and isinstance(entry.work.task, dict):
             notes.succeeded(job.target, entry.work.task)
 
-    jobs: JobManager | None = None
+    engines: ProjectEngines | None = None
     checker: AccessChecker | None = None
     training: TrainingService | None = None
     configs_reported: set[int] = set()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        nonlocal jobs, checker, training
+        nonlocal engines, checker, training
         if state.predictor is None:
             state.predictor = await run_in_threadpool(load_predictor, settings)
-        training = TrainingService(settings, make_job_factory(settings, state.predictor, import_target))
+
+        def make_jobs(predictor) -> JobManager:
+            return JobManager(predictor, on_failure=record_failure, import_timeout=settings.download_timeout * 2,
+                              importer_factory=importer_factory, on_success=record_success)
+
+        engines = ProjectEngines(settings, state.predictor, make_jobs, load_predictor)
+        training = TrainingService(settings, make_job_factory(settings, state.predictor, import_target),
+                                   on_adopted=engines.for_project)
         # 2 s of /setup's 3 s (ML_TIMEOUT_SETUP); the label config is checked meanwhile.
         checker = AccessChecker(state.predictor.fetcher, budget_s=2.0)
-        jobs = JobManager(state.predictor, on_failure=record_failure, import_timeout=settings.download_timeout * 2,
-                          importer_factory=importer_factory, on_success=record_success)
-        jobs.start()
+        engines.start()
         try:
             yield
         finally:
-            jobs.stop()
+            engines.stop()
             training.stop()
             if notes is not None:
                 notes.stop()
@@ -218,10 +224,11 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
                 )
             return await call_next(request)
 
-    def get_predictor() -> Predictor:
-        if state.predictor is None or jobs is None:
+    async def engine_for(project):
+        """The model serving this project (the base model, or its fine-tuned one)."""
+        if state.predictor is None or engines is None:
             raise ApiError(503, "the model is not loaded yet")
-        return state.predictor
+        return await run_in_threadpool(engines.for_project, project)
 
     # ----- routes ------------------------------------------------------------------------------
 
@@ -236,7 +243,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
                 "name": getattr(predictor, "model_name", settings.model), "path": settings.model,
                 "device": str(getattr(detector, "device", settings.device)), "dtype": settings.dtype,
                 "levers": dict(getattr(detector, "lever_report", {}) or {}),
-                "warnings": list(getattr(detector, "warnings", []) or []),
+                "warnings": list(getattr(detector, "warnings", []) or []) + (engines.warnings() if engines else []),
             },
             "server": {
                 "started_at": started_at, "predict_deadline_s": settings.predict_deadline,
@@ -244,9 +251,10 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
                 "batch_size": getattr(predictor, "batch_size", None), "version": BACKEND_VERSION,
             },
             "projects": [record.snapshot(settings) for record in state.projects.values()],
-            "jobs": (training.status() if training else []) + (jobs.status() if jobs else []),
+            "jobs": (training.status() if training else [])
+            + [job for engine in (engines.all() if engines else []) for job in engine.jobs.status()],
             "failures": list(failures),
-            "devices": jobs.devices.status() if jobs else [],
+            "devices": engines.base.jobs.devices.status() if engines else [],
         }
 
     @app.get("/health")
@@ -269,7 +277,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
     @app.post("/setup")
     async def setup(body: SetupRequest, request: Request):
         request.state.project = body.project
-        predictor = get_predictor()
+        predictor = (await engine_for(body.project)).predictor
         if not body.label_config:
             raise ApiError(422, "the setup request has no 'schema' (the project's label config)")
         version, check = await asyncio.gather(
@@ -294,7 +302,8 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
     async def predict(body: PredictRequest, request: Request):
         arrived = time.monotonic()
         request.state.project = body.project
-        predictor = get_predictor()
+        engine = await engine_for(body.project)
+        predictor = engine.predictor
         project = state.project(body.project)
         # Only this project's own /setup credentials (or the configured LABEL_STUDIO_URL/_API_KEY, which
         # the media fetcher prefers): never another project's token.
@@ -315,7 +324,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
                     predictor.predict_tasks, body.tasks, label_config, context, access.hostname, access.access_token
                 )
             else:
-                results = await predict_within_deadline(body, label_config, access, arrived, request)
+                results = await predict_within_deadline(engine, body, label_config, access, arrived, request)
             # Serialised in a worker thread: thousands of regions take long enough to encode that doing
             # it on the event loop would stall /health past Label Studio's 1 s.
             content = await run_in_threadpool(lambda: json.dumps({"results": results}, allow_nan=False).encode())
@@ -323,10 +332,10 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
             state.pending_predicts -= 1
         return Response(content=content, media_type="application/json")
 
-    async def predict_within_deadline(body: PredictRequest, label_config: str, access: LabelStudioAccess,
+    async def predict_within_deadline(engine, body: PredictRequest, label_config: str, access: LabelStudioAccess,
                                       arrived: float, request: Request) -> list:
-        predictor = get_predictor()
-        plan = await run_in_threadpool(predictor.plan, label_config, None)
+        jobs = engine.jobs
+        plan = await run_in_threadpool(engine.predictor.plan, label_config, None)
         if plan.error is not None:
             return [{"model_version": plan.version, "error": plan.error} for _ in body.tasks]
         waiter = RequestWaiter(asyncio.get_running_loop())

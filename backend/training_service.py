@@ -51,10 +51,12 @@ class TrainingRun:
 
 
 class TrainingService:
-    def __init__(self, settings, job_factory):
-        """`job_factory(project_id, label_config, access) -> (TrainingJob, model_version)`."""
+    def __init__(self, settings, job_factory, on_adopted=None):
+        """`job_factory(project_id, label_config, access) -> (TrainingJob, model_version)`; `on_adopted(project)`
+        is called when a run adopted a fine-tuned model for the project (the server loads it then)."""
         self.settings = settings
         self.job_factory = job_factory
+        self.on_adopted = on_adopted
         self._lock = threading.Lock()
         self._runs: list[TrainingRun] = []
         self._ids = itertools.count(1)
@@ -106,6 +108,9 @@ class TrainingService:
 
         try:
             result = job.run(run.cancel, progress)
+            if getattr(result, "adopted", False) and self.on_adopted is not None:
+                run.phase, run.message = "loading the fine-tuned model", None
+                self.on_adopted(run.project)
             run.state, run.message = "done", result.summary()
             log.info("project %s: training finished: %s", run.project, run.message)
         except TrainingCancelled:

@@ -76,3 +76,31 @@ def test_start_training_without_label_studio_credentials_is_refused_with_what_to
     assert "LABEL_STUDIO_URL" in response.json()["detail"] and "LABEL_STUDIO_API_KEY" in response.json()["detail"]
     # other project events are acknowledged at once, as before
     assert client.post("/webhook", json={"action": "ANNOTATION_CREATED"}).json()["status"] == "ok"
+
+
+def test_a_project_with_an_adopted_fine_tuned_model_is_served_by_it(make_client, media_root, tmp_path):
+    """What Start Training adopts (STATE_DIR/projects/<id>/model.json) serves that project, and only it."""
+    from backend.training.store import ProjectStore, TrainedModel
+    from tests.model_factory import build_tiny_model
+
+    tuned = build_tiny_model(tmp_path / "ft-2026-12-01", seed=1)  # other weights: other boxes
+    state = tmp_path / "state"
+    ProjectStore(state).save_model("8", TrainedModel(
+        model_dir=str(tuned), base_model="tiny", ap_before=0.1, ap_after=0.3, ap50_before=0.2, ap50_after=0.5,
+        not_worse=True, train_tasks=80, heldout_tasks=20))
+    client = make_client(STATE_DIR=state, LOCAL_FILES_DOCUMENT_ROOT=media_root)
+    config = ls_body("setup")["schema"]
+    tuned_version = client.post("/setup", json={"project": "8.1", "schema": config}).json()["model_version"]
+    base_version = client.post("/setup", json={"project": "9.1", "schema": config}).json()["model_version"]
+    assert tuned_version.startswith("ft-2026-12-01-") and base_version.startswith("tiny-grounding-dino-")
+    task = [{"id": 1, "data": {"image": "/data/local-files/?d=a.jpg"}}]
+    (tuned_item,) = client.post("/predict", json={"tasks": task, "label_config": config, "project": "8.1"}).json()["results"]
+    (base_item,) = client.post("/predict", json={"tasks": task, "label_config": config, "project": "9.1"}).json()["results"]
+    assert tuned_item["model_version"] == tuned_version and base_item["model_version"] == base_version
+    assert [r["value"] for r in tuned_item["result"]] != [r["value"] for r in base_item["result"]]
+    # A record naming a model that is gone: said on the status page, the base model serves the project.
+    ProjectStore(state).save_model("10", TrainedModel(
+        model_dir=str(tmp_path / "gone"), base_model="tiny", ap_before=None, ap_after=None, ap50_before=None,
+        ap50_after=None, not_worse=True, train_tasks=1, heldout_tasks=0))
+    assert client.post("/setup", json={"project": "10.1", "schema": config}).json()["model_version"] == base_version
+    assert any("gone" in w for w in client.get("/status").json()["model"]["warnings"])
