@@ -286,6 +286,20 @@ class SharedProgress:
                 return
 
 
+def served_settings(settings, project_id):
+    """The settings the backend serves this project with: its fine-tuned model when Start Training adopted
+    one (STATE_DIR/projects/<id>/model.json), so that the predictions carry the backend's model_version."""
+    from dataclasses import replace
+
+    from .training.store import ProjectStore
+
+    model = ProjectStore(settings.state_dir).load_model(str(project_id))
+    if model is None:
+        return settings
+    log.info("project %s: its fine-tuned model %s (adopted by Start Training)", project_id, model.model_dir)
+    return replace(settings, model=model.model_dir)
+
+
 def rank_device(settings, dist) -> str:
     """This process's device: the LOCAL_RANK-th of DEVICES, else DEVICE (cuda/auto -> cuda:LOCAL_RANK)."""
     if settings.devices:
@@ -344,7 +358,7 @@ def _run(args, settings, dist) -> int:
     run, error = None, None
     try:
         device = rank_device(settings, dist)
-        predictor = load_on(settings, device)
+        predictor = load_on(served_settings(settings, args.project), device)
         client = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key, timeout=300)
         run = ProjectRun.open(client, predictor, args.project, settings.label_studio_url)
     except (ConfigError, ModelLoadError, MaskModelLoadError, ValueError) as exc:

@@ -198,3 +198,18 @@ def test_without_label_studio_settings_the_command_exits_2(monkeypatch, capsys):
     monkeypatch.delenv("LABEL_STUDIO_HOST", raising=False)
     assert main(["--project", "1"]) == 2
     assert "set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY" in capsys.readouterr().err
+
+
+def test_prelabel_uses_the_fine_tuned_model_the_backend_serves_the_project_with(tmp_path):
+    """Same model, same model_version as the backend: no second prediction of another version."""
+    from backend.prelabel import served_settings
+    from backend.settings import Settings
+    from backend.training.store import ProjectStore, TrainedModel
+
+    settings = Settings(state_dir=str(tmp_path))
+    assert served_settings(settings, 12) is settings
+    ProjectStore(tmp_path).save_model("12", TrainedModel(
+        model_dir="/models/ft-2026-12-01", base_model=settings.model, ap_before=0.1, ap_after=0.2,
+        ap50_before=0.2, ap50_after=0.3, not_worse=True, train_tasks=40, heldout_tasks=10))
+    assert served_settings(settings, 12).model == "/models/ft-2026-12-01"
+    assert served_settings(settings, 13).model == settings.model
