@@ -124,15 +124,15 @@ class PredictorPool:
     def batch_size(self) -> int:
         return self.primary.batch_size
 
-    def model_version(self, label_config: str) -> str:
-        return self.primary.model_version(label_config)
+    def model_version(self, label_config: str, thresholds=None) -> str:
+        return self.primary.model_version(label_config, thresholds)
 
     def mapping(self, label_config: str):
         return self.primary.mapping(label_config)
 
-    def plan(self, label_config: str, context: dict | None = None):
+    def plan(self, label_config: str, context: dict | None = None, thresholds=None):
         # Prompts hold CPU tensors that each detector moves to its own device: a plan runs anywhere.
-        return self.primary.plan(label_config, context)
+        return self.primary.plan(label_config, context, thresholds)
 
     def load(self, plan, work, access=None):
         return self.primary.load(plan, work, access)
@@ -149,9 +149,9 @@ class PredictorPool:
             yield predictor
 
     def predict_tasks(self, tasks: list[dict], label_config: str, context: dict | None = None,
-                      hostname: str | None = None, access_token: str | None = None) -> list[dict]:
+                      hostname: str | None = None, access_token: str | None = None, thresholds=None) -> list[dict]:
         with self.least_busy(len(tasks)) as predictor:
-            return predictor.predict_tasks(tasks, label_config, context, hostname, access_token)
+            return predictor.predict_tasks(tasks, label_config, context, hostname, access_token, thresholds)
 
     def status(self) -> list[dict]:
         return [slot.snapshot() for slot in self.slots]

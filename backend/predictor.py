@@ -16,6 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Mapping
 from pathlib import PurePath
 
 import torch
@@ -97,6 +98,7 @@ class PredictionPlan:
     error: str | None = None  # every task fails with this (e.g. a typed prompt that maps to nothing)
     notice: str | None = None  # said with every answer (e.g. typed phrases that map to no label)
     smart: tuple = ()  # (SmartPrompt, ...): an interactive smart-tool request, answered by the mask model
+    label_thresholds: dict = field(default_factory=dict)  # label -> threshold learned for the project
 
     @property
     def images(self) -> dict[str, str]:
@@ -147,7 +149,7 @@ class Predictor:
 
     # ----- versions ---------------------------------------------------------------------------
 
-    def model_version(self, label_config: str) -> str:
+    def model_version(self, label_config: str, thresholds: Mapping[str, float] | None = None) -> str:
         """Model name + short hash of what changes predictions; raises LabelConfigError.
 
         The labels are turned into prompts here too, so a config that can never be predicted
@@ -158,7 +160,7 @@ class Predictor:
         problem = self._start_masks(mapping)
         if problem:
             raise LabelConfigError(f"its mask controls or smart tools need the mask model: {problem}")
-        return self._version(mapping)
+        return self._version(mapping, thresholds)
 
     def mapping(self, label_config: str) -> LabelMapping:
         """The config's label sets less every label that cannot be prompted (recorded in `skipped`).
@@ -195,7 +197,7 @@ class Predictor:
                                            f"its phrases cannot be prompted ({exc})")
         raise LabelConfigError("the labels cannot be turned into a prompt together, though each one can alone")
 
-    def _version(self, mapping: LabelMapping) -> str:
+    def _version(self, mapping: LabelMapping, thresholds: Mapping[str, float] | None = None) -> str:
         revision = getattr(self.detector, "model_revision", None)
         extra = {
             "model": self.settings.model,
@@ -206,6 +208,8 @@ class Predictor:
         }
         if mapping.needs_masks:  # box-only projects keep their version whatever SAM_MODEL is
             extra.update(self.masks.version_info())
+        if thresholds:  # learned per label by Start Training (STATE_DIR): other predictions, another version
+            extra["label_thresholds"] = sorted((label, float(t)) for label, t in thresholds.items())
         return f"{self.model_name}-{model_version_hash(mapping, extra)}"
 
     def _start_masks(self, mapping: LabelMapping) -> str | None:
@@ -217,10 +221,14 @@ class Predictor:
 
     # ----- the three steps --------------------------------------------------------------------
 
-    def plan(self, label_config: str, context: dict | None = None) -> PredictionPlan:
-        """Raises LabelConfigError for a label config that cannot be used (nothing can be predicted)."""
+    def plan(self, label_config: str, context: dict | None = None,
+             thresholds: Mapping[str, float] | None = None) -> PredictionPlan:
+        """Raises LabelConfigError for a label config that cannot be used (nothing can be predicted).
+
+        `thresholds`: per-label box thresholds learned for the project (label as emitted -> threshold);
+        they replace the control's threshold for those labels."""
         mapping = self.mapping(label_config)
-        version = self._version(mapping)
+        version = self._version(mapping, thresholds)
         problem = self._start_masks(mapping)
         if problem:
             return PredictionPlan(mapping, version, error=problem)
@@ -241,7 +249,8 @@ class Predictor:
             prompts = self._prompts(resolution.label_sets)
         except PromptError as exc:
             return PredictionPlan(mapping, version, error=f"the prompt cannot be used: {exc}")
-        return PredictionPlan(mapping, version, tuple(prompts), notice=resolution.unknown_message)
+        return PredictionPlan(mapping, version, tuple(prompts), notice=resolution.unknown_message,
+                              label_thresholds=dict(thresholds or {}))
 
     def load(self, plan: PredictionPlan, work: TaskWork, access: LabelStudioAccess | None = None) -> TaskWork:
         """Fetch and decode the task's images; a failed image is recorded, the others are kept."""
@@ -293,12 +302,13 @@ class Predictor:
         context: dict | None = None,
         hostname: str | None = None,
         access_token: str | None = None,
+        thresholds: Mapping[str, float] | None = None,
     ) -> list[dict]:
         """Exactly one item per task, in order: a prediction, or `{model_version, error}` (no `result`).
 
         Raises LabelConfigError for a label config that cannot be used (nothing can be predicted).
         """
-        plan = self.plan(label_config, context)
+        plan = self.plan(label_config, context, thresholds)
         access = LabelStudioAccess(hostname, access_token)
         works = [TaskWork(i, t) for i, t in enumerate(tasks)]
         items: list[dict] = []
@@ -358,14 +368,17 @@ class Predictor:
             members = [i for i, w in enumerate(works) if label_set.to_name in w.images]
             if not members:
                 continue
-            threshold = label_set.threshold if label_set.threshold is not None else self.settings.box_threshold
-            key = (label_set.to_name, id(prompt), threshold)
+            base = label_set.threshold if label_set.threshold is not None else self.settings.box_threshold
+            per_class = [plan.label_thresholds.get(c.label, base) for c in label_set.classes]
+            threshold = min(per_class)  # then each class is held to its own
+            key = (label_set.to_name, id(prompt), tuple(per_class))
             detections = found.setdefault(key, {})
             todo = [i for i in members if i not in detections]
             if todo:
                 images = [works[i].images[label_set.to_name] for i in todo]
                 with self.gate.hold(urgent):
-                    detections.update(zip(todo, self.detector.detect(images, prompt, threshold, nms_iou=self.settings.nms_iou)))
+                    found_now = self.detector.detect(images, prompt, threshold, nms_iou=self.settings.nms_iou)
+                detections.update(zip(todo, (_held_to(d, per_class) for d in found_now)))
             if label_set.is_mask:
                 masks = masked.setdefault(key, {})
                 todo = [i for i in members if i not in masks]
@@ -419,3 +432,11 @@ class Predictor:
         if notes:  # not stored by Label Studio; for the caller and the interactive view
             item["message"] = "; ".join(notes)
         return item
+
+
+def _held_to(dets, per_class: list[float]):
+    """Keep each detection whose score reaches its own class's threshold."""
+    if len(dets) == 0 or len(set(per_class)) == 1:
+        return dets
+    limits = torch.tensor(per_class, dtype=dets.scores.dtype)[dets.labels.long()]
+    return dets.select(torch.nonzero(dets.scores >= limits).flatten())

@@ -129,9 +129,10 @@ class ProjectRun:
     label_config: str
     version: str
     total: int | None
+    thresholds: dict | None = None  # per-label thresholds Start Training learned (as the backend uses them)
 
     @classmethod
-    def open(cls, client, predictor, project_id: int, base_url: str = "") -> "ProjectRun":
+    def open(cls, client, predictor, project_id: int, base_url: str = "", thresholds: dict | None = None) -> "ProjectRun":
         """Raises ConfigError naming what to fix (no such project, a refused key, an unusable config)."""
         from .label_config import LabelConfigError
 
@@ -141,11 +142,12 @@ class ProjectRun:
             raise ConfigError(f"cannot read project {project_id}: {describe_api_error(exc, base_url)}") from None
         label_config = _get(project, "label_config")
         try:
-            version = predictor.model_version(label_config)
+            version = predictor.model_version(label_config, thresholds)
         except LabelConfigError as exc:
             raise ConfigError(f"project {project_id}'s label config cannot be used: {exc}") from None
         log.info("project %s: model_version %s", project_id, version)
-        return cls(client, predictor, project_id, label_config, version, _get(project, "task_number") or None)
+        return cls(client, predictor, project_id, label_config, version, _get(project, "task_number") or None,
+                   thresholds)
 
     def label(self, importer, shard: Shard = Shard(), tracker=None, batch_size: int = 16, page_size: int = 100,
               import_chunk: int = 100, hostname: str | None = None, access_token: str | None = None) -> Summary:
@@ -173,7 +175,7 @@ class ProjectRun:
             if not batch:
                 return
             items = self.predictor.predict_tasks(batch, self.label_config, hostname=hostname,
-                                                 access_token=access_token)
+                                                 access_token=access_token, thresholds=self.thresholds)
             for task, item in zip(batch, items):
                 if "result" not in item:
                     summary.failed[task["id"]] = item.get("error") or "no result"
@@ -360,7 +362,11 @@ def _run(args, settings, dist) -> int:
         device = rank_device(settings, dist)
         predictor = load_on(served_settings(settings, args.project), device)
         client = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key, timeout=300)
-        run = ProjectRun.open(client, predictor, args.project, settings.label_studio_url)
+        from .training.store import ProjectStore
+
+        # the per-label thresholds the backend predicts this project with (Start Training, STATE_DIR)
+        learned = ProjectStore(settings.state_dir).learned_thresholds(str(args.project))
+        run = ProjectRun.open(client, predictor, args.project, settings.label_studio_url, learned)
     except (ConfigError, ModelLoadError, MaskModelLoadError, ValueError) as exc:
         error = str(exc)
     error = dist.agree(error)  # every rank stops together, with the first rank's reason

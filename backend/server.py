@@ -250,7 +250,8 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
                 "ml_timeout_predict_s": settings.ml_timeout_predict, "pending_predicts": state.pending_predicts,
                 "batch_size": getattr(predictor, "batch_size", None), "version": BACKEND_VERSION,
             },
-            "projects": [record.snapshot(settings) for record in state.projects.values()],
+            "projects": [{**record.snapshot(settings), "learned": engines.learned_lines(record.project) if engines else []}
+                         for record in state.projects.values()],
             "jobs": (training.status() if training else [])
             + [job for engine in (engines.all() if engines else []) for job in engine.jobs.status()],
             "failures": list(failures),
@@ -277,11 +278,12 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
     @app.post("/setup")
     async def setup(body: SetupRequest, request: Request):
         request.state.project = body.project
-        predictor = (await engine_for(body.project)).predictor
+        engine = await engine_for(body.project)
+        predictor = engine.predictor
         if not body.label_config:
             raise ApiError(422, "the setup request has no 'schema' (the project's label config)")
         version, check = await asyncio.gather(
-            run_in_threadpool(predictor.model_version, body.label_config),
+            run_in_threadpool(predictor.model_version, body.label_config, engine.thresholds),
             run_in_threadpool(checker.check, body.hostname, body.access_token),
         )
         skipped = predictor.mapping(body.label_config).describe_skipped()
@@ -321,7 +323,8 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
             if context or body.project is None:
                 # Interactive pre-annotation (or a caller without a project): now, ahead of background jobs.
                 results = await run_in_threadpool(
-                    predictor.predict_tasks, body.tasks, label_config, context, access.hostname, access.access_token
+                    predictor.predict_tasks, body.tasks, label_config, context, access.hostname, access.access_token,
+                    engine.thresholds,
                 )
             else:
                 results = await predict_within_deadline(engine, body, label_config, access, arrived, request)
@@ -335,7 +338,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
     async def predict_within_deadline(engine, body: PredictRequest, label_config: str, access: LabelStudioAccess,
                                       arrived: float, request: Request) -> list:
         jobs = engine.jobs
-        plan = await run_in_threadpool(engine.predictor.plan, label_config, None)
+        plan = await run_in_threadpool(engine.predictor.plan, label_config, None, engine.thresholds)
         if plan.error is not None:
             return [{"model_version": plan.version, "error": plan.error} for _ in body.tasks]
         waiter = RequestWaiter(asyncio.get_running_loop())

@@ -237,11 +237,14 @@ def _projects(status: dict, now: float) -> str:
                             for s in p["skipped_labels"])
                    or '<span class="muted">none</span>')
         source = escape(ls["key_source"]) if ls["key_source"] else '<span class="muted">no key</span>'
+        # what Start Training taught this project (optional in the document): the model and each label's
+        # threshold with its evidence
+        learned = "<br>".join(escape(line) for line in p.get("learned", ())) or '<span class="muted">—</span>'
         rows.append(f'<tr><td class="num">{escape(str(p["project"]))}</td><td>{versions}</td>'
                     f'<td class="url">{_link(ls["url"])}</td><td>{source}</td><td>{check_html}</td>'
-                    f'<td>{skipped}</td><td>{_when(p["last_setup_at"], now)}</td></tr>')
+                    f'<td>{skipped}</td><td>{learned}</td><td>{_when(p["last_setup_at"], now)}</td></tr>')
     body = (_table(("Project", "Versions served", "Label Studio", "Key source", "Key check",
-                    "Skipped labels", "Last /setup"), rows)
+                    "Skipped labels", "Learned", "Last /setup"), rows)
             if rows else _empty("No projects yet: connect the model in a Label Studio project (Settings → Model)."))
     return _section("Projects", len(rows), body, "projects")
 

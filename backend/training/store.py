@@ -69,6 +69,15 @@ class ProjectStore:
         atomic_write(path, thresholds.to_json())
         return path
 
+    def learned_thresholds(self, project) -> dict[str, float]:
+        """label -> threshold for the labels whose threshold was learned (what prediction applies)."""
+        from .thresholds import LEARNED
+
+        learned = self.load_thresholds(project)
+        if learned is None:
+            return {}
+        return {label: t.threshold for label, t in learned.labels.items() if t.source == LEARNED}
+
     def load_thresholds(self, project) -> LearnedThresholds | None:
         """The project's learned thresholds, or None when it has none yet."""
         path = self.project_dir(project) / "thresholds.json"

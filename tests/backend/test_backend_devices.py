@@ -68,7 +68,7 @@ class StandInPredictor:
         self.detector = SimpleNamespace(device=name)
         self.calls = 0
 
-    def predict_tasks(self, tasks, label_config, context=None, hostname=None, access_token=None):
+    def predict_tasks(self, tasks, label_config, context=None, hostname=None, access_token=None, thresholds=None):
         self.calls += 1
         return [{"result": []} for _ in tasks]
 

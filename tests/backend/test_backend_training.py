@@ -104,3 +104,31 @@ def test_a_project_with_an_adopted_fine_tuned_model_is_served_by_it(make_client,
         ap50_after=None, not_worse=True, train_tasks=1, heldout_tasks=0))
     assert client.post("/setup", json={"project": "10.1", "schema": config}).json()["model_version"] == base_version
     assert any("gone" in w for w in client.get("/status").json()["model"]["warnings"])
+
+
+def test_learned_thresholds_hold_each_label_to_its_own_and_name_a_new_version(make_client, media_root, tmp_path):
+    """Start Training's per-label thresholds (STATE_DIR) apply to that project only: a Cat threshold of 1.01
+    removes every Cat box and nothing else, the version changes, and the status page shows the evidence."""
+    from backend.training.store import ProjectStore
+    from backend.training.thresholds import LEARNED, LabelThreshold, LearnedThresholds
+
+    config = ls_body("setup")["schema"]
+    task = [{"id": 1, "data": {"image": "/data/local-files/?d=a.jpg"}}]
+    client = make_client(STATE_DIR=tmp_path, LOCAL_FILES_DOCUMENT_ROOT=media_root)
+    base_version = client.post("/setup", json={"project": "9.1", "schema": config}).json()["model_version"]
+    (base,) = client.post("/predict", json={"tasks": task, "label_config": config, "project": "9.1"}).json()["results"]
+    labels = [r["value"]["rectanglelabels"][0] for r in base["result"]]
+    assert "Cat" in labels and set(labels) - {"Cat"}, "the check needs Cat boxes and others on this image"
+
+    evidence = dict(configured=0.3, reviewed_boxes=25, precision=0.9, recall=0.5, tp=9, fp=1, fn=9, work_saved=8.0)
+    ProjectStore(tmp_path).save_thresholds(LearnedThresholds(
+        project="8", model_version=base_version, reviewed_tasks=30, min_reviewed_boxes=20,
+        labels={"Cat": LabelThreshold(threshold=1.01, source=LEARNED, **evidence)}))
+    version = client.post("/setup", json={"project": "8.1", "schema": config}).json()["model_version"]
+    assert version != base_version and version.startswith("tiny-grounding-dino-")
+    (held,) = client.post("/predict", json={"tasks": task, "label_config": config, "project": "8.1"}).json()["results"]
+    assert held["model_version"] == version
+    assert [r["value"] for r in held["result"]] == [r["value"] for r in base["result"]
+                                                     if r["value"]["rectanglelabels"][0] != "Cat"]
+    (project,) = [p for p in client.get("/status").json()["projects"] if p["project"] == "8"]
+    assert any("Cat: 1.01" in line and "25 reviewed boxes" in line for line in project["learned"]), project["learned"]

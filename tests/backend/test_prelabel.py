@@ -25,11 +25,11 @@ class StandInPredictor:
         self.seen: list[int] = []
         self.calls: list[int] = []  # tasks per predict_tasks call
 
-    def model_version(self, label_config: str) -> str:
+    def model_version(self, label_config: str, thresholds=None) -> str:
         assert label_config == CONFIG
         return VERSION
 
-    def predict_tasks(self, tasks, label_config, context=None, hostname=None, access_token=None):
+    def predict_tasks(self, tasks, label_config, context=None, hostname=None, access_token=None, thresholds=None):
         self.seen.extend(t["id"] for t in tasks)
         self.calls.append(len(tasks))
         return [self._item(t["data"]["image"]) for t in tasks]

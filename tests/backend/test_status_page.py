@@ -90,7 +90,7 @@ def test_header_and_projects():
     rows = page.xpath('//section[@id="projects"]//tbody/tr')
     assert cells(rows[0]) == ["12", "grounding-dino-tiny-3f9a21c0", "http://label-studio:8080",
                               "LABEL_STUDIO_API_KEY", "ok Label Studio answered as user admin@example.com 40 s ago",
-                              '" " "Ünïcödé?"', "42 s ago"]
+                              '" " "Ünïcödé?"', "—", "42 s ago"]
     # skipped labels are quoted, so a blank one is visible as such
     assert rows[0].xpath('.//code[@class="label"]/text()') == ['"   "', '"Ünïcödé?"']
     assert rows[1].xpath("./td[2]/code/text()") == ["grounding-dino-tiny-3f9a21c0", "grounding-dino-tiny-77b0d2e4"]
