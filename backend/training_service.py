@@ -148,7 +148,8 @@ def make_job_factory(settings, predictor, import_target):
                                            access_token=access.access_token)
 
         config = TrainingJobConfig(state_dir=Path(settings.state_dir), base_model=settings.model,
-                                   steps=settings.train_steps, device=settings.device)
+                                   steps=settings.train_steps, image_size=settings.train_image_size,
+                                   device=settings.device)
         job = TrainingJob(project_id, lambda: fetch_project(client, project_id), version, configured,
                           fetch_image, config)
         return job, version
