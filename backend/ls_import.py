@@ -30,12 +30,13 @@ class ImportOutcome:
     already: list = field(default_factory=list)  # task ids that held this model_version already
 
 
-def _get(obj, name, default=None):
+def field_of(obj, name, default=None):
+    """A field of an SDK object or of a plain dict (the SDK returns objects, tests and exports dicts)."""
     return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
 
 
 def has_version(task, version: str) -> bool:
-    return any(_get(p, "model_version") == version for p in (_get(task, "predictions") or []))
+    return any(field_of(p, "model_version") == version for p in (field_of(task, "predictions") or []))
 
 
 @contextmanager
@@ -71,8 +72,8 @@ class PredictionImporter:
         found = set()
         for task in self.client.tasks.list(project=self.project_id, query=query, fields="all",
                                            page_size=max(1, len(task_ids)), resolve_uri=False):
-            if has_version(task, version) and _get(task, "id") in set(task_ids):
-                found.add(_get(task, "id"))
+            if has_version(task, version) and field_of(task, "id") in set(task_ids):
+                found.add(field_of(task, "id"))
         return found
 
     def import_items(self, items: list[dict], version: str) -> ImportOutcome:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from .ls_import import PredictionImporter, PredictionImportError, describe_api_error, has_version
+from .ls_import import PredictionImporter, PredictionImportError, describe_api_error, field_of, has_version
 
 log = logging.getLogger("backend.prelabel")
 FAILURES_SHOWN = 50
@@ -115,10 +115,6 @@ class BarProgress:
         self._bar.close()
 
 
-def _get(obj, name, default=None):
-    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
-
-
 @dataclass(frozen=True)
 class ProjectRun:
     """One project to pre-label: its label config, the model_version it gets, its size."""
@@ -140,13 +136,13 @@ class ProjectRun:
             project = client.projects.get(id=project_id)
         except Exception as exc:
             raise ConfigError(f"cannot read project {project_id}: {describe_api_error(exc, base_url)}") from None
-        label_config = _get(project, "label_config")
+        label_config = field_of(project, "label_config")
         try:
             version = predictor.model_version(label_config, thresholds)
         except LabelConfigError as exc:
             raise ConfigError(f"project {project_id}'s label config cannot be used: {exc}") from None
         log.info("project %s: model_version %s", project_id, version)
-        return cls(client, predictor, project_id, label_config, version, _get(project, "task_number") or None,
+        return cls(client, predictor, project_id, label_config, version, field_of(project, "task_number") or None,
                    thresholds)
 
     def label(self, importer, shard: Shard = Shard(), tracker=None, batch_size: int = 16, page_size: int = 100,
@@ -191,14 +187,14 @@ class ProjectRun:
         tracker.start(self.total, f"project {self.project_id}")
         try:
             for task in self._tasks(page_size, importer.base_url):
-                task_id = _get(task, "id")
+                task_id = field_of(task, "id")
                 if not shard.owns(task_id):
                     continue
                 if has_version(task, self.version):
                     summary.skipped += 1
                     tracker.advance(1)
                     continue
-                batch.append({"id": task_id, "data": _get(task, "data") or {}, "meta": _get(task, "meta") or {}})
+                batch.append({"id": task_id, "data": field_of(task, "data") or {}, "meta": field_of(task, "meta") or {}})
                 if len(batch) >= batch_size:
                     run_batch()
             run_batch()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from evaluation.runner.store import _describe_diff  # the evaluation's wording of "what differs"
+from evaluation.runner.store import describe_diff  # the evaluation's wording of "what differs"
 
 from .errors import TrainingError
 
@@ -52,7 +52,7 @@ class Checkpoints:
         if running is not None:
             if running != self.fingerprint:
                 raise TrainingError(f"{self.out} holds a training run with other settings "
-                                    f"({_describe_diff(running, self.fingerprint)}); "
+                                    f"({describe_diff(running, self.fingerprint)}); "
                                     "use another --out, or --no-resume to discard it")
             return
         if finished.is_file():
@@ -64,7 +64,7 @@ class Checkpoints:
                 raise TrainingError(f"{self.out} already holds a finished training run with these settings; "
                                     "use another --out, or --no-resume to train again from the start")
             raise TrainingError(f"{self.out} holds a finished training run with other settings "
-                                f"({_describe_diff(done, self.fingerprint)}); use another --out, or --no-resume to replace it")
+                                f"({describe_diff(done, self.fingerprint)}); use another --out, or --no-resume to replace it")
         foreign = sorted(p.name for p in self.out.iterdir() if p.name not in RUN_ENTRIES) if self.out.is_dir() else []
         if foreign:
             shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")

@@ -36,7 +36,7 @@ def check_fingerprint(run_dir: Path, fingerprint: dict, resume: bool) -> str:
         except (json.JSONDecodeError, UnicodeDecodeError):
             old = None
         if old != fingerprint:
-            diff = _describe_diff(old, fingerprint)
+            diff = describe_diff(old, fingerprint)
             raise InputError(
                 f"{run_dir} holds a run with different settings ({diff}); refusing to mix results: "
                 "use another --out, or --no-resume to discard the old results"
@@ -58,7 +58,7 @@ def check_fingerprint(run_dir: Path, fingerprint: dict, resume: bool) -> str:
     return state
 
 
-def _describe_diff(old, new: dict) -> str:
+def describe_diff(old, new: dict) -> str:
     if not isinstance(old, dict):
         return "its fingerprint.json is unreadable"
     keys = sorted(set(old) | set(new))
