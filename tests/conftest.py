@@ -40,12 +40,13 @@ def tiny_detector(tiny_model_dir):
 
 
 @pytest.fixture
-def make_settings(tiny_model_dir):
-    """Backend settings as from the environment, on the tiny model and the CPU."""
+def make_settings(tiny_model_dir, tmp_path):
+    """Backend settings as from the environment, on the tiny model and the CPU (state in a temp dir)."""
     from backend.settings import Settings
 
     def make(**env) -> Settings:
-        base = {"GROUNDING_DINO_MODEL": str(tiny_model_dir), "DEVICE": "cpu", "BOX_THRESHOLD": "0.3"}
+        base = {"GROUNDING_DINO_MODEL": str(tiny_model_dir), "DEVICE": "cpu", "BOX_THRESHOLD": "0.3",
+                "STATE_DIR": str(tmp_path / "state")}
         base.update({k: str(v) for k, v in env.items()})
         return Settings.from_env(base)
 
