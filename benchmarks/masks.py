@@ -14,6 +14,10 @@ paths run back to back on the same image and boxes, so machine load cancels out 
 
 The masks of both paths are compared (fraction of differing pixels). The last line is
 `per_box_vs_batched=<x> boxes=<N>`.
+
+With `--detector DIR` (a Grounding DINO directory), a second measurement: the backend's cost per image of a
+`<BrushLabels>` config (boxes, then masks) vs the same labels as `<RectangleLabels>` (boxes alone), through
+`backend.predictor.Predictor.predict_tasks`, interleaved; its line is `masks_vs_boxes=<x>`.
 """
 from __future__ import annotations
 
@@ -64,6 +68,41 @@ def time_mask_paths(model, images, boxes_per_image, rounds: int) -> MaskTiming:
     return MaskTiming(len(boxes_per_image[0]), batched_s, per_box_s, disagreement)
 
 
+LABELS = ("Person", "Car", "Dog")
+
+
+def label_config(control: str) -> str:
+    labels = "".join(f'<Label value="{v}"/>' for v in LABELS)
+    return f'<View><Image name="image" value="$image"/><{control} name="label" toName="image">{labels}</{control}></View>'
+
+
+def time_boxes_vs_masks(detector_dir: str, mask_model, image_bytes: list[bytes], rounds: int, device: str):
+    """(seconds per image with boxes alone, with boxes then masks), medians over interleaved rounds."""
+    from backend.detection import Detector, DetectorConfig
+    from backend.mask_stage import MaskModelHolder
+    from backend.predictor import Predictor
+    from backend.settings import Settings
+
+    from .workers import MemoryFetcher
+
+    settings = Settings(model=detector_dir, device=device, box_threshold=0.0)  # boxes on every image
+    fetcher = MemoryFetcher()
+    fetcher.images = {f"mem://{i}": data for i, data in enumerate(image_bytes)}
+    predictor = Predictor(Detector.load(DetectorConfig(model=detector_dir, device=device)), settings, fetcher=fetcher,
+                          masks=MaskModelHolder.of(mask_model, settings))
+    tasks = [{"id": i + 1, "data": {"image": url}} for i, url in enumerate(fetcher.images)]
+    times = {"RectangleLabels": [], "BrushLabels": []}
+    predictor.predict_tasks(tasks[:1], label_config("RectangleLabels"))  # warm-up
+    for _ in range(rounds):
+        for control in times:
+            started = time.perf_counter()
+            items = predictor.predict_tasks(tasks, label_config(control))
+            times[control].append((time.perf_counter() - started) / len(tasks))
+            if any("result" not in item for item in items):
+                raise SystemExit(f"a {control} prediction failed ({items}): nothing was measured")
+    return statistics.median(times["RectangleLabels"]), statistics.median(times["BrushLabels"])
+
+
 def random_boxes(images, count: int, seed: int = 0):
     """`count` boxes per image, each at least a tenth of the image on each side, inside it."""
     import torch
@@ -102,6 +141,8 @@ def main(argv=None) -> int:
     parser.add_argument("--boxes", type=int, default=None, help="boxes per image (default 8; --quick 4)")
     parser.add_argument("--images", type=int, default=None, help="images per round (default 2; --quick 1)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 2; --quick 1)")
+    parser.add_argument("--detector", default=None, help="a Grounding DINO directory: also measure the backend's "
+                        "cost of masks (BrushLabels) vs boxes alone (RectangleLabels) per image")
     args = parser.parse_args(argv)
     boxes = args.boxes or (4 if args.quick else 8)
     count = args.images or (1 if args.quick else 2)
@@ -132,6 +173,10 @@ def main(argv=None) -> int:
     print(f"| one embedding + {boxes} boxes in one batch | {batched:.3f} | {batched / boxes:.3f} |")
     print(f"| one SAM call per box | {per_box:.3f} | {per_box / boxes:.3f} |")
     print(f"masks of the two paths differ on at most {timing.max_pixel_disagreement:.2e} of a mask's pixels")
+    if args.detector:
+        boxes_s, masks_s = time_boxes_vs_masks(args.detector, model, make_images()[:count], rounds, args.device)
+        print(f"backend per image: boxes alone {boxes_s:.3f} s, boxes + masks {masks_s:.3f} s")
+        print(f"masks_vs_boxes={masks_s / boxes_s:.2f}")
     print(f"per_box_vs_batched={timing.ratio:.2f} boxes={boxes}")
     return 0
 
