@@ -1,6 +1,6 @@
 """Small random-weight Grounding DINO family models for tests, built at run time (no downloads).
 
-See ../shared/docs/test-models.md: a tiny Swin + tiny BERT with the real bert-base-uncased vocabulary,
+A tiny Swin + tiny BERT with the real bert-base-uncased vocabulary,
 saved with its processor by `save_pretrained` and loaded back by directory as a user loads a hub id.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each is saved with its processor by `save_pretrained` and loaded back by directory, as a user loads a hub
 id. Input 256x256 (image embedding 16x16), a few hundred thousand parameters: a forward pass takes
-milliseconds. See ../shared/docs/test-models.md.
+milliseconds.
 """
 from __future__ import annotations
 

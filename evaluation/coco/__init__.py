@@ -1,6 +1,6 @@
 """Zero-shot COCO evaluation by the official Grounding DINO protocol (`python -m evaluation.coco`).
 
-See ../shared/docs/coco-protocol.md. Captions and post-processing come from the detection core
+The protocol: `demo/test_ap_on_coco.py` of IDEA-Research/GroundingDINO (docs/evaluation.md). Captions and post-processing come from the detection core
 (`backend.detection`); this package loads the dataset, runs the detector resumably (optionally across
 torchrun ranks, through evaluation.runner), scores with pycocotools and writes the run directory.
 """

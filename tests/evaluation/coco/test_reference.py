@@ -1,5 +1,5 @@
 """Detections of `python -m evaluation.coco` equal the official algorithm, written here independently
-from ../shared/docs/coco-protocol.md and applied to the raw `outputs.logits` / `outputs.pred_boxes`."""
+from the official protocol (IDEA-Research/GroundingDINO `demo/test_ap_on_coco.py`) and applied to the raw `outputs.logits` / `outputs.pred_boxes`."""
 from __future__ import annotations
 
 import json
