@@ -30,6 +30,10 @@ from .state import LabelStudioAccess
 log = logging.getLogger(__name__)
 IMPORT_CHUNK = 100
 HISTORY = 20
+STORED_MEMORY = 100_000  # stored task ids remembered per project and version
+# How long a stored task is not predicted again: covers Label Studio's choosing a click's tasks before our
+# import landed (seconds), yet a user who deletes predictions to redo them gets them on a later click.
+STORED_TTL_S = 300.0
 NO_TARGET = ("set LABEL_STUDIO_API_KEY (and LABEL_STUDIO_URL) so that the backend can store in Label Studio "
              "the tasks that do not fit in one answer; the next Retrieve Predictions continues with them")
 
@@ -130,6 +134,9 @@ class JobManager:
         self._history: deque[PredictionJob] = deque(maxlen=HISTORY)
         self._ids = itertools.count(1)
         self._private_keys = itertools.count(1)
+        # Tasks this backend stored in Label Studio, per (project, version): Label Studio may still send
+        # them (it chose the tasks of a click before our import landed); they must not be predicted again.
+        self._stored: dict[tuple[str, str], dict] = {}
         self._importers: dict = {}
         self._stopped = False
         self._threads: list[threading.Thread] = []
@@ -181,7 +188,7 @@ class JobManager:
             for index, task in enumerate(tasks):
                 task_id = task.get("id") if isinstance(task, dict) else None
                 key = task_id if isinstance(task_id, (int, str)) and task_id != "" else f"#{next(self._private_keys)}"
-                if key in job.registry:
+                if key in job.registry or self._recently_stored(project, plan.version, key):
                     entries.append(None)
                     continue
                 entry = TaskEntry(job, TaskWork(index, task), key, waiter)
@@ -193,6 +200,10 @@ class JobManager:
                 job.state = "queued"
             self._cond.notify_all()
             return entries
+
+    def _recently_stored(self, project: str, version: str, key) -> bool:
+        stored_at = self._stored.get((project, version), {}).get(key)
+        return stored_at is not None and time.monotonic() - stored_at < STORED_TTL_S
 
     def detach(self, job_entries: list[TaskEntry | None], version: str, disconnected: bool) -> list:
         """The request answers now: one item per task. Finished tasks go into the answer (or, when the
@@ -361,8 +372,11 @@ class JobManager:
                 self._import_failed(job, chunk, f"import failed ({type(exc).__name__}); see the backend's log")
                 continue
             with self._cond:
+                stored = self._stored.setdefault((job.project, job.version), {})
                 for entry in chunk:
                     job.registry.pop(entry.key, None)
+                    stored[entry.key] = time.monotonic()
+                _forget_oldest(stored, STORED_MEMORY)
                 job.imported += len(outcome.imported)
                 job.already += len(outcome.already)
                 self._settle(job)
@@ -393,3 +407,8 @@ class JobManager:
             self._settle(job)
             self._cond.notify_all()
 
+
+def _forget_oldest(stored: dict, keep: int) -> None:
+    """Bound the memory of stored tasks (insertion order is age order)."""
+    for key in list(stored)[: max(0, len(stored) - keep)]:
+        del stored[key]

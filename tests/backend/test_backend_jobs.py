@@ -138,6 +138,11 @@ def test_answers_before_the_deadline_and_imports_the_rest(make_client, slow, imp
         assert without_ids(stored[0]["result"]) == without_ids(reference["result"])
         assert stored[0]["model_version"] == reference["model_version"]
     assert imports.connections == [("http://label-studio.test:8080", "the-key", 7)]
+    # Label Studio chose a click's tasks before our import landed and sends them now: already stored, so
+    # they are answered with no prediction and not run again.
+    calls = slow.calls
+    assert post(client, tasks(9, start=2)) == [[]] * 9
+    assert slow.calls == calls and all(len(v) == 1 for v in imports.stored.values())
 
 
 @pytest.mark.slow
