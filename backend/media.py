@@ -99,6 +99,9 @@ def short_url(url: str) -> str:
         text = f"{parsed.scheme}://{parsed.netloc.rsplit('@', 1)[-1]}{parsed.path}"
     else:
         text = url.split("?", 1)[0]
+    local = parse_qs(parsed.query).get("d") if parsed.path.endswith("/data/local-files/") else None
+    if local:  # Label Studio Local Storage: `d` is the file's path, not a secret, and the only thing to name
+        text += f"?d={local[-1]}"
     return text if len(text) <= 200 else text[:197] + "..."
 
 

@@ -113,9 +113,12 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
     def record_failure(job, entry, reason: str) -> None:
         task = entry.work.task if isinstance(entry.work.task, dict) else {}
         data = task.get("data") if isinstance(task.get("data"), dict) else {}
-        urls = [data.get(key) for key in job.plan.images.values() if isinstance(data.get(key), str)]
+        # the image that failed (the first of the task's images when the task failed as a whole)
+        names = list(entry.work.image_errors) or list(job.plan.images)
+        urls = [data.get(job.plan.images.get(name)) for name in names]
+        urls = [u for u in urls if isinstance(u, str)]
         failures.appendleft({"at": time.time(), "project": job.project, "task": entry.work.task_id,
-                             "image": shown_url(urls[0]) if urls else None, "reason": reason})
+                             "image": short_url(urls[0]) if urls else None, "reason": reason})
         if notes is not None and entry.item is not None and "result" not in entry.item:
             notes.failed(job.target, task, reason, job.version)
 
@@ -404,15 +407,6 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
         return {"versions": list(record.versions) if record else []}
 
     return app
-
-
-def shown_url(url: str) -> str:
-    """An image URL for the status page: no signatures or tokens, but a Local Storage path kept whole."""
-    if url.startswith("data:"):
-        return url[:48] + ("..." if len(url) > 48 else "")
-    if url.startswith("/data/local-files/"):
-        return url if len(url) <= 200 else url[:197] + "..."
-    return short_url(url)
 
 
 def _basic_credentials(header: str | None) -> tuple[bytes, bytes]:

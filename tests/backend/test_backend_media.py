@@ -301,3 +301,11 @@ def test_http_tries_every_checked_address_in_turn(make_settings, http_server, mo
         closed.close()
     assert f.fetch(f"http://media.example:{http_server.port}/x.jpg") == IMAGE
     assert http_server.requests[-1]["headers"]["Host"] == f"media.example:{http_server.port}"
+
+
+def test_messages_name_a_local_storage_file_but_never_a_signature():
+    from backend.media import short_url
+
+    assert short_url("/data/local-files/?d=images/cat%201.jpg") == "/data/local-files/?d=images/cat 1.jpg"
+    assert short_url("http://ls:8080/data/local-files/?d=a/b.png&x=1") == "http://ls:8080/data/local-files/?d=a/b.png"
+    assert short_url("https://bucket.s3.amazonaws.com/x.jpg?X-Amz-Signature=secret") == "https://bucket.s3.amazonaws.com/x.jpg"
