@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from evaluation.runner.cli import add_mask_arguments, add_run_arguments, run_command
+from evaluation.runner.cli import add_mask_arguments, add_run_arguments, dataset_main
 
 DESCRIPTION = """\
 Zero-shot COCO-style evaluation of a Grounding DINO checkpoint by the official protocol
@@ -41,21 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from backend.allocator import enable_thp_allocation
+    from .download import main as download_main
 
-    enable_thp_allocation()  # before anything imports torch
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["download"]:
-        from .download import main as download_main
+    def load_for(args):
+        def load():
+            from .dataset import load_dataset, resolve_paths
+            from .run import CocoScorer
 
-        return download_main(argv[1:])
-    args = build_parser().parse_args(argv)
+            dataset = load_dataset(*resolve_paths(args.coco_root, args.ann, args.images))
+            return dataset, CocoScorer(dataset, args.model, args.iou_type)
 
-    def load():
-        from .dataset import load_dataset, resolve_paths
-        from .run import CocoScorer
+        return load
 
-        dataset = load_dataset(*resolve_paths(args.coco_root, args.ann, args.images))
-        return dataset, CocoScorer(dataset, args.model, args.iou_type)
-
-    return run_command(args, argv, load)
+    return dataset_main(argv, build_parser, download_main, load_for)

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from evaluation.runner.cli import add_run_arguments, positive_int, run_command
+from evaluation.runner.cli import add_run_arguments, dataset_main, positive_int
 
 from .dataset import SPLITS
 from .fixed_ap import FIXED_AP_TOPK
@@ -45,21 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from backend.allocator import enable_thp_allocation
+    from .download import main as download_main
 
-    enable_thp_allocation()  # before anything imports torch
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["download"]:
-        from .download import main as download_main
+    def load_for(args):
+        def load():
+            from .dataset import load_lvis, resolve_paths
+            from .run import LvisScorer
 
-        return download_main(argv[1:])
-    args = build_parser().parse_args(argv)
+            dataset = load_lvis(*resolve_paths(args.lvis_root, args.split, args.ann, args.images))
+            return dataset, LvisScorer(dataset, args.model, args.topk)
 
-    def load():
-        from .dataset import load_lvis, resolve_paths
-        from .run import LvisScorer
+        return load
 
-        dataset = load_lvis(*resolve_paths(args.lvis_root, args.split, args.ann, args.images))
-        return dataset, LvisScorer(dataset, args.model, args.topk)
-
-    return run_command(args, argv, load)
+    return dataset_main(argv, build_parser, download_main, load_for)

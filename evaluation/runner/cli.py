@@ -56,6 +56,19 @@ def add_mask_arguments(p: argparse.ArgumentParser) -> None:
                         f"default {DEFAULT_SAM_MODEL}); runs on --device with --dtype")
 
 
+def dataset_main(argv: list[str] | None, build_parser, download_main, load_for) -> int:
+    """`python -m evaluation.<dataset> [download ...]`: the memory lever first, then either the dataset's
+    download or a run (`load_for(args)` -> the `load()` of `run_command`)."""
+    from backend.allocator import enable_thp_allocation
+
+    enable_thp_allocation()  # before anything imports torch
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["download"]:
+        return download_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    return run_command(args, argv, load_for(args))
+
+
 def run_command(args, argv: list[str], load: Callable[[], tuple[object, object]]) -> int:
     """Start a run: torchrun group, dataset and scorer (`load()`), detector, run directory; then evaluate.
 
