@@ -51,7 +51,7 @@ def mask_to_polygons(mask: np.ndarray, config: PolygonConfig = PolygonConfig()) 
     empty mask."""
     array = np.ascontiguousarray(np.asarray(mask, dtype=bool), dtype=np.uint8)
     height, width = array.shape
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(array, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(array, connectivity=8)
     polygons = []
     for k in kept_parts(stats[1:, cv2.CC_STAT_AREA], config) + 1:
         x, y, w, h = (int(stats[k, c]) for c in _BBOX_STATS)
