@@ -295,7 +295,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
         if skipped and hash(body.label_config) not in configs_reported:
             configs_reported.add(hash(body.label_config))
             log.warning("%s: serving the usable labels; skipped: %s", where, "; ".join(skipped))
-        if not check.ok:
+        if check.needs_attention:  # refused, unreachable, or a legacy token that may stop working
             log.warning("%s: Label Studio access: %s", where, check.message)
         if record is not None:
             record.skipped_labels = skipped

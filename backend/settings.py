@@ -57,6 +57,10 @@ class Settings:
     # The SAM-family mask model for <BrushLabels>/<PolygonLabels> and smart tools (hub id or directory).
     # None: DEFAULT_SAM_MODEL, loaded on first need (backend/mask_stage.py); set: loaded at start.
     sam_model: str | None = None
+    # Polygon pre-labels: parts kept per mask (the largest always) and the smallest further part, as a
+    # fraction of the mask's pixels (backend/regions/polygon.py): a reviewer never gets hundreds of slivers.
+    polygon_max_parts: int = 3
+    polygon_min_part_fraction: float = 0.05
 
     @property
     def predict_deadline(self) -> float:
@@ -97,6 +101,8 @@ class Settings:
             train_steps=get.int("TRAIN_STEPS", 1000, lo=1, hi=1_000_000),
             train_image_size=get.int("TRAIN_IMAGE_SIZE", None, lo=64, hi=4096),
             sam_model=get.str("SAM_MODEL"),
+            polygon_max_parts=get.int("POLYGON_MAX_PARTS", 3, lo=1, hi=1000),
+            polygon_min_part_fraction=get.float("POLYGON_MIN_PART_FRACTION", 0.05, lo=0.0, hi=1.0),
         )
         _check_devices(settings.device, settings.devices)
         if bool(settings.basic_auth_user) != bool(settings.basic_auth_pass):

@@ -10,7 +10,7 @@ The document's shape (produced by backend/server.py):
     {"model": {"name", "path", "device", "dtype", "levers": {name: str}, "warnings": [str]},
      "server": {"started_at", "predict_deadline_s", "ml_timeout_predict_s", "pending_predicts", "version"},
      "projects": [{"project", "model_versions": [str], "label_studio": {"url", "key_source",
-                   "check": {"ok", "message", "checked_at"} | None}, "skipped_labels": [str], "last_setup_at"}],
+                   "check": {"ok", "status", "message", "checked_at"} | None}, "skipped_labels": [str], "last_setup_at"}],
      "jobs": [{"id", "project", "model_version", "state", "total", "done", "failed", "imported",
                "rate_per_s", "eta_s", "started_at", "finished_at", "message"}],
      "failures": [{"at", "project", "task", "image", "reason"}],
@@ -212,6 +212,9 @@ def _warnings(status: dict) -> str:
         if check is not None and not check["ok"]:
             items.append(f'<b>Project {escape(str(project["project"]))}</b>: Label Studio key check failed: '
                          f'{escape(check["message"])}')
+        elif check is not None and check.get("status") == "legacy":
+            items.append(f'<b>Project {escape(str(project["project"]))}</b>: Label Studio key: '
+                         f'{escape(check["message"])}')
     for job in status["jobs"]:
         if job["state"] in ("failed", "waiting") and job["message"]:
             items.append(f'<b>Job {escape(str(job["id"]))}</b> (project {escape(str(job["project"]))}) '
@@ -229,7 +232,9 @@ def _projects(status: dict, now: float) -> str:
         if check is None:
             check_html = '<span class="muted">not checked</span>'
         else:
-            check_html = (_badge("ok" if check["ok"] else "failed", "ok" if check["ok"] else "bad")
+            state, tone = (("legacy token", "warn") if check.get("status") == "legacy" else
+                           ("ok", "ok") if check["ok"] else ("failed", "bad"))
+            check_html = (_badge(state, tone)
                           + f' {escape(check["message"])} <span class="muted">{_when(check["checked_at"], now)}</span>')
         versions = "<br>".join(f"<code>{escape(v)}</code>" for v in p["model_versions"]) or '<span class="muted">—</span>'
         # quoted, so a blank or padded label is visible as such
