@@ -1,4 +1,7 @@
-"""Read a Label Studio JSON export (tasks with predictions and annotations) and compare the two.
+"""Label Studio tasks (annotations and predictions) as regions, and the comparison of the two.
+
+Which file is which export, and its tasks in the JSON export's shape: formats.py; predictions the export
+names by id: fetch.py; the one model version scored: versions.py.
 
 Regions are rectangles in percent of the image (`value.x/y/width/height`, `rectanglelabels`), brush masks
 (`value.rle` in Label Studio's RLE, `brushlabels`) or polygons (`value.points` in percent,

@@ -65,7 +65,8 @@ def read_export(path: Path) -> ExportFile:
     except FileNotFoundError:
         raise InputError(f"export file not found: {path}") from None
     except IsADirectoryError:
-        raise InputError(f"{path} is a folder, not an export file: give the .json file Label Studio downloaded") from None
+        raise InputError(f"{path} is a folder, not an export file: give the .json file Label Studio "
+                         "downloaded") from None
     except OSError as exc:
         raise InputError(f"cannot read {path} ({exc.strerror or exc})") from None
     if not raw.strip():

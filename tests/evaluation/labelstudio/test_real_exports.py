@@ -246,3 +246,11 @@ def test_failed_fetches_say_what_to_fix(tmp_path, fake_ls, capsys):
     assert f"could not reach Label Studio at {closed}" in err and "check --label-studio-url" in err
     err = fails(capsys, BUTTON_JSON, "--label-studio-url", "localhost:8080", "--api-key", KEY, *out)
     assert "--label-studio-url 'localhost:8080' must be a full URL with http:// or https://" in err
+
+
+def test_one_task_object_on_its_own_is_read_as_an_export_of_one_task(tmp_path):
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps(snapshot_tasks()[1]))  # task 2: Cat moved (IoU 0.905), Dog kept
+    m = run(path, tmp_path / "run")
+    assert m["config"]["num_images"] == 1 and (m["tp"], m["fp"], m["fn"]) == (2, 0, 0)
+    assert m["AP"] == pytest.approx((1 + (9 + 0) / 10) / 2, abs=1e-12)  # Cat misses at IoU 0.95 only
