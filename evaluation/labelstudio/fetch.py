@@ -82,9 +82,13 @@ class PredictionClient:
             header = self.fetcher.auth_header(self.target)
             response = self.fetcher.client.get(url, params={"task": task_id}, headers={"Authorization": header})
         except KeyRefusedError:
-            raise InputError(self._refused("its refresh was refused")) from None
-        except (LabelStudioUnreachableError, httpx.HTTPError) as exc:
-            reason = str(exc).split(":")[0].strip() or type(exc).__name__
+            raise InputError(self._refused("a personal access token that cannot be refreshed: expired, revoked or "
+                                           "not valid")) from None
+        except LabelStudioUnreachableError:
+            raise InputError(f"could not reach Label Studio at {a.url} to refresh the personal access token: "
+                             f"check {a.url_name}") from None
+        except httpx.HTTPError as exc:
+            reason = (str(exc).strip() or type(exc).__name__)[:200]
             raise InputError(f"could not reach Label Studio at {a.url} ({reason}): check {a.url_name}") from None
         code = response.status_code
         if code in (401, 403):

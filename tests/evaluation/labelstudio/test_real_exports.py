@@ -231,6 +231,9 @@ def test_failed_fetches_say_what_to_fix(tmp_path, fake_ls, capsys):
     err = fails(capsys, BUTTON_JSON, "--label-studio-url", fake_ls.url, "--api-key", "wrong-key", *out)
     assert f"Label Studio at {fake_ls.url} refused the API key (--api-key, HTTP 401)" in err
     assert "wrong-key" not in err
+    expired = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0b2tlbl90eXBlIjoicmVmcmVzaCJ9.c2ln"  # a JWT without exp
+    err = fails(capsys, BUTTON_JSON, "--label-studio-url", fake_ls.url, "--api-key", expired, *out)
+    assert "refused the API key (--api-key, a personal access token that cannot be refreshed" in err
     fake_ls.deleted = {5}
     err = fails(capsys, BUTTON_JSON, "--label-studio-url", fake_ls.url, "--api-key", KEY, *out)
     assert f"the export lists predictions that Label Studio at {fake_ls.url} no longer has: 5 (task 1)" in err
