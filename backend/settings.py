@@ -84,8 +84,8 @@ class Settings:
             box_threshold=get.float("BOX_THRESHOLD", 0.35, lo=0.0, hi=1.0),
             nms_iou=get.float("NMS_IOU", None, lo=0.0, hi=1.0),
             batch_size=get.int("BATCH_SIZE", None, lo=1, hi=1024),
-            label_studio_url=get.url("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST"),
-            label_studio_api_key=get.str("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"),
+            label_studio_url=label_studio_url(env),
+            label_studio_api_key=label_studio_api_key(env),
             local_files_document_root=get.directory("LOCAL_FILES_DOCUMENT_ROOT"),
             allowed_media_hosts=get.list("ALLOWED_MEDIA_HOSTS"),
             basic_auth_user=get.str("BASIC_AUTH_USER"),
@@ -110,6 +110,17 @@ class Settings:
                 "BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together (both for HTTP Basic auth, or neither)"
             )
         return settings
+
+
+def label_studio_url(environ: Mapping[str, str]) -> str | None:
+    """LABEL_STUDIO_URL (alias LABEL_STUDIO_HOST); also read by tools that only talk to Label Studio
+    (`python -m evaluation.labelstudio`)."""
+    return _Reader(environ).url("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST")
+
+
+def label_studio_api_key(environ: Mapping[str, str]) -> str | None:
+    """LABEL_STUDIO_API_KEY (alias LABEL_STUDIO_ACCESS_TOKEN)."""
+    return _Reader(environ).str("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN")
 
 
 class _Reader:
