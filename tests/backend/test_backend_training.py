@@ -49,12 +49,15 @@ def test_one_training_run_at_a_time_with_progress_and_cancel():
         jobs.append(StandInJob())
         return jobs[-1], "tiny-abc123"
 
-    service = TrainingService(Settings(), factory)
+    served = []
+    service = TrainingService(Settings(), factory,
+                              served_version=lambda project, config: served.append(project) or "ft-20260101-x1")
     project = {"id": 3, "label_config": ls_body("setup")["schema"]}
     run = service.start(project, LabelStudioAccess())
     running = wait_state(service, "running")
-    assert (running["done"], running["total"], running["kind"]) == (3, 10, "training")
+    assert (running["done"], running["total"], running["kind"], running["unit"]) == (3, 10, "training", "steps")
     assert "loss 0.500" in running["message"] and running["project"] == "3"
+    assert running["model_version"] == ""  # it has produced nothing yet (the status page shows "—")
     try:
         service.start(project, LabelStudioAccess())
         raise AssertionError("a second run started")
@@ -62,10 +65,30 @@ def test_one_training_run_at_a_time_with_progress_and_cancel():
         assert "already in progress" in str(exc) and run.id in str(exc)
     jobs[0].release.set()
     done = wait_state(service, "done")
-    assert done["message"] == "thresholds learned for 1 of 2 labels (Cat)"
+    # the row names the version the run produced (what serves the project now), not the one it started from
+    assert done["model_version"] == "ft-20260101-x1" and served == ["3"]
+    assert done["message"] == ("thresholds learned for 1 of 2 labels (Cat); the project is served as "
+                               "ft-20260101-x1")
     service.start(project, LabelStudioAccess())
     assert service.cancel("3")
-    assert wait_state(service, "cancelled")["message"] == "cancelled"
+    cancelled = wait_state(service, "cancelled")
+    assert cancelled["message"] == "cancelled: nothing changed (still served as tiny-abc123)"
+    assert cancelled["model_version"] == "tiny-abc123" and served == ["3"]  # not asked again: nothing changed
+
+
+def test_a_training_row_counts_steps_and_estimates_from_the_timed_steps():
+    """Rate and ETA from the training steps only (reading and scoring the project left out), in steps/min."""
+    from backend.status_page import format_rate
+    from backend.training_service import TrainingRun
+
+    run = TrainingRun("train-1", "3", "", state="running", phase="training", step=25, total=200,
+                      plan="fine-tuning 200 steps at 512 px on the CPU", started_at=1000.0,
+                      first_step=(5, 1100.0), last_step_at=1140.0)  # 20 steps in 40 s: 0.5 steps/s
+    row = run.snapshot()
+    assert (row["rate_per_s"], row["eta_s"], row["unit"]) == (0.5, 350.0, "steps")
+    assert format_rate(row["rate_per_s"], row["unit"]) == "30.0 steps/min"
+    assert row["message"] == ("training; fine-tuning takes about 6 min 40 s for 200 steps; about "
+                              "5 min 50 s left (timed over 20 steps); fine-tuning 200 steps at 512 px on the CPU")
 
 
 def test_start_training_without_label_studio_credentials_is_refused_with_what_to_set(make_client):
