@@ -12,7 +12,7 @@
    ``--progress-file``, the log goes to ``<model dir>/train.log``.
 3. The fine-tuned model's *own* thresholds, from its detections on the held-out images (labelling mode).
 4. It is adopted when its held-out AP is not worse than the base model's and, at its own thresholds, it
-   shows at least one right box on the held-out images (an adopted model never pre-labels nothing).
+   shows boxes on the held-out images (an adopted model never pre-labels nothing).
 
 Nothing is written to the served state until the end: a cancelled or failed job changes nothing, a
 finished one commits its thresholds and model at once (``ProjectStore.commit``).
@@ -211,8 +211,8 @@ class TrainingJob:
         if not model.not_worse:
             return False, ("no held-out tasks to compare it with the base model" if model.ap_before is None
                            else "its held-out AP is lower than the base model's")
-        if own is None or not any(t.tp > 0 for t in own.labels.values()):
-            return False, "at its own thresholds it shows no right box on the held-out images"
+        if own is None or not any(t.tp + t.fp > 0 for t in own.labels.values()):
+            return False, "at its own thresholds it shows no box on the held-out images"
         return True, ""
 
     def _own_thresholds(self, model_dir: Path, ann: Path, images: Path,

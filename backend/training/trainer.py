@@ -97,7 +97,7 @@ class TrainingOutcome:
         verdict = "not worse" if self.not_worse else "WORSE"
         from .numbers import metric_change
 
-        return (f"held-out {metric_change('AP', b.ap, a.ap)} on {self.heldout_images} images "
+        return (f"held-out on {self.heldout_images} images: {metric_change('AP', b.ap, a.ap)} "
                 f"({metric_change('AP50', b.ap50, a.ap50)}); the fine-tuned model is {verdict} than the base")
 
 

@@ -50,7 +50,9 @@ def test_start_training_learns_thresholds_then_fine_tunes(shapes24, tiny_model_d
     assert result.model.ap_before == report["heldout"]["before"]["metrics"]["AP"]
     assert result.model.ap_after == report["heldout"]["after"]["metrics"]["AP"]
     assert (result.model.train_tasks, result.model.heldout_tasks) == (18, 6)
-    assert result.adopted == result.model.not_worse == report["heldout"]["not_worse"]
+    assert result.model.not_worse == report["heldout"]["not_worse"]
+    shows = any(t.tp + t.fp > 0 for t in result.model_thresholds.labels.values())
+    assert result.adopted == (result.model.not_worse and shows)
     assert store.load_model(7) == (result.model if result.adopted else None)
 
     phases = [e.phase for e in events]
@@ -66,7 +68,6 @@ def test_start_training_learns_thresholds_then_fine_tunes(shapes24, tiny_model_d
     served = store.served(7, str(tiny_model_dir))
     if result.adopted:
         assert served.model == str(result.model_dir) and served.applied() == own.applied()
-        assert any(t.tp > 0 for t in own.labels.values())  # an adopted model shows a right box at its thresholds
     else:
         assert served.model == str(tiny_model_dir) and served.applied() == thresholds.applied()
 
@@ -115,7 +116,7 @@ def test_a_cancelled_run_changes_nothing(shapes24, tiny_model_dir, tmp_path, pha
     job = make_job(shapes24, tiny_model_dir, state, steps=500 if phase == "training" else 2)
     with pytest.raises(TrainingCancelled, match="cancelled"):
         job.run(cancel, progress)
-    assert phase in seen and "done" not in seen
+    assert phase in seen and "done" not in seen[seen.index(phase):]  # (the subprocess says "done" too)
     assert state_files(state) == before
 
 
