@@ -81,6 +81,8 @@ class LabelThreshold:
         shown, kept = self.shown or 0, self.kept or 0
         if self.source == EARLIER or (self.source == ALL_OFF and shown == 0):
             why = "switched off by an earlier training; nothing shown since"
+        elif self.shown is None:  # a file written before the counts were recorded
+            why = "its boxes cost more than they save"
         elif evidence == HELDOUT:
             why = (f"none of its {shown:,} boxes on the held-out images was right" if kept == 0 else
                    f"{shown - kept:,} of its {shown:,} boxes on the held-out images were wrong, which costs more "

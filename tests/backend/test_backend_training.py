@@ -198,6 +198,8 @@ def test_an_adopted_model_predicts_with_its_own_thresholds_never_the_base_models
     store.save_thresholds(all_off(base_model, base_version))
     (base_item,) = client.post("/predict", json={"tasks": task, "label_config": config, "project": "8.1"}).json()["results"]
     assert base_item["result"] == []  # the base model at its own thresholds of 1.01
+    (status,) = [p for p in client.get("/status").json()["projects"] if p["project"] == "8"]
+    assert status["learned"][0] == "Cat: pre-labels off — its boxes cost more than they save"
 
     own = LearnedThresholds(project="8", model_version="", reviewed_tasks=6, min_reviewed_boxes=20, model=str(tuned),
                             evidence=HELDOUT, labels={"Cat": LabelThreshold(threshold=own_cat, configured=0.3,
