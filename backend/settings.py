@@ -52,8 +52,10 @@ class Settings:
     failed_task_field: str | None = None
     # Where what a project teaches the model is kept (learned thresholds, fine-tuned models): a volume in compose.
     state_dir: str = "state"
-    train_steps: int = 1000
-    train_image_size: int | None = None  # shortest edge for fine-tuning; None: the model's own
+    # Fine-tuning steps and shortest image edge; None: the training device's defaults (backend/training/job.py:
+    # 1000 steps at the model's own size on a GPU, 200 at 512 px on the CPU).
+    train_steps: int | None = None
+    train_image_size: int | None = None
     # The SAM-family mask model for <BrushLabels>/<PolygonLabels> and smart tools (hub id or directory).
     # None: DEFAULT_SAM_MODEL, loaded on first need (backend/mask_stage.py); set: loaded at start.
     sam_model: str | None = None
@@ -98,7 +100,7 @@ class Settings:
             ml_timeout_predict=get.float("ML_TIMEOUT_PREDICT", 100.0, lo=1.0, hi=86400.0),
             failed_task_field=get.identifier("FAILED_TASK_FIELD"),
             state_dir=get.str("STATE_DIR") or "state",
-            train_steps=get.int("TRAIN_STEPS", 1000, lo=1, hi=1_000_000),
+            train_steps=get.int("TRAIN_STEPS", None, lo=1, hi=1_000_000),
             train_image_size=get.int("TRAIN_IMAGE_SIZE", None, lo=64, hi=4096),
             sam_model=get.str("SAM_MODEL"),
             polygon_max_parts=get.int("POLYGON_MAX_PARTS", 3, lo=1, hi=1000),
