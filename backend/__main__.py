@@ -8,7 +8,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .allocator import enable_thp_allocation
+    from runtime.allocator import enable_thp_allocation
 
     enable_thp_allocation()  # before anything imports torch (the settings do)
     parser = argparse.ArgumentParser(prog="python -m backend", description="Grounding DINO ML backend for Label Studio")
@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(level)
 
-    from .detection import ModelLoadError
-    from .detection.masks import MaskModelLoadError
-    from .server import create_app, load_predictor
+    from detection import ModelLoadError
+    from detection.masks import MaskModelLoadError
+    from backend.app.server import create_app, load_predictor
 
     try:
         predictor = load_predictor(settings)
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("backend")
     log.info("model %s loaded%s; listening on %s:%d", settings.model,
              f" with mask model {settings.sam_model}" if settings.sam_model else "", args.host, args.port)
-    from .allocator import cpu_allocator_hint
+    from runtime.allocator import cpu_allocator_hint
 
     hint = cpu_allocator_hint(predictor.detector.device.type)
     if hint:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import urlparse
 
-from .detection import DEFAULT_MODEL
+from detection import DEFAULT_MODEL
 
 MB = 1024 * 1024
 
@@ -26,7 +26,7 @@ class Settings:
     model: str = DEFAULT_MODEL
     device: str = "auto"
     # Several devices in one backend (one model each, work spread over them): e.g. ("cuda:0", "cuda:1").
-    # Empty: DEVICE, or every visible GPU when DEVICE is auto/cuda (backend/devices.py).
+    # Empty: DEVICE, or every visible GPU when DEVICE is auto/cuda (backend/serving/devices.py).
     devices: tuple[str, ...] = ()
     dtype: str = "fp32"
     box_threshold: float = 0.35
@@ -55,7 +55,7 @@ class Settings:
     train_steps: int = 1000
     train_image_size: int | None = None  # shortest edge for fine-tuning; None: the model's own
     # The SAM-family mask model for <BrushLabels>/<PolygonLabels> and smart tools (hub id or directory).
-    # None: DEFAULT_SAM_MODEL, loaded on first need (backend/mask_stage.py); set: loaded at start.
+    # None: DEFAULT_SAM_MODEL, loaded on first need (backend/serving/mask_stage.py); set: loaded at start.
     sam_model: str | None = None
 
     @property

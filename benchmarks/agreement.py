@@ -42,7 +42,7 @@ def detection_agreement(ref, got, iou_min=0.9):
     IoU >= `iou_min` (evaluation.matching's greedy matching)."""
     import numpy as np
 
-    from backend.detection.boxes import box_iou
+    from detection.boxes import box_iou
     from evaluation.matching import greedy_match
 
     total = matched = extra = 0
@@ -63,7 +63,7 @@ def detection_agreement(ref, got, iou_min=0.9):
 
 def reference_detections(raw, classes, tokenizer, sizes):
     """Our labelling post-processing on the baseline's raw outputs (the detections to reproduce)."""
-    from backend.detection import build_prompt, label_detections
+    from detection import build_prompt, label_detections
 
     chunk = build_prompt(tokenizer, classes).chunks[0]
     out = []

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.detection import class_phrases
+from detection import class_phrases
 from evaluation.coco.dataset import CocoDataset, load_dataset
-from evaluation.runner.errors import InputError
+from runtime.errors import InputError
 
 from .errors import TrainingError
 

@@ -210,7 +210,7 @@ class TrainingJob:
 
 
 def _on_cpu(device: str) -> bool:
-    from backend.detection import resolve_device
+    from detection import resolve_device
 
     return resolve_device(device).type == "cpu"
 

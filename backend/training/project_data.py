@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from backend.detection import ImageError, open_image
-from backend.label_config import LabelClass, LabelConfigError, parse_label_config
-from backend.media import MediaError
+from detection import ImageError, open_image
+from labelstudio.label_config import LabelClass, LabelConfigError, parse_label_config
+from labelstudio.media import MediaError
 from evaluation.runner.store import atomic_write
 from evaluation.labelstudio.export import Region
 

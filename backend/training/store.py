@@ -17,7 +17,7 @@ from pathlib import Path
 
 from evaluation.runner.store import atomic_write
 
-from ..state import project_key
+from backend.app.state import project_key
 from .thresholds import LearnedThresholds
 
 

@@ -175,7 +175,7 @@ def _number(value) -> float | None:
 
 def configured_thresholds(mapping, default: float) -> dict[str, float]:
     """label -> the threshold the backend predicts it with: its control's ``model_score_threshold``, else
-    ``default`` (BOX_THRESHOLD). ``mapping`` is ``backend.label_config.parse_label_config(config)``."""
+    ``default`` (BOX_THRESHOLD). ``mapping`` is ``labelstudio.label_config.parse_label_config(config)``."""
     out: dict[str, float] = {}
     for label_set in mapping.active:
         if label_set.kind != "rectanglelabels":

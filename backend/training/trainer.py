@@ -17,10 +17,10 @@ from typing import Callable
 
 import torch
 
-from backend.detection import (
+from detection import (
     Detector, DetectorConfig, OfficialPreprocessing, build_prompt, load_checkpoint, resolve_device,
 )
-from evaluation.runner.distributed import Dist
+from runtime.distributed import Dist
 from evaluation.runner.run import file_digest, library_versions
 from evaluation.runner.store import atomic_write
 

@@ -8,17 +8,17 @@ import json
 import time
 from pathlib import Path
 
-from backend.detection.boxes import xyxy_to_xywh
-from backend.detection.phrases import class_phrases
+from detection.boxes import xyxy_to_xywh
+from detection.phrases import class_phrases
 from evaluation.masks import masks_to_coco_rle
-from evaluation.runner.errors import InputError
+from runtime.errors import InputError
 from evaluation.runner.store import atomic_write
 
 from .dataset import CocoDataset
 
 # A custom dataset's `TrafficLight` is prompted "traffic light", as the backend prompts a Label Studio
 # label (COCO's own names are already words: unchanged).
-PHRASE_RULE = "backend.detection.phrases.class_phrases (the backend's label -> phrase rule)"
+PHRASE_RULE = "detection.phrases.class_phrases (the backend's label -> phrase rule)"
 
 
 def to_coco(image_id: int, dets, category_ids: list[int], masks=None) -> list[dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluation.runner.errors import InputError
+from runtime.errors import InputError
 from evaluation.runner.store import atomic_write
 
 from .export import TREATMENTS, Task, is_mask_export, load_export, prelabel_treatment

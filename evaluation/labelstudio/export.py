@@ -5,7 +5,7 @@ Regions are rectangles in percent of the image (`value.x/y/width/height`, `recta
 `polygonlabels`), with `original_width/height` in pixels when Label Studio knew them (always for brush
 regions). An export with any brush or polygon region is scored by mask IoU ("segm"): every region, a
 rectangle too, becomes a mask in the image's pixels (COCO RLE): brush RLE decoded by label-studio-sdk's
-decoder (backend.regions), polygons and rectangles rasterised by pixel centre (evaluation.masks).
+decoder (labelstudio.regions), polygons and rectangles rasterised by pixel centre (evaluation.masks).
 
 When an annotator accepts pre-labels, Label Studio copies the prediction's regions with their ids into the
 annotation, so regions are first paired by id; the rest are paired by overlap (IoU >= the given
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.detection.boxes import box_iou, xywh_to_xyxy
+from detection.boxes import box_iou, xywh_to_xyxy
 from evaluation.masks import mask_iou, masks_to_coco_rle, polygon_mask, rle_bbox
 from evaluation.matching import greedy_match
-from evaluation.runner.errors import InputError
+from runtime.errors import InputError
 
 GEOMETRY_TOL = 1e-3  # percent of the image: below this a region counts as untouched
 TREATMENTS = ("kept", "moved_resized", "relabelled", "deleted", "added")
@@ -125,7 +125,7 @@ def _mask_shape(kind: str, value: dict, task_id, region_id) -> tuple:
 def with_masks(task: Task) -> None:
     """Give every region of the task its mask (COCO RLE in the task's pixels), and mask regions their
     mask's bounding box as x/y/w/h."""
-    from backend.regions import rle_to_mask
+    from labelstudio.regions import rle_to_mask
 
     width, height = int(round(task.width)), int(round(task.height))
     for region in task.regions:

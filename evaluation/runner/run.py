@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
-from backend.allocator import active_allocator, cpu_allocator_hint
+from runtime.allocator import active_allocator, cpu_allocator_hint
 
-from .distributed import Dist
-from .errors import InputError
+from runtime.distributed import Dist
+from runtime.errors import InputError
 from .store import PartialStore, atomic_write, check_fingerprint
 
 PREFETCH = 2  # batches decoded ahead of the model
@@ -113,7 +113,7 @@ def fingerprint(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, mask
 
 def mask_config(s: RunSettings, masker) -> dict:
     """How a segm run's masks were made (fingerprint and metrics.json)."""
-    from backend.detection.masks import BOX_MARGIN
+    from detection.masks import BOX_MARGIN
 
     return {"iou_type": s.iou_type, "sam_model": s.sam_model, "sam_revision": masker.model_revision,
             "sam_model_type": masker.model_type, "mask_box_margin": BOX_MARGIN}
@@ -123,7 +123,7 @@ def load_image(dataset: Dataset, image_id: int):
     """EXIF-transposed RGB, unless the annotation file declares the stored (untransposed) frame."""
     from PIL import Image
 
-    from backend.detection import ImageError, open_image, to_rgb
+    from detection import ImageError, open_image, to_rgb
 
     path = dataset.files[image_id]
     try:
@@ -181,7 +181,7 @@ def infer(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, store: Par
 def image_masks(masker, images, ranked) -> list:
     """Per image the (N, H, W) masks of its ranked boxes: one embedding per image, all its boxes in one
     decoder batch, each mask cut to its box (with the backend's margin)."""
-    from backend.detection.masks import BOX_MARGIN, clip_to_boxes
+    from detection.masks import BOX_MARGIN, clip_to_boxes
 
     masks = masker.masks_for_boxes(images, [d.boxes for d in ranked])
     return [clip_to_boxes(m, d.boxes, BOX_MARGIN) for m, d in zip(masks, ranked)]

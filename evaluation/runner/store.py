@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import InputError
+from runtime.errors import InputError
 
 FINGERPRINT = "fingerprint.json"
 PARTIAL = "partial"

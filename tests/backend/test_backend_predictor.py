@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.label_config import LabelConfigError
-from backend.predictor import Predictor
+from labelstudio.label_config import LabelConfigError
+from backend.serving.predictor import Predictor
 from tests.backend.backend_helpers import jpeg_bytes, ls_body
 
 CONFIG = ls_body("setup")["schema"]

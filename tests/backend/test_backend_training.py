@@ -5,9 +5,9 @@ import threading
 import time
 
 from backend.settings import Settings
-from backend.state import LabelStudioAccess
+from backend.app.state import LabelStudioAccess
 from backend.training.job import JobProgress
-from backend.training_service import TrainingRefused, TrainingService
+from backend.training.service import TrainingRefused, TrainingService
 from tests.backend.backend_helpers import ls_body
 
 

@@ -6,7 +6,7 @@ import json
 import lxml.html
 import pytest
 
-from backend.status_page import (
+from backend.app.status_page import (
     StatusDocumentError, format_ago, format_duration, format_rate, render_status_page, shorten_url,
 )
 from tests.backend.status_data import NOW, failure_entry, job_entry, model_section, project_entry, status_document

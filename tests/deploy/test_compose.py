@@ -206,7 +206,7 @@ def test_dockerfile_pinned_base_non_root_healthcheck():
 
 
 def test_dockerfile_preloads_the_tcmalloc_it_installs():
-    from backend.allocator import TCMALLOC_PATTERNS
+    from runtime.allocator import TCMALLOC_PATTERNS
 
     text = DOCKERFILE.read_text()
     preload = re.search(r"^ENV LD_PRELOAD=(\S+)$", text, re.M)

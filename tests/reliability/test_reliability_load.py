@@ -59,7 +59,7 @@ def proc_status(pid: int) -> dict:
 
 def bare_process_rss(model_dir: Path) -> int:
     """RSS (bytes) of a process that imports everything the backend imports but loads no weights."""
-    code = ("import backend.server, backend.detection, transformers, torch;"
+    code = ("import backend.app.server, detection, transformers, torch;"
             "from transformers import GroundingDinoForObjectDetection, AutoProcessor;"
             f"AutoProcessor.from_pretrained({str(model_dir)!r});"
             "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])")
