@@ -40,7 +40,7 @@ from label_studio_sdk._extensions.label_studio_tools.core.utils.io import (
 from PIL import Image
 
 from detection.images import ImageError, open_image
-from backend.settings import Settings
+from labelstudio.media_settings import MediaSettings
 
 log = logging.getLogger(__name__)
 MAX_REDIRECTS = 5
@@ -113,7 +113,7 @@ def source_name(url: str) -> str:
 class MediaFetcher:
     """Thread-safe: one instance serves every request of the process."""
 
-    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None):
+    def __init__(self, settings: MediaSettings, transport: httpx.BaseTransport | None = None):
         self.settings = settings
         self.client = httpx.Client(
             follow_redirects=False,
@@ -402,7 +402,7 @@ def _allowed(host: str, port: int, ips, allowed: tuple[str, ...]) -> bool:
     return False
 
 
-def check_destination(url: str, settings: Settings, trusted_netloc: str | None = None) -> list:
+def check_destination(url: str, settings: MediaSettings, trusted_netloc: str | None = None) -> list:
     """Refuse non-http(s) URLs and hosts resolving to internal addresses (unless trusted/allowed).
 
     Returns the host's checked addresses.
