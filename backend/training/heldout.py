@@ -19,7 +19,7 @@ import pandas as pd
 from runtime.distributed import Dist
 from evaluation.coco.run import to_coco
 from evaluation.coco.scoring import coco_gt, per_class_table, score
-from evaluation.runner.store import atomic_write
+from runtime.files import atomic_write
 
 from .data import TrainingData
 

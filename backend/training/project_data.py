@@ -22,7 +22,7 @@ from typing import Callable
 from detection import ImageError, open_image
 from labelstudio.label_config import LabelClass, LabelConfigError, parse_label_config
 from labelstudio.media import MediaError
-from evaluation.runner.store import atomic_write
+from runtime.files import atomic_write
 from evaluation.labelstudio.export import Region
 
 from .errors import TrainingCancelled, TrainingError

@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from evaluation.runner.store import atomic_write
+from runtime.files import atomic_write
 
 from backend.app.state import project_key
 from .thresholds import LearnedThresholds

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.analysis_sweep import DEFAULT_THRESHOLDS, best_work_threshold, match_detections, threshold_sweep
-from evaluation.labelstudio.cli import coco_files
+from evaluation.labelstudio.coco import coco_files
 from evaluation.labelstudio.export import Task
 
 from .tasks import as_dict, read_tasks

@@ -22,7 +22,7 @@ from detection import (
 )
 from runtime.distributed import Dist
 from evaluation.runner.run import file_digest, library_versions
-from evaluation.runner.store import atomic_write
+from runtime.files import atomic_write
 
 from .batches import BatchBuilder, BatchSchedule
 from .checkpoint import FINISHED_FILE, Checkpoints, step_seed

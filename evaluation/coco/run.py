@@ -12,7 +12,7 @@ from detection.boxes import xyxy_to_xywh
 from detection.phrases import class_phrases
 from evaluation.masks import masks_to_coco_rle
 from runtime.errors import InputError
-from evaluation.runner.store import atomic_write
+from runtime.files import atomic_write
 
 from .dataset import CocoDataset
 

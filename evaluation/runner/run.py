@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
 from runtime.allocator import active_allocator, cpu_allocator_hint
-
 from runtime.distributed import Dist
 from runtime.errors import InputError
-from .store import PartialStore, atomic_write, check_fingerprint
+from runtime.files import atomic_write
+
+from .store import PartialStore, check_fingerprint
 
 PREFETCH = 2  # batches decoded ahead of the model
 
