@@ -18,13 +18,13 @@ def coco_files(tasks: list[Task]) -> tuple[dict, list[dict]]:
             continue
         images.append({"id": t.id, "file_name": t.image, "width": t.width, "height": t.height})
         for b in t.annotation:
-            box = b.pixels(t.width, t.height)
+            box = b.box(t.width, t.height)
             anns.append({"id": len(anns) + 1, "image_id": t.id, "category_id": cat[b.label], "bbox": box,
                          "area": box[2] * box[3], "iscrowd": 0})
             if b.rle is not None:
                 anns[-1].update(segmentation=b.rle, area=rle_area(b.rle))
         for b in t.prediction:
-            dets.append({"image_id": t.id, "category_id": cat[b.label], "bbox": b.pixels(t.width, t.height),
+            dets.append({"image_id": t.id, "category_id": cat[b.label], "bbox": b.box(t.width, t.height),
                          "score": 1.0 if b.score is None else b.score})
             if b.rle is not None:
                 dets[-1]["segmentation"] = b.rle

@@ -14,7 +14,6 @@ threshold), for annotations drawn anew.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import numpy as np
 from detection.boxes import box_iou, xywh_to_xyxy
 from evaluation.masks import mask_iou, masks_to_coco_rle, polygon_mask, rle_bbox
 from evaluation.matching import greedy_match
+from labelstudio.regions import rle_to_mask
+from labelstudio.regions.geometry import rectangle_box, rectangle_corners
 from runtime.errors import InputError
 
 GEOMETRY_TOL = 1e-3  # percent of the image: below this a region counts as untouched
@@ -46,7 +47,13 @@ class Region:
     rle: dict | None = None  # COCO RLE in the image's pixels, set in a mask export (`with_masks`)
 
     def pixels(self, width: float, height: float) -> list[float]:
+        """x, y, w, h in pixels as stored, rotation ignored (see `box` for the region's extent)."""
         return [self.x * width / 100, self.y * height / 100, self.w * width / 100, self.h * height / 100]
+
+    def box(self, width: float, height: float) -> list[float]:
+        """The pixel box (x, y, w, h) enclosing the region, its rotation applied: COCO ground truth, and the
+        training targets read the same function (labelstudio.regions.geometry)."""
+        return list(rectangle_box(self.x, self.y, self.w, self.h, self.rotation, width, height))
 
     def same_geometry(self, other: "Region") -> bool:
         if self.kind != other.kind:
@@ -125,7 +132,6 @@ def _mask_shape(kind: str, value: dict, task_id, region_id) -> tuple:
 def with_masks(task: Task) -> None:
     """Give every region of the task its mask (COCO RLE in the task's pixels), and mask regions their
     mask's bounding box as x/y/w/h."""
-    from labelstudio.regions import rle_to_mask
 
     width, height = int(round(task.width)), int(round(task.height))
     for region in task.regions:
@@ -147,11 +153,7 @@ def with_masks(task: Task) -> None:
 
 def _rectangle_corners(region: Region, width: int, height: int) -> np.ndarray:
     """A rectangle's corners in pixels; Label Studio rotates it clockwise about its top-left corner."""
-    x, y, w, h = region.pixels(width, height)
-    angle = math.radians(region.rotation)
-    cos, sin = math.cos(angle), math.sin(angle)
-    offsets = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float64)
-    return np.stack([x + offsets[:, 0] * cos - offsets[:, 1] * sin, y + offsets[:, 0] * sin + offsets[:, 1] * cos], axis=1)
+    return rectangle_corners(region.x, region.y, region.w, region.h, region.rotation, width, height)
 
 
 def _final_annotation(task: dict):
