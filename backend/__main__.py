@@ -6,6 +6,9 @@ import logging
 import os
 import sys
 
+# Our packages are imported inside main(): the THP lever (runtime.allocator) must be set before
+# anything imports torch, and --help answers without loading the model code.
+
 
 def main(argv: list[str] | None = None) -> int:
     from runtime.allocator import enable_thp_allocation

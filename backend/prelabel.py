@@ -34,6 +34,9 @@ from tqdm import tqdm
 
 from labelstudio.importer import PredictionImporter, PredictionImportError, describe_api_error, field_of, has_version
 
+# The settings, the model and the devices are imported inside main(): --help and argument errors answer
+# without loading torch (backend.settings imports the detection core).
+
 log = logging.getLogger("backend.prelabel")
 FAILURES_SHOWN = 50
 

@@ -16,6 +16,9 @@ import os
 import sys
 from pathlib import Path
 
+# Our packages are imported inside main(): the THP lever (runtime.allocator) must be set before
+# anything imports torch, and --help answers without loading the model code.
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m backend.train", description=__doc__.split("\n\n")[0])

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from .common import BOX_THRESHOLD
 
+# torch and our packages are imported inside the functions: the benchmark's parent process runs no model
+# (its workers set their environment before torch loads).
+
 def raw_agreement(ref, got, k=100):
     """Raw outputs vs the baseline's, on the baseline's top-k queries (by max logit).
 

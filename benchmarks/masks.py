@@ -29,6 +29,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# torch and our packages are imported inside the functions: the THP lever and the thread environment
+# are set before torch loads, and --help answers without it.
+
 
 @dataclass(frozen=True)
 class MaskTiming:

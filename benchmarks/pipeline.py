@@ -22,6 +22,8 @@ import time
 
 from .common import LS_CONFIG, make_images, model_dir
 
+# torch and our packages are imported inside the functions: --help answers without loading the model code.
+
 
 class SlowFetcher:
     """The MediaFetcher interface over in-memory images, each taking `latency` seconds to arrive."""

@@ -43,6 +43,9 @@ from .agreement import detection_agreement, raw_agreement, reference_detections
 from .common import IMAGE_SIZES, LS_CLASSES, ROOT, make_images, model_dir
 from .workers import Worker
 
+# torch and our packages are imported inside the functions: the parent process runs no model and its
+# settings must not reach the workers, which set their own before torch loads.
+
 # Backbone reuse across prompt chunks: the 80 COCO names in CHUNKS prompts, the backbone run once per image
 # vs once per chunk (= CHUNKS single-chunk forwards), both in the same interleaved rounds.
 CHUNKS = 4

@@ -14,6 +14,9 @@ import time
 
 from .common import BOX_THRESHOLD, LS_CONFIG, LS_LABELS, ROOT, TEXT_THRESHOLD, caption
 
+# torch and our packages are imported inside the workers: each worker process sets its allocator and
+# thread environment (THP lever, OMP threads) before torch loads.
+
 def _send(stream, obj) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(struct.pack("<Q", len(data)) + data)

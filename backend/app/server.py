@@ -39,6 +39,7 @@ from labelstudio.media import short_url
 from backend.serving.predictor import Predictor
 from backend.settings import Settings
 from .state import LabelStudioAccess, ServerState, project_key
+from .status_page import render_status_page
 
 log = logging.getLogger(__name__)
 MODEL_CLASS = "GroundingDINO"
@@ -269,8 +270,6 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
     async def root(request: Request):
         accept = request.headers.get("accept", "")
         if "text/html" in accept:
-            from .status_page import render_status_page
-
             return HTMLResponse(render_status_page(status_body()))
         return health_body()
 

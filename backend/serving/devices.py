@@ -16,8 +16,13 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import Sequence
 
-from .predictor import Predictor
+import torch
+
 from backend.settings import Settings
+from detection import Detector, DetectorConfig
+
+from .mask_stage import MaskModelHolder
+from .predictor import Predictor
 
 
 def device_names(settings: Settings, cuda_count: int | None = None) -> tuple[str, ...]:
@@ -26,8 +31,6 @@ def device_names(settings: Settings, cuda_count: int | None = None) -> tuple[str
         return settings.devices
     if settings.device in ("auto", "cuda"):
         if cuda_count is None:
-            import torch
-
             cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if cuda_count > 1:
             return tuple(f"cuda:{i}" for i in range(cuda_count))
@@ -37,9 +40,6 @@ def device_names(settings: Settings, cuda_count: int | None = None) -> tuple[str
 def load_on(settings: Settings, device: str, fetcher=None) -> Predictor:
     """The detector on one device with a mask model of its own on that device, loaded now when SAM_MODEL
     chooses one, else on first need (raises ModelLoadError, MaskModelLoadError or ValueError)."""
-    from detection import Detector, DetectorConfig
-    from .mask_stage import MaskModelHolder
-
     detector = Detector.load(DetectorConfig(model=settings.model, device=device, dtype=settings.dtype))
     masks = MaskModelHolder(replace(settings, device=device))
     if settings.sam_model:

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, replace
 
 from backend.app.state import project_key
+from backend.training.store import ProjectStore, StateError
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,6 @@ class Engine:
 
 class ProjectEngines:
     def __init__(self, settings, base_predictor, make_jobs, load_predictor):
-        from backend.training.store import ProjectStore
-
         self.settings = settings
         self.make_jobs, self.load_predictor = make_jobs, load_predictor
         self.base = Engine(settings.model, base_predictor, make_jobs(base_predictor), {})
@@ -54,8 +53,6 @@ class ProjectEngines:
 
     def thresholds_for(self, project) -> dict[str, float]:
         """The per-label thresholds Start Training learned for the project (only the learned ones)."""
-        from backend.training.store import StateError
-
         if project is None:
             return {}
         try:
@@ -86,8 +83,6 @@ class ProjectEngines:
         return replace(engine, thresholds=self.thresholds_for(project))
 
     def _model_for(self, project) -> Engine:
-        from backend.training.store import StateError
-
         if project is None:
             return self.base
         try:

@@ -22,6 +22,7 @@ from pathlib import PurePath
 import torch
 
 from detection import PromptError
+from detection.masks import BOX_MARGIN, clip_to_boxes
 from labelstudio.label_config import (
     LabelConfigError,
     LabelMapping,
@@ -404,8 +405,6 @@ class Predictor:
     def _answer_smart(self, works: list[TaskWork], prompts, urgent: bool) -> list[list[dict]]:
         """Each smart prompt (a click, clicks and/or a box) -> the mask of that object, in its image's mask
         control with the picked label; a box prompt's mask is cut to the box + BOX_MARGIN, as boxes are."""
-        from detection.masks import BOX_MARGIN, clip_to_boxes
-
         model = self.masks.get()
         regions: list[list[dict]] = [[] for _ in works]
         for i, work in enumerate(works):

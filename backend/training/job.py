@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
+from detection import resolve_device
+
 from .errors import NotEnoughAnnotations, TrainingCancelled, TrainingError
 from .project_data import FetchImage, export_project
 from .store import ProjectStore, TrainedModel
@@ -210,8 +212,6 @@ class TrainingJob:
 
 
 def _on_cpu(device: str) -> bool:
-    from detection import resolve_device
-
     return resolve_device(device).type == "cpu"
 
 

@@ -14,6 +14,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from label_studio_sdk import LabelStudio
+
+from .errors import NotEnoughAnnotations, TrainingCancelled
+from .job import TrainingJob, TrainingJobConfig
+from .tasks import fetch_project
+from .thresholds import configured_thresholds
+
 log = logging.getLogger(__name__)
 
 
@@ -97,8 +104,6 @@ class TrainingService:
                 run.cancel.set()
 
     def _run(self, run: TrainingRun, job) -> None:
-        from backend.training.errors import NotEnoughAnnotations, TrainingCancelled
-
         run.state, run.started_at = "running", time.time()
 
         def progress(p):
@@ -129,12 +134,6 @@ def make_job_factory(settings, predictor, import_target):
     """The server's TrainingJob: the project's annotations through the API, its images through media."""
 
     def factory(project_id: int, label_config: str, access):
-        from label_studio_sdk import LabelStudio
-
-        from backend.training.job import TrainingJob, TrainingJobConfig
-        from backend.training.tasks import fetch_project
-        from backend.training.thresholds import configured_thresholds
-
         target = import_target(settings, access)
         if target is None:
             raise TrainingRefused("training reads the project's annotations through Label Studio's API: set "

@@ -18,7 +18,7 @@ from pathlib import Path
 from runtime.files import atomic_write
 
 from backend.app.state import project_key
-from .thresholds import LearnedThresholds
+from .thresholds import LEARNED, LearnedThresholds
 
 
 class StateError(ValueError):
@@ -71,8 +71,6 @@ class ProjectStore:
 
     def learned_thresholds(self, project) -> dict[str, float]:
         """label -> threshold for the labels whose threshold was learned (what prediction applies)."""
-        from .thresholds import LEARNED
-
         learned = self.load_thresholds(project)
         if learned is None:
             return {}

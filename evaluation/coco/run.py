@@ -15,6 +15,7 @@ from runtime.errors import InputError
 from runtime.files import atomic_write
 
 from .dataset import CocoDataset
+from .scoring import coco_gt, non_parity_reasons, per_class_table, published_rows, score, summary_text
 
 # A custom dataset's `TrafficLight` is prompted "traffic light", as the backend prompts a Label Studio
 # label (COCO's own names are already words: unchanged).
@@ -69,8 +70,6 @@ class CocoScorer:
         return to_coco(image_id, detections, self.dataset.category_ids, masks)
 
     def finish(self, run_dir: Path, records, ids: list[int], config: dict) -> dict:
-        from .scoring import coco_gt, non_parity_reasons, per_class_table, published_rows, score, summary_text
-
         merged = dict(records)
         detections = [d for i in ids for d in merged[i]]  # in image-id order, whatever the ranks' order
         atomic_write(run_dir / "detections.json", json.dumps(detections, separators=(",", ":")))

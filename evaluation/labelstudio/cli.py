@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from evaluation.analysis_sweep import match_detections, threshold_sweep
+from evaluation.coco.scoring import coco_gt, per_class_table, score
+from evaluation.runner.run import library_versions
 from runtime.errors import InputError
 from runtime.files import atomic_write
 
@@ -49,8 +52,6 @@ def threshold_counts(gt: dict, dets: list[dict], threshold: float, iou: float,
     numbers; no cap on pre-labels per task (pycocotools' 100 is an AP convention, a labelling team sees
     them all).
     """
-    from evaluation.analysis_sweep import match_detections, threshold_sweep
-
     extra = ["segmentation"] if iou_type == "segm" else []
     gt_frame = pd.DataFrame(gt["annotations"], columns=["image_id", "category_id", "bbox", "iscrowd", *extra])
     det_frame = pd.DataFrame(dets, columns=["image_id", "category_id", "bbox", "score", *extra])
@@ -84,9 +85,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, argv) -> int:
-    from evaluation.runner.run import library_versions
-    from evaluation.coco.scoring import coco_gt, per_class_table, score
-
     if not 0 < args.iou <= 1:
         raise InputError(f"--iou must be in (0, 1], got {args.iou}")
     export = Path(args.export).expanduser().resolve()

@@ -9,6 +9,9 @@ from typing import Callable
 
 from runtime.errors import InputError
 
+# The detection core is imported inside the functions: the THP lever (runtime.allocator) must be set
+# before anything imports torch, and --help or a download answers without loading the model code.
+
 
 def positive_int(text: str) -> int:
     try:

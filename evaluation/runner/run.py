@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
+from PIL import Image
+
+from detection import ImageError, open_image, to_rgb
+from detection.masks import BOX_MARGIN, clip_to_boxes
 from runtime.allocator import active_allocator, cpu_allocator_hint
 from runtime.distributed import Dist
 from runtime.errors import InputError
@@ -114,18 +118,12 @@ def fingerprint(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, mask
 
 def mask_config(s: RunSettings, masker) -> dict:
     """How a segm run's masks were made (fingerprint and metrics.json)."""
-    from detection.masks import BOX_MARGIN
-
     return {"iou_type": s.iou_type, "sam_model": s.sam_model, "sam_revision": masker.model_revision,
             "sam_model_type": masker.model_type, "mask_box_margin": BOX_MARGIN}
 
 
 def load_image(dataset: Dataset, image_id: int):
     """EXIF-transposed RGB, unless the annotation file declares the stored (untransposed) frame."""
-    from PIL import Image
-
-    from detection import ImageError, open_image, to_rgb
-
     path = dataset.files[image_id]
     try:
         image = open_image(path)
@@ -182,8 +180,6 @@ def infer(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, store: Par
 def image_masks(masker, images, ranked) -> list:
     """Per image the (N, H, W) masks of its ranked boxes: one embedding per image, all its boxes in one
     decoder batch, each mask cut to its box (with the backend's margin)."""
-    from detection.masks import BOX_MARGIN, clip_to_boxes
-
     masks = masker.masks_for_boxes(images, [d.boxes for d in ranked])
     return [clip_to_boxes(m, d.boxes, BOX_MARGIN) for m, d in zip(masks, ranked)]
 
