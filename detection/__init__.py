@@ -1,10 +1,20 @@
 """The detection core: the only place that loads the model, turns images into pixels, phrases into a
 caption and logits into boxes.
 
-Both the Label Studio backend and the COCO evaluation use it.
+Both the Label Studio backend and the evaluation use it, through the detector-family interface
+(`families.py`: `load_detector`, `FamilyDetector`, `DetectorFamily`, `Capabilities`); the Grounding DINO
+family (GD, MM-Grounding-DINO, LLMDet) is `detector.py`. Imports nothing of ours but `runtime`.
 """
-from .detector import DEFAULT_MODEL, Detector, DetectorConfig, resolve_device
-from .family import ARCHITECTURES, Architecture, ModelLoadError, load_checkpoint
+from .detector import DEFAULT_MODEL, GROUNDING_DINO, Detector, DetectorConfig, resolve_device
+from .families import (
+    FAMILIES,
+    Capabilities,
+    DetectorFamily,
+    FamilyDetector,
+    family_of_checkpoint,
+    load_detector,
+)
+from .family import ARCHITECTURES, Architecture, ModelLoadError, load_checkpoint, read_model_type
 from .images import ImageError, open_image, to_rgb
 from .levers import LEVER_NAMES
 from .phrases import class_phrases, split_list, to_words

@@ -11,6 +11,7 @@ from PIL import Image
 
 from runtime.allocator import thp_allocation_status
 from .backbone_reuse import BackboneReuse
+from .families import Capabilities, DetectorFamily, register
 from .family import Architecture, ModelLoadError, architecture_of, load_checkpoint
 from .levers import install_levers, lever_warnings
 from .postprocess import Detections, class_nms, label_detections, merge_labelled, rank_detections
@@ -88,8 +89,21 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+# The Grounding DINO family (families.py): GD, MM-Grounding-DINO and LLMDet checkpoints, this module's Detector.
+GROUNDING_DINO = register(DetectorFamily(
+    name="grounding-dino",
+    title="Grounding DINO",
+    model_types=("grounding-dino", "mm-grounding-dino"),
+    default_box_threshold=0.35,
+    capabilities=Capabilities(own_masks=False, exemplar_prompts=False, fine_tuning=True, phrases_per_class="several"),
+    load=lambda config: Detector.load(config),
+))
+
+
 class Detector:
     """One loaded model + processor. Thread-compatible: callers serialise forward passes.
+
+    The Grounding DINO family's `FamilyDetector` (families.py).
 
     `lever_report` says which speed levers are active ({name: "active" | "off" | "not installed: why"},
     JSON-able: the backend's /status and the evaluation's metrics.json show it); `preprocessing` names how
@@ -126,6 +140,8 @@ class Detector:
         )
         return detector
 
+    family = GROUNDING_DINO
+
     @property
     def model_revision(self) -> str | None:
         return getattr(self.model.config, "_commit_hash", None) or self.config.revision
@@ -158,6 +174,11 @@ class Detector:
                 self._prompts.clear()
             self._prompts[key] = build_prompt(self.tokenizer, classes, chunk_size, self.max_text_len)
         return self._prompts[key]
+
+    def describe_prompt(self, prompt: Prompt) -> dict:
+        """The prompt's chunks for metrics.json: how many, their token counts and captions."""
+        return {"num_chunks": len(prompt.chunks), "chunk_tokens": [c.num_tokens for c in prompt.chunks],
+                "captions": [c.caption.text for c in prompt.chunks]}
 
     def pixels(self, images: Sequence[Image.Image]) -> PixelBatch:
         """The model's pixel inputs for RGB images, on the model's device (official preprocessing)."""

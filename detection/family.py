@@ -87,9 +87,10 @@ def architecture_of(model) -> Architecture:
     return ARCHITECTURES[model_type]
 
 
-def load_checkpoint(name: str, revision: str | None = None):
-    """(model, processor) of a hub id or local directory, refused with ModelLoadError unless it loads right."""
-    from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor, PretrainedConfig
+def read_model_type(name: str, revision: str | None = None) -> str | None:
+    """config.json's model_type of a hub id or local directory (what picks the detector family);
+    ModelLoadError saying where to get the model when there is no config.json to read."""
+    from transformers import PretrainedConfig
 
     use_cache_only_when_offline(name)
     try:
@@ -98,7 +99,14 @@ def load_checkpoint(name: str, revision: str | None = None):
         raise ModelLoadError(_not_found(name, exc)) from exc
     if not config_dict:  # transformers reads a directory without config.json as an empty config
         raise ModelLoadError(_not_found(name, FileNotFoundError("no config.json")))
-    model_type = config_dict.get("model_type")
+    return config_dict.get("model_type")
+
+
+def load_checkpoint(name: str, revision: str | None = None):
+    """(model, processor) of a hub id or local directory, refused with ModelLoadError unless it loads right."""
+    from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+    model_type = read_model_type(name, revision)
     if model_type not in ARCHITECTURES:
         raise ModelLoadError(
             f"could not load {name!r}: config.json says model_type {model_type!r}: not a Grounding DINO family "

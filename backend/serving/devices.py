@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 
 from backend.settings import Settings
-from detection import Detector, DetectorConfig
+from detection import DetectorConfig, load_detector
 
 from .mask_stage import MaskModelHolder
 from .predictor import Predictor
@@ -40,7 +40,7 @@ def device_names(settings: Settings, cuda_count: int | None = None) -> tuple[str
 def load_on(settings: Settings, device: str, fetcher=None) -> Predictor:
     """The detector on one device with a mask model of its own on that device, loaded now when SAM_MODEL
     chooses one, else on first need (raises ModelLoadError, MaskModelLoadError or ValueError)."""
-    detector = Detector.load(DetectorConfig(model=settings.model, device=device, dtype=settings.dtype))
+    detector = load_detector(DetectorConfig(model=settings.model, device=device, dtype=settings.dtype))
     masks = MaskModelHolder(replace(settings, device=device))
     if settings.sam_model:
         masks.load_now()

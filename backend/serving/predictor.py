@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Mapping
-from pathlib import PurePath
 
 import torch
 
@@ -146,7 +145,7 @@ class Predictor:
         self._prompt_lock = threading.RLock()
         self._mappings: dict[str, LabelMapping] = {}
         model = settings.model.rstrip("/\\")
-        self.model_name = PurePath(model).name or model
+        self.model_name = detector.family.version_name(model)  # model_version's family-and-checkpoint part
 
     # ----- versions ---------------------------------------------------------------------------
 

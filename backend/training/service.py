@@ -134,6 +134,10 @@ def make_job_factory(settings, predictor, import_target):
     """The server's TrainingJob: the project's annotations through the API, its images through media."""
 
     def factory(project_id: int, label_config: str, access):
+        family = predictor.detector.family
+        if not family.capabilities.fine_tuning:
+            raise TrainingRefused(f"the model {settings.model} is a {family.title} model, which this backend cannot "
+                                  "fine-tune: Start Training needs a model of a family that supports it")
         target = import_target(settings, access)
         if target is None:
             raise TrainingRefused("training reads the project's annotations through Label Studio's API: set "

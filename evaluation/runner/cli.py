@@ -88,7 +88,7 @@ def run_command(args, argv: list[str], load: Callable[[], tuple[object, object]]
 def _run(args, argv, load) -> int:
     from transformers.utils import logging as hf_logging
 
-    from detection import Detector, DetectorConfig, ModelLoadError, PromptError
+    from detection import DetectorConfig, ModelLoadError, PromptError, load_detector
     from detection.masks import MaskModelLoadError
 
     from runtime.distributed import Dist
@@ -107,7 +107,7 @@ def _run(args, argv, load) -> int:
         try:
             dataset, scorer = load()
             t0 = time.perf_counter()
-            detector = Detector.load(DetectorConfig(model=args.model, device=dist.device_for(args.device),
+            detector = load_detector(DetectorConfig(model=args.model, device=dist.device_for(args.device),
                                                     dtype=args.dtype))
             detector.prompt(scorer.classes(), args.chunk_size)  # a label set that cannot be prompted
             if settings.iou_type == "segm":

@@ -254,8 +254,7 @@ def evaluate(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, run_dir
         "ann": str(dataset.ann_path), "images": str(dataset.images_dir), "model": s.model,
         "revision": detector.model_revision, "device": str(detector.device), "dtype": s.dtype,
         "batch_size": s.batch_size, "num_select": s.num_select, "limit": s.limit, "chunk_size": s.chunk_size,
-        "num_chunks": len(prompt.chunks), "chunk_tokens": [c.num_tokens for c in prompt.chunks],
-        "captions": [c.caption.text for c in prompt.chunks], "num_categories": len(dataset.category_ids),
+        **detector.describe_prompt(prompt), "num_categories": len(dataset.category_ids),
         "phrase_rule": scorer.phrase_rule, "phrases": [" | ".join(p) for p in classes],
         "preprocessing": getattr(detector, "preprocessing", None),
         # Speed levers as installed: a lever that found nothing to patch (a newer transformers) says so here.

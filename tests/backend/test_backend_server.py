@@ -7,6 +7,7 @@ import time
 import httpx
 import pytest
 
+from detection import GROUNDING_DINO
 from tests.backend.backend_helpers import jpeg_bytes, ls_body
 from tests.ports import free_port
 
@@ -233,6 +234,8 @@ def test_basic_auth_on_every_route_but_webhook(make_client):
 
 class SlowDetector:
     """The real tiny detector, holding each forward pass until released (a long /predict)."""
+
+    family = GROUNDING_DINO
 
     def __init__(self, inner):
         self.inner, self.entered, self.release = inner, threading.Event(), threading.Event()
