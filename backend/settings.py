@@ -235,4 +235,5 @@ def _check_range(name, number, lo, hi) -> None:
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("backend").setLevel(getattr(logging, level.upper(), logging.INFO))
+    for package in ("backend", "labelstudio", "detection", "runtime"):  # the backend's code, in its four packages
+        logging.getLogger(package).setLevel(getattr(logging, level.upper(), logging.INFO))
