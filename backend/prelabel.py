@@ -294,11 +294,19 @@ def served_settings(settings, project_id):
 
     from .training.store import ProjectStore
 
-    model = ProjectStore(settings.state_dir).load_model(str(project_id))
+    model = ProjectStore(settings.state_dir).served(str(project_id), settings.model).tuned
     if model is None:
         return settings
     log.info("project %s: its fine-tuned model %s (adopted by Start Training)", project_id, model.model_dir)
     return replace(settings, model=model.model_dir)
+
+
+def served_thresholds(settings, project_id) -> dict:
+    """The per-label thresholds the backend predicts this project with: those learned on the model that
+    serves it (ProjectStore.served, the server's rule too), never another model's."""
+    from .training.store import ProjectStore
+
+    return ProjectStore(settings.state_dir).served(str(project_id), settings.model).applied()
 
 
 def rank_device(settings, dist) -> str:
@@ -361,10 +369,7 @@ def _run(args, settings, dist) -> int:
         device = rank_device(settings, dist)
         predictor = load_on(served_settings(settings, args.project), device)
         client = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key, timeout=300)
-        from .training.store import ProjectStore
-
-        # the per-label thresholds the backend predicts this project with (Start Training, STATE_DIR)
-        learned = ProjectStore(settings.state_dir).learned_thresholds(str(args.project))
+        learned = served_thresholds(settings, args.project)
         run = ProjectRun.open(client, predictor, args.project, settings.label_studio_url, learned)
     except (ConfigError, ModelLoadError, MaskModelLoadError, ValueError) as exc:
         error = str(exc)

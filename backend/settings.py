@@ -10,9 +10,9 @@ import os
 import re
 from dataclasses import dataclass
 from typing import Mapping
-from urllib.parse import urlparse
 
 from detection import DEFAULT_MODEL
+from labelstudio import environment
 
 MB = 1024 * 1024
 
@@ -52,11 +52,17 @@ class Settings:
     failed_task_field: str | None = None
     # Where what a project teaches the model is kept (learned thresholds, fine-tuned models): a volume in compose.
     state_dir: str = "state"
-    train_steps: int = 1000
-    train_image_size: int | None = None  # shortest edge for fine-tuning; None: the model's own
+    # Fine-tuning steps and shortest image edge; None: the training device's defaults (backend/training/job.py:
+    # 1000 steps at the model's own size on a GPU, 200 at 512 px on the CPU).
+    train_steps: int | None = None
+    train_image_size: int | None = None
     # The SAM-family mask model for <BrushLabels>/<PolygonLabels> and smart tools (hub id or directory).
     # None: DEFAULT_SAM_MODEL, loaded on first need (backend/serving/mask_stage.py); set: loaded at start.
     sam_model: str | None = None
+    # Polygon pre-labels: parts kept per mask (the largest always) and the smallest further part, as a
+    # fraction of the mask's pixels (backend/regions/polygon.py): a reviewer never gets hundreds of slivers.
+    polygon_max_parts: int = 3
+    polygon_min_part_fraction: float = 0.05
 
     @property
     def predict_deadline(self) -> float:
@@ -80,8 +86,8 @@ class Settings:
             box_threshold=get.float("BOX_THRESHOLD", 0.35, lo=0.0, hi=1.0),
             nms_iou=get.float("NMS_IOU", None, lo=0.0, hi=1.0),
             batch_size=get.int("BATCH_SIZE", None, lo=1, hi=1024),
-            label_studio_url=get.url("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST"),
-            label_studio_api_key=get.str("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"),
+            label_studio_url=label_studio_url(env),
+            label_studio_api_key=label_studio_api_key(env),
             local_files_document_root=get.directory("LOCAL_FILES_DOCUMENT_ROOT"),
             allowed_media_hosts=get.list("ALLOWED_MEDIA_HOSTS"),
             basic_auth_user=get.str("BASIC_AUTH_USER"),
@@ -94,9 +100,11 @@ class Settings:
             ml_timeout_predict=get.float("ML_TIMEOUT_PREDICT", 100.0, lo=1.0, hi=86400.0),
             failed_task_field=get.identifier("FAILED_TASK_FIELD"),
             state_dir=get.str("STATE_DIR") or "state",
-            train_steps=get.int("TRAIN_STEPS", 1000, lo=1, hi=1_000_000),
+            train_steps=get.int("TRAIN_STEPS", None, lo=1, hi=1_000_000),
             train_image_size=get.int("TRAIN_IMAGE_SIZE", None, lo=64, hi=4096),
             sam_model=get.str("SAM_MODEL"),
+            polygon_max_parts=get.int("POLYGON_MAX_PARTS", 3, lo=1, hi=1000),
+            polygon_min_part_fraction=get.float("POLYGON_MIN_PART_FRACTION", 0.05, lo=0.0, hi=1.0),
         )
         _check_devices(settings.device, settings.devices)
         if bool(settings.basic_auth_user) != bool(settings.basic_auth_pass):
@@ -104,6 +112,19 @@ class Settings:
                 "BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together (both for HTTP Basic auth, or neither)"
             )
         return settings
+
+
+def label_studio_url(environ: Mapping[str, str]) -> str | None:
+    """LABEL_STUDIO_URL (alias LABEL_STUDIO_HOST), read by the adapters' one rule (`labelstudio.environment`)."""
+    try:
+        return environment.label_studio_url(environ)
+    except environment.LabelStudioEnvError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def label_studio_api_key(environ: Mapping[str, str]) -> str | None:
+    """LABEL_STUDIO_API_KEY (alias LABEL_STUDIO_ACCESS_TOKEN)."""
+    return environment.label_studio_api_key(environ)
 
 
 class _Reader:
@@ -179,12 +200,10 @@ class _Reader:
         name, value = self.raw(*names)
         if value is None:
             return None
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise SettingsError(
-                f"{name}={value!r} must be a full URL with http:// or https:// (e.g. http://label-studio:8080)"
-            )
-        return value.rstrip("/")
+        try:
+            return environment.checked_url(name, value)
+        except environment.LabelStudioEnvError as exc:
+            raise SettingsError(str(exc)) from None
 
     def directory(self, name: str) -> str | None:
         _, value = self.raw(name)

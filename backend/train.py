@@ -120,13 +120,20 @@ def thresholds_only(args) -> int:
     state_dir = args.state_dir or os.environ.get("STATE_DIR")
     if not state_dir:
         raise TrainingError("set STATE_DIR (or --state-dir DIR): the directory where the backend keeps what it learns")
-    settings = _settings()
+    from dataclasses import replace
+
+    settings = replace(_settings(), state_dir=state_dir)
     snapshot = fetch_project(_client(settings), args.project)
-    # The version the backend stamps; one device is enough to compute it.
-    predictor = load_on(settings, device_names(settings)[0])
-    version = predictor.model_version(snapshot.label_config)
+    # The model serving the project and its own thresholds (the server's rule), so that the version is the
+    # one the backend stamps; one device is enough to compute it.
+    served = ProjectStore(state_dir).served(str(args.project), settings.model)
+    predictor = load_on(replace(settings, model=served.model), device_names(settings)[0])
+    version = predictor.model_version(snapshot.label_config, served.applied())
     configured = configured_thresholds(predictor.mapping(snapshot.label_config), settings.box_threshold)
-    learned = learn_thresholds(snapshot.tasks, str(args.project), version, configured, args.min_reviewed_boxes)
+    learned = learn_thresholds(snapshot.tasks, str(args.project), version, configured, args.min_reviewed_boxes,
+                               model=served.model, earlier=served.applied())
+    for warning in learned.warnings():
+        print(warning)
     path = ProjectStore(state_dir).save_thresholds(learned)
     print(learned.describe())
     print(f"saved to {path}")

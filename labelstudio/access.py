@@ -5,6 +5,13 @@ failing, so `AccessChecker.check` makes one call to `/api/current-user/whoami` w
 downloads use (personal access tokens refreshed), waits at most `budget_s`, and remembers the answer
 per (address, key) for `ttl_s`. The call runs in a daemon thread: a Label Studio that does not answer
 costs /setup the budget, never more, and never holds up the process's exit.
+
+A legacy token (anything that is not a JWT: Label Studio's own are 40 hex digits, and the token /setup
+sends is always one, the project creator's) works only while the organization has Legacy Tokens on.
+Label Studio 1.23 turns them off for a new organization unless started with
+LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true, and then answers 401 "legacy token authentication has been
+disabled for this organization" (`jwt_auth/auth.py`, `organizations/functions.py`): the check says so,
+and says it too while a legacy token still works, with the fix first.
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from typing import Callable
 from urllib.parse import urlparse
 
 import httpx
-from label_studio_sdk._extensions.label_studio_tools.core.utils.io import concat_urls
+from label_studio_sdk._extensions.label_studio_tools.core.utils.io import concat_urls, is_jwt_well_formed
 
 from .media import (
     KeyRefusedError,
@@ -27,11 +34,16 @@ from .media import (
 )
 
 WHOAMI = "/api/current-user/whoami"
+USE_PERSONAL_TOKEN = ("Set LABEL_STUDIO_API_KEY to a personal access token (Label Studio → Account & Settings → "
+                      "Personal Access Token)")
+# Label Studio 1.23's answer to a legacy token when the organization has Legacy Tokens off (jwt_auth/auth.py).
+LEGACY_DISABLED = "legacy token authentication has been disabled"
 
 
 @dataclass(frozen=True)
 class AccessCheck:
-    """The answer: `status` is "ok", "refused" (the key), "unreachable" (the address) or "unconfigured"."""
+    """The answer: `status` is "ok", "legacy" (accepted, but a legacy token Label Studio may stop accepting),
+    "refused" (the key), "unreachable" (the address) or "unconfigured"."""
 
     status: str
     message: str  # one line for people, naming the variable to fix
@@ -40,7 +52,13 @@ class AccessCheck:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        """Label Studio accepts the key now."""
+        return self.status in ("ok", "legacy")
+
+    @property
+    def needs_attention(self) -> bool:
+        """Something to change: everything but a plain "ok"."""
+        return self.status != "ok"
 
 
 @dataclass
@@ -69,8 +87,8 @@ class AccessChecker:
             return AccessCheck("unconfigured", "no Label Studio address: set LABEL_STUDIO_URL to Label Studio's "
                                "address as seen from this backend, or connect the model from Label Studio (/setup)")
         if not target.token:
-            return AccessCheck("unconfigured", "no Label Studio key: set LABEL_STUDIO_API_KEY to an access token "
-                               "(Label Studio → Account & Settings → Access Token)", target.host)
+            return AccessCheck("unconfigured", "no Label Studio key: set LABEL_STUDIO_API_KEY to a personal access "
+                               "token (Label Studio → Account & Settings → Personal Access Token)", target.host)
         pending = self._pending(target)
         if not pending.done.wait(self.budget_s):
             return AccessCheck(
@@ -121,14 +139,33 @@ class AccessChecker:
             return AccessCheck("unreachable", f"Label Studio is unreachable at {host} ({reason}): {target.fix_host}",
                                host)
         code = response.status_code
+        legacy = not is_jwt_well_formed(target.token)  # as auth_header decides between `Token` and `Bearer`
         if code in (401, 403):
+            if legacy and LEGACY_DISABLED in _json_detail(response):
+                return AccessCheck("refused", f"{USE_PERSONAL_TOKEN}: Label Studio refused {target.key_name} "
+                                   f"(HTTP {code}) because it is a legacy token and this organization has Legacy "
+                                   "Tokens off (or an owner turns them on: Organization → API Tokens Settings)", host)
             return AccessCheck("refused", f"Label Studio refused the key ({target.key_name}, HTTP {code}): "
                                f"{target.fix_key}", host)
         user = _json_user(response) if code == 200 else None
         if user is None:
             return AccessCheck("unreachable", f"{host} answered HTTP {code} to {WHOAMI}, not as Label Studio "
                                f"does: {target.fix_host}", host)
-        return AccessCheck("ok", f"Label Studio at {host} accepts {target.key_name} (user {user})", host)
+        accepted = f"Label Studio at {host} accepts {target.key_name} (user {user})"
+        if legacy:
+            return AccessCheck("legacy", f"{USE_PERSONAL_TOKEN}: {accepted}, but it is a legacy token, refused as "
+                               "soon as Legacy Tokens are off for the organization (Organization → API Tokens "
+                               "Settings; off in a new Label Studio 1.23 organization)", host)
+        return AccessCheck("ok", accepted, host)
+
+
+def _json_detail(response: httpx.Response) -> str:
+    """Label Studio's `detail` of an error answer; empty when there is none."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("detail") or "") if isinstance(body, dict) else ""
 
 
 def _json_user(response: httpx.Response) -> str | None:

@@ -5,6 +5,7 @@ with these attributes (the evaluation, training and tests pass the backend's set
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -16,3 +17,17 @@ class MediaSettings(Protocol):
     max_download_bytes: int
     max_image_pixels: int
     download_timeout: float
+
+
+@dataclass(frozen=True)
+class ApiOnlySettings:
+    """MediaSettings for a tool that only calls Label Studio's API (`evaluation.labelstudio` fetching
+    predictions): its address and key, no Local Storage root, no extra internal hosts."""
+
+    label_studio_url: str | None
+    label_studio_api_key: str | None
+    download_timeout: float = 30.0
+    local_files_document_root: str | None = None
+    allowed_media_hosts: tuple[str, ...] = ()
+    max_download_bytes: int = 50 * 2**20
+    max_image_pixels: int = 100_000_000

@@ -143,8 +143,12 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
                               importer_factory=importer_factory, on_success=record_success)
 
         engines = ProjectEngines(settings, state.predictor, make_jobs, load_predictor)
-        training = TrainingService(settings, make_job_factory(settings, state.predictor, import_target),
-                                   on_adopted=engines.for_project)
+        def served_version(project, label_config) -> str:  # loads a newly adopted model (a worker thread)
+            engine = engines.for_project(project)
+            return engine.predictor.model_version(label_config, engine.thresholds)
+
+        training = TrainingService(settings, make_job_factory(settings, engines.for_project, import_target),
+                                   served_version=served_version)
         # 2 s of /setup's 3 s (ML_TIMEOUT_SETUP); the label config is checked meanwhile.
         checker = AccessChecker(state.predictor.fetcher, budget_s=2.0)
         engines.start()
@@ -294,7 +298,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
         if skipped and hash(body.label_config) not in configs_reported:
             configs_reported.add(hash(body.label_config))
             log.warning("%s: serving the usable labels; skipped: %s", where, "; ".join(skipped))
-        if not check.ok:
+        if check.needs_attention:  # refused, unreachable, or a legacy token that may stop working
             log.warning("%s: Label Studio access: %s", where, check.message)
         if record is not None:
             record.skipped_labels = skipped

@@ -10,9 +10,9 @@ The document's shape (produced by backend/app/server.py):
     {"model": {"name", "path", "device", "dtype", "levers": {name: str}, "warnings": [str]},
      "server": {"started_at", "predict_deadline_s", "ml_timeout_predict_s", "pending_predicts", "version"},
      "projects": [{"project", "model_versions": [str], "label_studio": {"url", "key_source",
-                   "check": {"ok", "message", "checked_at"} | None}, "skipped_labels": [str], "last_setup_at"}],
+                   "check": {"ok", "status", "message", "checked_at"} | None}, "skipped_labels": [str], "last_setup_at"}],
      "jobs": [{"id", "project", "model_version", "state", "total", "done", "failed", "imported",
-               "rate_per_s", "eta_s", "started_at", "finished_at", "message"}],
+               "rate_per_s", "eta_s", "started_at", "finished_at", "message"}],   (optional "unit": "steps")
      "failures": [{"at", "project", "task", "image", "reason"}],
      "devices": [{"name", "busy", "done"}]}
 
@@ -110,12 +110,12 @@ def format_utc(then: float | None) -> str:
     return datetime.fromtimestamp(then, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def format_rate(per_second: float | None) -> str:
+def format_rate(per_second: float | None, unit: str = "tasks") -> str:
     if per_second is None:
         return "—"
     if per_second >= 1:
-        return f"{per_second:.1f} tasks/s"
-    return f"{per_second * 60:.1f} tasks/min"
+        return f"{per_second:.1f} {unit}/s"
+    return f"{per_second * 60:.1f} {unit}/min"
 
 
 def shorten_url(url: str, limit: int = SHORT_URL_CHARS) -> str:
@@ -212,6 +212,9 @@ def _warnings(status: dict) -> str:
         if check is not None and not check["ok"]:
             items.append(f'<b>Project {escape(str(project["project"]))}</b>: Label Studio key check failed: '
                          f'{escape(check["message"])}')
+        elif check is not None and check.get("status") == "legacy":
+            items.append(f'<b>Project {escape(str(project["project"]))}</b>: Label Studio key: '
+                         f'{escape(check["message"])}')
     for job in status["jobs"]:
         if job["state"] in ("failed", "waiting") and job["message"]:
             items.append(f'<b>Job {escape(str(job["id"]))}</b> (project {escape(str(job["project"]))}) '
@@ -229,7 +232,9 @@ def _projects(status: dict, now: float) -> str:
         if check is None:
             check_html = '<span class="muted">not checked</span>'
         else:
-            check_html = (_badge("ok" if check["ok"] else "failed", "ok" if check["ok"] else "bad")
+            state, tone = (("legacy token", "warn") if check.get("status") == "legacy" else
+                           ("ok", "ok") if check["ok"] else ("failed", "bad"))
+            check_html = (_badge(state, tone)
                           + f' {escape(check["message"])} <span class="muted">{_when(check["checked_at"], now)}</span>')
         versions = "<br>".join(f"<code>{escape(v)}</code>" for v in p["model_versions"]) or '<span class="muted">—</span>'
         # quoted, so a blank or padded label is visible as such
@@ -278,10 +283,10 @@ def _jobs(status: dict, now: float) -> str:
         message = escape(job["message"]) if job["message"] else ""
         rows.append(
             f'<tr class="job" data-job="{escape(str(job["id"]))}"><td><code>{escape(str(job["id"]))}</code></td>'
-            f'<td class="num">{escape(str(job["project"]))}</td><td><code>{escape(job["model_version"])}</code></td>'
+            f'<td class="num">{escape(str(job["project"]))}</td><td>{_version(job["model_version"])}</td>'
             f'<td>{_badge(job["state"], STATE_BADGE.get(job["state"], "muted"))}</td>'
             f'<td class="progress">{_progress(job)}</td><td class="num imported">{job["imported"]:,}</td>'
-            f'<td class="num failed">{failed}</td><td class="num">{escape(format_rate(job["rate_per_s"]))}</td>'
+            f'<td class="num failed">{failed}</td><td class="num">{escape(format_rate(job["rate_per_s"], job.get("unit", "tasks")))}</td>'
             f'<td class="num eta">{escape(format_duration(job["eta_s"]) if job["state"] in ACTIVE_JOB_STATES else "—")}</td>'
             f'<td>{_when(job["started_at"], now)}</td><td>{ended}</td><td class="message">{message}</td></tr>')
     body = (_table(("Job", "Project", "Model version", "State", "Progress", "Imported", "Failed", "Rate", "ETA",
@@ -289,6 +294,11 @@ def _jobs(status: dict, now: float) -> str:
             if rows else _empty("No jobs yet: Retrieve Predictions on more tasks than fit in one answer starts one."))
     active = sum(job["state"] in ACTIVE_JOB_STATES for job in status["jobs"])
     return _section(f"Jobs ({active} active)" if rows else "Jobs", len(rows), body, "jobs")
+
+
+def _version(version: str) -> str:
+    """A job's model version; a training run has none until it has produced one."""
+    return f"<code>{escape(version)}</code>" if version else '<span class="muted">—</span>'
 
 
 def _failures(status: dict, now: float) -> str:

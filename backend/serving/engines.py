@@ -3,7 +3,9 @@
 Each model in use has its own predictor (one per device) and its own job manager; a project whose
 `STATE_DIR/projects/<id>/model.json` names a fine-tuned model is served by it (its `model_version`
 names it), every other project by the base model. A fine-tuned model is loaded the first time it is
-needed (right after training adopts it), then kept.
+needed (right after training adopts it), then kept. Each model predicts with its own learned thresholds
+(``ProjectStore.thresholds_path``), never another's: a project whose fine-tuned model cannot be loaded
+falls back to the base model *and* the base model's thresholds.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import threading
 from dataclasses import dataclass, replace
 
 from backend.app.state import project_key
+from backend.training.job import heldout_comparison
 from backend.training.store import ProjectStore, StateError
 
 log = logging.getLogger(__name__)
@@ -51,36 +54,36 @@ class ProjectEngines:
             return [f"fine-tuned model {d} could not be loaded ({why}); its project is served by the base model"
                     for d, why in self._failed.items()]
 
-    def thresholds_for(self, project) -> dict[str, float]:
-        """The per-label thresholds Start Training learned for the project (only the learned ones)."""
+    def thresholds_for(self, project, model: str) -> dict[str, float]:
+        """The per-label thresholds Start Training learned on ``model`` for the project (the learned ones)."""
         if project is None:
             return {}
         try:
-            return self.store.learned_thresholds(project_key(project))
+            learned = self.store.load_thresholds(project_key(project), model)
         except StateError as exc:
             log.warning("project %s: %s", project_key(project), exc)
             return {}
+        return learned.applied() if learned is not None else {}
 
     def learned_lines(self, project) -> list[str]:
-        """For the status page: the adopted model with its held-out evidence, each learned threshold with its own."""
+        """For the status page: the adopted model with its held-out evidence, the served model's thresholds
+        with their evidence, and each label whose pre-labels are off, in words."""
         lines = []
         try:
-            model = self.store.load_model(project_key(project))
-            learned = self.store.load_thresholds(project_key(project))
+            served = self.store.served(project_key(project), self.settings.model)
         except Exception as exc:  # an unreadable state file: say so there
             return [f"state unreadable: {exc}"]
-        if model is not None:
-            ap = ("no held-out tasks" if model.ap_before is None
-                  else f"held-out AP {100 * model.ap_before:.1f} -> {100 * model.ap_after:.1f}")
-            lines.append(f"model {model.name}: {ap}")
-        if learned is not None:
-            lines.extend(learned.describe().splitlines())
+        if served.tuned is not None:
+            lines.append(f"model {served.tuned.name}: {heldout_comparison(served.tuned)}")
+        if served.thresholds is not None:
+            lines.extend(served.thresholds.warnings())
+            lines.extend(served.thresholds.describe().splitlines())
         return lines
 
     def for_project(self, project) -> Engine:
         """Blocking (may load a model): call it from a worker thread."""
         engine = self._model_for(project)
-        return replace(engine, thresholds=self.thresholds_for(project))
+        return replace(engine, thresholds=self.thresholds_for(project, engine.model))
 
     def _model_for(self, project) -> Engine:
         if project is None:

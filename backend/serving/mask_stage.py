@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 # The default's processor (SAM 2.1) needs torchvision; this one needs only PIL.
 FALLBACK_SAM_MODEL = "facebook/sam-vit-base"
-POLYGONS = PolygonConfig()
 
 
 class MaskModelUnavailable(RuntimeError):
@@ -49,6 +48,9 @@ class MaskModelHolder:
     def __init__(self, settings: Settings, loader: Callable[[MaskModelConfig], MaskModel] = MaskModel.load):
         self.name = sam_model_name(settings)
         self.config = MaskModelConfig(model=self.name, device=settings.device, dtype=settings.dtype)
+        # How masks become polygons: a setting of the server, part of model_version like the model.
+        self.polygons = PolygonConfig(max_parts=settings.polygon_max_parts,
+                                      min_part_fraction=settings.polygon_min_part_fraction)
         self._loader = loader
         self._lock = threading.Lock()
         self._done = threading.Event()
@@ -77,7 +79,7 @@ class MaskModelHolder:
 
     def version_info(self) -> dict:
         """What of the masks goes into model_version: the model and the settings that shape regions."""
-        return {"sam_model": self.name, "mask_box_margin": BOX_MARGIN, "polygons": asdict(POLYGONS)}
+        return {"sam_model": self.name, "mask_box_margin": BOX_MARGIN, "polygons": asdict(self.polygons)}
 
     def load_now(self) -> MaskModel:
         """Load in this thread (at start); raises MaskModelLoadError / ValueError with the reason."""
@@ -127,9 +129,10 @@ def masks_for(model: MaskModel, images, detections) -> list:
     return [clip_to_boxes(m, d.boxes, BOX_MARGIN) for m, d in zip(masks, detections)]
 
 
-def mask_regions(task_id, label_set: LabelSet, size: tuple[int, int], detections, masks, first: int) -> list[dict]:
+def mask_regions(task_id, label_set: LabelSet, size: tuple[int, int], detections, masks, first: int,
+                 polygons: PolygonConfig) -> list[dict]:
     """A mask label set's regions for one image: brush or polygon, one per detection with a mask left
-    (polygons: one per part), numbered from `first` for their ids."""
+    (polygons: one per kept part, `polygons`), numbered from `first` for their ids."""
     regions = []
     for k in range(len(detections)):
         mask = masks[k]
@@ -137,21 +140,23 @@ def mask_regions(task_id, label_set: LabelSet, size: tuple[int, int], detections
             continue
         label = label_set.classes[int(detections.labels[k])].label
         rid = region_id(task_id, label_set.from_name, label_set.to_name, first + len(regions))
-        regions.extend(_regions(label_set, rid, label, float(detections.scores[k]), size, mask))
+        regions.extend(_regions(label_set, rid, label, float(detections.scores[k]), size, mask, polygons))
     return regions
 
 
-def interactive_regions(label_set: LabelSet, label: str, score: float, size: tuple[int, int], mask) -> list[dict]:
+def interactive_regions(label_set: LabelSet, label: str, score: float, size: tuple[int, int], mask,
+                        polygons: PolygonConfig) -> list[dict]:
     """The answer to a smart-tool prompt: a fresh id each time, so that Label Studio adds the region
     beside earlier answers instead of replacing one."""
     if not bool(mask.any()):
         return []
-    return _regions(label_set, uuid.uuid4().hex[:10], label, score, size, mask)
+    return _regions(label_set, uuid.uuid4().hex[:10], label, score, size, mask, polygons)
 
 
-def _regions(label_set: LabelSet, rid: str, label: str, score: float, size, mask) -> list[dict]:
+def _regions(label_set: LabelSet, rid: str, label: str, score: float, size, mask,
+             polygons: PolygonConfig) -> list[dict]:
     common = dict(region_id=rid, from_name=label_set.from_name, to_name=label_set.to_name, label=label,
                   score=score, size=size, mask=mask)
     if label_set.kind == "brushlabels":
         return [brush_region(**common)]
-    return polygon_regions(**common, config=POLYGONS)
+    return polygon_regions(**common, config=polygons)

@@ -390,7 +390,8 @@ class Predictor:
             for i in members:
                 size, dets = works[i].images[label_set.to_name].size, detections[i]
                 if label_set.is_mask:
-                    regions[i].extend(mask_regions(works[i].task_id, label_set, size, dets, masks[i], len(regions[i])))
+                    regions[i].extend(mask_regions(works[i].task_id, label_set, size, dets, masks[i], len(regions[i]),
+                                                   self.masks.polygons))
                     continue
                 for k in range(len(dets)):
                     regions[i].append(
@@ -416,7 +417,8 @@ class Predictor:
                     mask, score = model.mask_for_prompt(image, points, labels, box)
                 if box is not None:
                     mask = clip_to_boxes(mask[None], torch.tensor([box]), BOX_MARGIN)[0]
-                regions[i].extend(interactive_regions(prompt.mask_set, prompt.label, score, image.size, mask))
+                regions[i].extend(interactive_regions(prompt.mask_set, prompt.label, score, image.size, mask,
+                                                      self.masks.polygons))
         return regions
 
     @staticmethod

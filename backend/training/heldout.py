@@ -89,3 +89,29 @@ def load_score(run_dir: Path) -> HeldoutScore | None:
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
             for r in per_class.to_dict("records")]
     return HeldoutScore(config.get("model", "?"), metrics, rows, int(config.get("num_images", 0)))
+
+
+def labelled_detections(detector, data: TrainingData, image_ids, threshold: float, nms_iou: float | None,
+                        cancel=None) -> list[dict]:
+    """The boxes the backend would show on the held-out images (labelling mode: each query's best class,
+    at ``threshold``, with the server's NMS) as COCO results: what a model's own thresholds are learned on.
+    Thresholding these at t keeps exactly what detecting at t keeps (suppression runs highest score first)."""
+    from .errors import TrainingCancelled
+
+    prompt = detector.prompt(data.class_phrases)
+    out: list[dict] = []
+    for image_id in sorted(int(i) for i in image_ids):
+        if cancel is not None and cancel.is_set():
+            raise TrainingCancelled("cancelled while scoring the fine-tuned model")
+        (dets,) = detector.detect([data.load_image(image_id)], prompt, threshold, nms_iou=nms_iou)
+        out.extend(to_coco(image_id, dets, data.dataset.category_ids))
+    return out
+
+
+def heldout_ground_truth(data: TrainingData, image_ids) -> dict:
+    """The COCO dataset restricted to the held-out images (category names are the labels)."""
+    ids = {int(i) for i in image_ids}
+    coco = data.dataset.data
+    return {"images": [im for im in coco["images"] if im["id"] in ids],
+            "annotations": [a for a in coco["annotations"] if a["image_id"] in ids],
+            "categories": list(coco["categories"])}

@@ -1,22 +1,28 @@
 """The backend's training job for one project: thresholds, then fine-tuning in a subprocess.
 
-    job = TrainingJob(project_id, snapshot_source, model_version, configured, fetch_image, config)
+    job = TrainingJob(project_id, snapshot_source, model_version, configured, fetch_image, config,
+                      served_model=..., served_thresholds=...)
     result = job.run(cancel_event, progress_callback)      # blocking: run it in a background thread
 
-1. Per-label thresholds from the tasks reviewed against ``model_version`` -> ``STATE_DIR/projects/<id>/thresholds.json``.
+1. Per-label thresholds of the *served* model from the tasks reviewed against ``model_version``.
 2. With at least ``min_annotated_tasks`` annotated tasks: the project is written as a COCO dataset
    (``STATE_DIR/projects/<id>/data``, images kept for the next job) and ``python -m backend.train`` fine-tunes
    the base model in a subprocess (its own memory and threads; the server keeps serving; cancelling
    terminates it) into ``STATE_DIR/projects/<id>/models/<name>``. Progress comes back through
    ``--progress-file``, the log goes to ``<model dir>/train.log``.
-3. When its held-out AP is not worse than the base model's, the model is recorded as the project's
-   (``model.json``); the caller then serves the project with it.
+3. The fine-tuned model's *own* thresholds, from its detections on the held-out images (labelling mode).
+4. It is adopted when its held-out AP is not worse than the base model's and, at its own thresholds, it
+   shows boxes on the held-out images (an adopted model never pre-labels nothing).
+
+Nothing is written to the served state until the end: a cancelled or failed job changes nothing, a
+finished one commits its thresholds and model at once (``ProjectStore.commit``).
 """
 from __future__ import annotations
 
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -27,12 +33,17 @@ from typing import Callable, Mapping
 from detection import resolve_device
 
 from .errors import NotEnoughAnnotations, TrainingCancelled, TrainingError
+from .numbers import metric_change
 from .project_data import FetchImage, export_project
 from .store import ProjectStore, TrainedModel
 from .tasks import ProjectSnapshot
-from .thresholds import LearnedThresholds, learn_thresholds
+from .thresholds import HELDOUT_FLOOR, LearnedThresholds, learn_heldout_thresholds, learn_thresholds
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Defaults when TRAIN_STEPS / TRAIN_IMAGE_SIZE are not set. 1,000 steps at the model's own 800 px took
+# about 2 h on a CPU (~7.5 s a step); 200 steps at 512 px take about 1/12 of that.
+GPU_DEFAULTS = (1000, None)
+CPU_DEFAULTS = (200, 512)
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,28 @@ class TrainingJobConfig:
     threads: int | None = None  # None: 1 on the CPU, where the server competes for the cores (threads.py)
     min_annotated_tasks: int = 20
     min_reviewed_boxes: int = 20
+    nms_iou: float | None = None  # the server's NMS_IOU: held-out boxes as the server shows them
+    device_defaults: tuple[str, ...] = ()  # which of steps / image_size are the device's defaults (plan text)
+
+    @classmethod
+    def for_device(cls, state_dir, base_model: str, device: str, steps: int | None = None,
+                   image_size: int | None = None, **kwargs) -> "TrainingJobConfig":
+        """Steps and image size as set, else the defaults of the device that trains (CPU_DEFAULTS on the CPU)."""
+        default_steps, default_size = CPU_DEFAULTS if _on_cpu(device) else GPU_DEFAULTS
+        chosen = tuple(name for name, value in (("steps", steps), ("image_size", image_size)) if value is None)
+        return cls(state_dir=Path(state_dir), base_model=base_model, device=device,
+                   steps=default_steps if steps is None else steps,
+                   image_size=default_size if image_size is None else image_size, device_defaults=chosen, **kwargs)
+
+    def plan(self) -> str:
+        """What fine-tuning will do and which settings make it shorter, for the job's message."""
+        on = "the CPU" if _on_cpu(self.device) else self.device
+        size = f"{self.image_size} px" if self.image_size else "the model's own image size"
+        defaults = {"steps": "TRAIN_STEPS", "image_size": "TRAIN_IMAGE_SIZE"}
+        named = " and ".join(defaults[d] for d in self.device_defaults)
+        source = f" (the defaults for {on}: set {named} to choose)" if named else ""
+        return (f"fine-tuning {self.steps:,} steps at {size} on {on}{source}; fewer TRAIN_STEPS or a smaller "
+                "TRAIN_IMAGE_SIZE make it shorter")
 
 
 @dataclass(frozen=True)
@@ -64,9 +97,11 @@ class JobProgress:
 @dataclass
 class TrainingResult:
     project: str
-    thresholds: LearnedThresholds
+    thresholds: LearnedThresholds  # the served model's, from its reviewed tasks
     model: TrainedModel | None = None  # the fine-tuned model, when fine-tuning ran
-    adopted: bool = False  # recorded as the project's model (held-out AP not worse)
+    model_thresholds: LearnedThresholds | None = None  # the fine-tuned model's own, from its held-out detections
+    adopted: bool = False  # recorded as the project's model
+    why_not: str = ""  # why a fine-tuned model was not adopted
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -77,24 +112,42 @@ class TrainingResult:
         learned = self.thresholds.learned_labels
         lines = [f"thresholds learned for {len(learned)} of {len(self.thresholds.labels)} labels"
                  + (f" ({', '.join(learned)})" if learned else "")]
+        lines += self.thresholds.warnings()
         if self.model:
-            m = self.model
-            ap = ("no held-out tasks to compare" if m.ap_before is None else
-                  f"held-out AP {100 * m.ap_before:.1f} -> {100 * m.ap_after:.1f}")
-            lines.append(f"fine-tuned model {m.name}: {ap}; "
-                         + ("now serving the project" if self.adopted else "not adopted (worse than the current model)"))
+            verdict = ("now serving the project" if self.adopted else f"not adopted ({self.why_not})")
+            lines.append(f"fine-tuned model {self.model.name}: {heldout_comparison(self.model)}; {verdict}")
+            if self.model_thresholds is not None:
+                own = self.model_thresholds.learned_labels
+                lines.append(f"its own thresholds, from {self.model_thresholds.reviewed_tasks} held-out images: "
+                             f"learned for {len(own)} of {len(self.model_thresholds.labels)} labels"
+                             + (f" ({', '.join(own)})" if own else ""))
+                lines += self.model_thresholds.warnings()
         return "; ".join(lines + self.notes)
+
+
+def heldout_comparison(model: TrainedModel) -> str:
+    """``"held-out AP 0.014 -> 0.000, AP50 0.10 -> 0.00"``: enough digits to carry the comparison."""
+    if model.ap_before is None or model.ap_after is None:
+        return "no held-out tasks to compare"
+    text = "held-out " + metric_change("AP", model.ap_before, model.ap_after)
+    if model.ap50_before is not None and model.ap50_after is not None:
+        text += ", " + metric_change("AP50", model.ap50_before, model.ap50_after)
+    return text
 
 
 class TrainingJob:
     def __init__(self, project_id, snapshot_source: Callable[[], ProjectSnapshot], model_version: str,
-                 configured_thresholds: Mapping[str, float], fetch_image: FetchImage, config: TrainingJobConfig):
+                 configured_thresholds: Mapping[str, float], fetch_image: FetchImage, config: TrainingJobConfig,
+                 served_model: str | None = None, served_thresholds: Mapping[str, float] | None = None):
         """``snapshot_source`` reads the project (``lambda: fetch_project(client, id)``); ``model_version`` is
-        the version the project is served with now and ``configured_thresholds`` the per-label thresholds
-        its predictions were made with; ``fetch_image(url, task_id) -> bytes`` reads a task's image."""
+        the version the project is served with now, by ``served_model`` (default: the base model) with its
+        learned ``served_thresholds``; ``configured_thresholds`` are the label config's (control or
+        BOX_THRESHOLD); ``fetch_image(url, task_id) -> bytes`` reads a task's image."""
         self.project = str(project_id)
         self.snapshot_source, self.model_version = snapshot_source, model_version
         self.configured = dict(configured_thresholds)
+        self.served_model = served_model or config.base_model
+        self.served_thresholds = dict(served_thresholds or {})
         self.fetch_image, self.config = fetch_image, config
         self.store = ProjectStore(config.state_dir)
 
@@ -109,8 +162,7 @@ class TrainingJob:
         self._check(cancel)
         report(JobProgress("learning thresholds"))
         thresholds = learn_thresholds(snapshot.tasks, self.project, self.model_version, self.configured,
-                                      c.min_reviewed_boxes)
-        self.store.save_thresholds(thresholds)
+                                      c.min_reviewed_boxes, model=self.served_model, earlier=self.served_thresholds)
         result = TrainingResult(self.project, thresholds)
 
         annotated = len(snapshot.annotated_tasks())
@@ -119,7 +171,7 @@ class TrainingJob:
             if not thresholds.learned_labels:
                 raise NotEnoughAnnotations(message)
             result.notes.append(message)
-            return result
+            return self._commit(result, cancel, report)
 
         self._check(cancel)
         report(JobProgress("fetching images", message=f"{annotated} annotated tasks"))
@@ -132,15 +184,58 @@ class TrainingJob:
 
         name = "ft-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
         model_dir = self.store.models_dir(self.project) / name
-        self._fine_tune(export.ann, export.images, model_dir, export.describe(), cancel, report)
-        result.model = self._record(model_dir)
-        result.adopted = result.model.not_worse
-        if result.adopted:
-            self.store.save_model(self.project, result.model)
-        report(JobProgress("done", c.steps, c.steps, message=result.summary()))
+        try:
+            report(JobProgress("fine-tuning", 0, c.steps, message=c.plan()))
+            self._fine_tune(export.ann, export.images, model_dir, export.describe(), cancel, report)
+            result.model = self._record(model_dir)
+            self._check(cancel)
+            report(JobProgress("learning thresholds for the fine-tuned model", c.steps, c.steps))
+            result.model_thresholds = self._own_thresholds(model_dir, export.ann, export.images, cancel)
+            result.adopted, result.why_not = self._adopt(result.model, result.model_thresholds)
+            self._commit(result, cancel, report)
+        except TrainingCancelled:
+            shutil.rmtree(model_dir, ignore_errors=True)  # never served: an unfinished run is only disk space
+            raise
         return result
 
     # ----- pieces -----------------------------------------------------------------------------
+
+    def _commit(self, result: TrainingResult, cancel: threading.Event,
+                report: Callable[[JobProgress], None]) -> TrainingResult:
+        """The one point where the job changes what serves the project (nothing before it, nothing on cancel)."""
+        self._check(cancel)
+        own = [result.model_thresholds] if result.model_thresholds is not None else []
+        self.store.commit(self.project, [result.thresholds, *own], result.model if result.adopted else None)
+        report(JobProgress("done", self.config.steps, self.config.steps, message=result.summary()))
+        return result
+
+    def _adopt(self, model: TrainedModel, own: LearnedThresholds | None) -> tuple[bool, str]:
+        if not model.not_worse:
+            return False, ("no held-out tasks to compare it with the base model" if model.ap_before is None
+                           else "its held-out AP is lower than the base model's")
+        if own is None or not any(t.tp + t.fp > 0 for t in own.labels.values()):
+            return False, "at its own thresholds it shows no box on the held-out images"
+        return True, ""
+
+    def _own_thresholds(self, model_dir: Path, ann: Path, images: Path,
+                        cancel: threading.Event) -> LearnedThresholds | None:
+        """The fine-tuned model's thresholds, learned on its own boxes on the held-out images."""
+        from detection import Detector, DetectorConfig
+
+        from .data import load_training_data
+        from .heldout import heldout_ground_truth, labelled_detections
+
+        heldout = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))["heldout_image_ids"]
+        if not heldout:
+            return None
+        data = load_training_data(ann, images)
+        detector = Detector.load(DetectorConfig(model=str(model_dir), device=self.config.device))
+        try:
+            dets = labelled_detections(detector, data, heldout, HELDOUT_FLOOR, self.config.nms_iou, cancel)
+        finally:
+            del detector
+        return learn_heldout_thresholds(heldout_ground_truth(data, heldout), dets, self.project, str(model_dir),
+                                        self.configured, self.config.min_reviewed_boxes)
 
     def _too_few(self, annotated: int, thresholds: LearnedThresholds, extra: str = "") -> str:
         boxes = ", ".join(f"{label} {t.reviewed_boxes}" for label, t in sorted(thresholds.labels.items()))

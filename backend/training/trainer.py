@@ -95,8 +95,10 @@ class TrainingOutcome:
             return f"fine-tuned {self.steps} steps on {self.train_images} images; no held-out images to score"
         b, a = self.before, self.after
         verdict = "not worse" if self.not_worse else "WORSE"
-        return (f"held-out AP on {self.heldout_images} images: {100 * b.ap:.1f} -> {100 * a.ap:.1f} "
-                f"(AP50 {100 * b.ap50:.1f} -> {100 * a.ap50:.1f}); the fine-tuned model is {verdict} than the base")
+        from .numbers import metric_change
+
+        return (f"held-out on {self.heldout_images} images: {metric_change('AP', b.ap, a.ap)} "
+                f"({metric_change('AP50', b.ap50, a.ap50)}); the fine-tuned model is {verdict} than the base")
 
 
 def training_size(image_processor, shortest_edge: int | None) -> dict:

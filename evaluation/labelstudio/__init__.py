@@ -1,7 +1,8 @@
 """Score a Label Studio JSON export: the backend's pre-labels against the annotators' final regions
 (rectangles by box IoU; brush masks and polygons by mask IoU).
 
-`python -m evaluation.labelstudio EXPORT.json [--iou 0.5] [--threshold T] [--out RUN_DIR]`
+`python -m evaluation.labelstudio EXPORT.json [--label-studio-url URL --api-key KEY] [--model-version V]
+[--iou 0.5] [--threshold T] [--out RUN_DIR]`
 """
 from .export import Region, Task, load_export, match_regions, prelabel_treatment
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,10 @@ from runtime.errors import InputError
 from runtime.files import atomic_write
 
 from .coco import coco_files
-from .export import TREATMENTS, Task, is_mask_export, load_export, prelabel_treatment
+from .export import TREATMENTS, Task, is_mask_export, prelabel_treatment, tasks_from_dicts
+from .fetch import LabelStudioAccess, resolve_predictions
+from .formats import read_export, require_annotated
+from .versions import choose_version, keep_version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,8 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "final regions: AP/AP50 per label (pycocotools), precision/recall/F1 of the stored pre-labels, "
                     "and counts of pre-labels kept, moved/resized, relabelled, deleted and regions added. "
                     "Rectangles are scored by box IoU; an export with brush or polygon regions by mask IoU "
-                    "(mask AP, with box AP of the regions' bounding boxes beside it).")
-    p.add_argument("export", metavar="EXPORT.json", help="Label Studio export in JSON format (Export -> JSON)")
+                    "(mask AP, with box AP of the regions' bounding boxes beside it). One model version is "
+                    "scored, on the annotated tasks it predicted.")
+    p.add_argument("export", metavar="EXPORT.json",
+                   help="Label Studio export: JSON (Export -> JSON; its prediction ids are fetched with "
+                        "--label-studio-url/--api-key), a snapshot with full predictions, or JSON_MIN (needs "
+                        "--label-studio-url/--api-key)")
+    p.add_argument("--label-studio-url", metavar="URL",
+                   help="Label Studio's address, to fetch the predictions an export names by id "
+                        "(default: LABEL_STUDIO_URL)")
+    p.add_argument("--api-key", metavar="KEY",
+                   help="Label Studio access token for that (default: LABEL_STUDIO_API_KEY)")
+    p.add_argument("--model-version", metavar="VERSION",
+                   help="the model_version to score (default: the one predicting the most annotated tasks; "
+                        "ties: the newest)")
     p.add_argument("--iou", type=float, default=0.5,
                    help="IoU for a pre-label to match a final region (precision/recall and treatment; default 0.5)")
     p.add_argument("--threshold", type=float, default=None,
@@ -77,8 +93,10 @@ def treatment_table(tasks: list[Task], iou: float) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return run(args, list(sys.argv[1:] if argv is None else argv))
+        # the command is recorded in metrics.json: without the key
+        return run(args, [a.replace(args.api_key, "***") if args.api_key else a for a in argv])
     except InputError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
@@ -88,11 +106,20 @@ def run(args, argv) -> int:
     if not 0 < args.iou <= 1:
         raise InputError(f"--iou must be in (0, 1], got {args.iou}")
     export = Path(args.export).expanduser().resolve()
-    tasks = load_export(export)
-    iou_type = "segm" if is_mask_export(tasks) else "bbox"
     t0 = time.perf_counter()
+    access = LabelStudioAccess.from_options(args.label_studio_url, args.api_key, os.environ)
+    exported = read_export(export)
+    require_annotated(exported.tasks, str(export))
+    resolved = resolve_predictions(exported, access)
+    choice = choose_version(resolved.tasks, args.model_version)
+    all_tasks = tasks_from_dicts(keep_version(resolved.tasks, choice), str(export))
+    tasks = [t for t in all_tasks if t.annotation is not None and t.id in choice.task_ids]  # the scored tasks
+    iou_type = "segm" if is_mask_export(tasks) else "bbox"
     out = Path(args.out or f"runs/labelstudio-{export.stem}-{datetime.date.today():%Y%m%d}").resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the run directory {out} ({exc.strerror or exc}): choose another --out")
     gt, dets = coco_files(tasks)
     ann_path = out / "ground_truth.json"
     atomic_write(ann_path, json.dumps(gt))
@@ -122,9 +149,12 @@ def run(args, argv) -> int:
         "region_kinds": sorted({r.kind for t in tasks if t.annotation is not None for r in t.regions}),
         "threshold": threshold,
         "threshold_source": "--threshold" if args.threshold is not None else "lowest stored pre-label score",
-        "model": ", ".join(sorted({t.model_version for t in tasks if t.model_version})) or None,
-        "model_versions": sorted({t.model_version for t in tasks if t.model_version}),
-        "num_tasks": len(tasks), "num_images": len(ids), "image_ids": ids,
+        "export_format": exported.format, "predictions_from": resolved.source,
+        "model": choice.version or None, "model_version_choice": choice.reason,
+        "model_versions": sorted(choice.versions), "annotated_tasks_per_version": choice.versions,
+        "unpredicted_tasks": list(choice.unpredicted),
+        "num_tasks": len(all_tasks), "num_annotated_tasks": sum(t.annotation is not None for t in all_tasks),
+        "num_images": len(ids), "image_ids": ids,
         "pixel_sizes": all(t.width != 100.0 or t.height != 100.0 for t in tasks if t.annotation is not None),
         "rotated_boxes": sum(b.rotation != 0 for t in tasks for b in (t.annotation or []) + t.prediction),
         "versions": library_versions(), "command": argv,
@@ -135,7 +165,9 @@ def run(args, argv) -> int:
     metrics["prelabels"] = prelabels
     metrics["config"] = config
     atomic_write(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
-    print(f"Label Studio export {export}: {len(ids)} annotated tasks of {len(tasks)}, model {config['model']}")
+    print(f"Label Studio {exported.format} export {export}: {len(ids)} of its {len(all_tasks)} tasks scored "
+          f"({config['num_annotated_tasks']} annotated); predictions: {resolved.source}")
+    print(f"scored: {choice.summary()}")
     print(text.rstrip())
     f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     if "segm" in metrics:

@@ -1,4 +1,7 @@
-"""Read a Label Studio JSON export (tasks with predictions and annotations) and compare the two.
+"""Label Studio tasks (annotations and predictions) as regions, and the comparison of the two.
+
+Which file is which export, and its tasks in the JSON export's shape: formats.py; predictions the export
+names by id: fetch.py; the one model version scored: versions.py.
 
 Regions are rectangles in percent of the image (`value.x/y/width/height`, `rectanglelabels`), brush masks
 (`value.rle` in Label Studio's RLE, `brushlabels`) or polygons (`value.points` in percent,
@@ -13,7 +16,6 @@ threshold), for annotations drawn anew.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from evaluation.matching import greedy_match
 from labelstudio.regions import rle_to_mask
 from labelstudio.regions.geometry import rectangle_box, rectangle_corners
 from runtime.errors import InputError
+
+from .formats import final_annotation, read_export, require_annotated
 
 GEOMETRY_TOL = 1e-3  # percent of the image: below this a region counts as untouched
 TREATMENTS = ("kept", "moved_resized", "relabelled", "deleted", "added")
@@ -83,6 +87,8 @@ class Task:
 
 
 def _regions(result, task_id, default_score=None) -> tuple[list[Region], tuple[float, float] | None]:
+    """Rectangle, brush and polygon regions of an annotation's or prediction's result; other results
+    (choices, text, keypoints, ...) are not regions this evaluation scores."""
     regions, size = [], None
     for item in result or []:
         value = item.get("value") if isinstance(item, dict) else None
@@ -92,22 +98,31 @@ def _regions(result, task_id, default_score=None) -> tuple[list[Region], tuple[f
         labels = value.get(kind) if kind else None
         if not labels:
             continue
-        if item.get("original_width") and item.get("original_height"):
-            size = (float(item["original_width"]), float(item["original_height"]))
-        score = item.get("score", default_score)
-        score = None if score is None else float(score)
-        if kind == "rectanglelabels":
-            if not all(k in value for k in ("x", "y", "width", "height")):
+        rid = item.get("id")
+        if isinstance(labels, str):
+            labels = [labels]
+        if not isinstance(labels, list):
+            raise InputError(f"task {task_id}: region {rid!r} has {kind} {labels!r}, not a list of labels")
+        try:
+            if item.get("original_width") and item.get("original_height"):
+                size = (float(item["original_width"]), float(item["original_height"]))
+            score = item.get("score", default_score)
+            score = None if score is None else float(score)
+            if kind == "rectanglelabels":
+                if not all(k in value for k in ("x", "y", "width", "height")):
+                    raise InputError(f"task {task_id}: rectangle {rid!r} lacks value.x/y/width/height")
+                regions.append(Region(rid, str(labels[0]), float(value["x"]), float(value["y"]),
+                                      float(value["width"]), float(value["height"]), score,
+                                      float(value.get("rotation") or 0.0)))
                 continue
-            regions.append(Region(item.get("id"), str(labels[0]), float(value["x"]), float(value["y"]),
-                                  float(value["width"]), float(value["height"]), score,
-                                  float(value.get("rotation") or 0.0)))
-            continue
+        except (TypeError, ValueError):
+            raise InputError(f"task {task_id}: region {rid!r} has a size, score or position that is not a number "
+                             "(original_width/height, score, value.x/y/width/height/rotation)") from None
         if not (item.get("original_width") and item.get("original_height")):
-            raise InputError(f"task {task_id}: {kind} region {item.get('id')!r} has no original_width/original_height, "
+            raise InputError(f"task {task_id}: {kind} region {rid!r} has no original_width/original_height, "
                              "so its mask cannot be placed in pixels; export the project again from Label Studio")
-        shape = _mask_shape(kind, value, task_id, item.get("id"))
-        regions.append(Region(item.get("id"), str(labels[0]), 0.0, 0.0, 0.0, 0.0, score, kind=kind, shape=shape))
+        shape = _mask_shape(kind, value, task_id, rid)
+        regions.append(Region(rid, str(labels[0]), 0.0, 0.0, 0.0, 0.0, score, kind=kind, shape=shape))
     return regions, size
 
 
@@ -117,7 +132,11 @@ def _mask_shape(kind: str, value: dict, task_id, region_id) -> tuple:
         if value.get("format", "rle") != "rle" or not isinstance(rle, list):
             raise InputError(f"task {task_id}: brush region {region_id!r} is not in Label Studio's RLE format "
                              "(value.format 'rle' with a value.rle list)")
-        return tuple(int(v) for v in rle)
+        try:
+            return tuple(int(v) for v in rle)
+        except (TypeError, ValueError):
+            raise InputError(f"task {task_id}: brush region {region_id!r} has a value.rle that is not a list of "
+                             "whole numbers") from None
     points = value.get("points")
     try:
         flat = tuple(float(v) for point in points for v in point)
@@ -156,32 +175,23 @@ def _rectangle_corners(region: Region, width: int, height: int) -> np.ndarray:
     return rectangle_corners(region.x, region.y, region.w, region.h, region.rotation, width, height)
 
 
-def _final_annotation(task: dict):
-    anns = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-    if not anns:
-        return None
-    return max(enumerate(anns), key=lambda p: (str(p[1].get("updated_at") or ""), p[0]))[1]
-
-
 def load_export(path: Path) -> list[Task]:
-    """The export's tasks; with any brush or polygon region among the annotated tasks, every region of
-    them carries its mask (`Region.rle`)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"export file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
-        raise InputError(f"{path} is not a Label Studio JSON export (expected a list of tasks)")
+    """The tasks of a Label Studio JSON export whose annotated tasks hold their predictions as objects (a
+    snapshot with full predictions; the CLI also fetches those of the Export button's JSON: fetch.py)."""
+    from .fetch import require_prediction_objects
+
+    return tasks_from_dicts(require_prediction_objects(read_export(path)).tasks, str(path))
+
+
+def tasks_from_dicts(raw: list[dict], source: str) -> list[Task]:
+    """Tasks in the JSON export's shape (formats.read_export) -> Tasks; with any brush or polygon region
+    among the annotated tasks, every region of them carries its mask (`Region.rle`). A task with several
+    predictions is compared with the one its final annotation started from, else the last."""
     tasks = []
-    for n, t in enumerate(data):
-        try:
-            task_id = int(t.get("id", n + 1))
-        except (TypeError, ValueError):
-            task_id = n + 1
-        ann = _final_annotation(t)
-        preds = t.get("predictions") or []
+    for t in raw:
+        task_id = t["id"]
+        ann = final_annotation(t)
+        preds = [p for p in t.get("predictions") or [] if isinstance(p, dict)]  # ids: of unannotated tasks only
         parent = ann.get("parent_prediction") if ann else None
         pred = next((p for p in preds if parent is not None and p.get("id") == parent), preds[-1] if preds else None)
         ann_regions, size_a = _regions(ann.get("result"), task_id) if ann else (None, None)
@@ -190,9 +200,8 @@ def load_export(path: Path) -> list[Task]:
         image = next(iter((t.get("data") or {}).values()), "") if isinstance(t.get("data"), dict) else ""
         tasks.append(Task(task_id, str(image), width, height, ann_regions, pred_regions,
                           pred.get("model_version") if pred else None))
+    require_annotated(raw, source)
     annotated = [t for t in tasks if t.annotation is not None]
-    if not annotated:
-        raise InputError(f"{path} has no annotated tasks: nothing to score the predictions against")
     if is_mask_export(tasks):
         for t in annotated:
             with_masks(t)

@@ -1,4 +1,9 @@
-"""Mask -> Label Studio polygon regions: one per connected part, holes filled, specks dropped, simplified.
+"""Mask -> Label Studio polygon regions: one per part that matters, holes filled, simplified.
+
+A mask is cut into connected parts; the largest is always kept (a non-empty mask never gives nothing),
+further ones only while they are few (`max_parts`) and not specks (`min_area`, `min_part_fraction`).
+A fragmented mask (a weak model's or a textured object's) would otherwise hand a reviewer hundreds of
+slivers for one box.
 
 OpenCV (its headless build, already installed with label-studio-sdk) finds the parts
 (`connectedComponentsWithStats`), their outer contours (`findContours`, which leaves holes out) and
@@ -18,8 +23,11 @@ _BBOX_STATS = (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT
 
 @dataclass(frozen=True)
 class PolygonConfig:
-    # A part is a speck, and dropped, below `min_area` pixels or below `min_part_fraction` of the mask's
-    # largest part (SAM's masks often carry a few stray pixels beside the object).
+    # Parts kept per mask, largest first (POLYGON_MAX_PARTS). The largest part is always kept; a further
+    # part only under this cap and when it is no speck: at least `min_area` pixels and `min_part_fraction`
+    # of the whole mask's pixels (POLYGON_MIN_PART_FRACTION; SAM's masks often carry stray pixels beside
+    # the object, and a weak model's masks fall into hundreds of fragments).
+    max_parts: int = 3
     min_area: int = 25
     min_part_fraction: float = 0.05
     # Simplification: vertices may deviate from the traced outline by `tolerance` x sqrt(part area) pixels
@@ -31,38 +39,41 @@ class PolygonConfig:
     max_points: int = 100
 
     def __post_init__(self):
-        if self.min_area < 1 or not 0 <= self.min_part_fraction <= 1:
-            raise ValueError("min_area must be at least 1 and min_part_fraction within 0..1")
+        if self.max_parts < 1 or self.min_area < 1 or not 0 <= self.min_part_fraction <= 1:
+            raise ValueError("max_parts and min_area must be at least 1 and min_part_fraction within 0..1")
         if self.tolerance < 0 or self.min_tolerance_px <= 0 or self.max_points < 3:
             raise ValueError("tolerance must be >= 0, min_tolerance_px > 0 and max_points at least 3")
 
 
 def mask_to_polygons(mask: np.ndarray, config: PolygonConfig = PolygonConfig()) -> list[np.ndarray]:
     """Polygons (K, 2) of x, y in continuous pixel coordinates (pixel (i, j) covers [j, j+1] x [i, i+1]),
-    one per kept part, largest part first; each lies inside the image."""
+    one per kept part (`kept_parts`), largest part first; each lies inside the image. Empty only for an
+    empty mask."""
     array = np.ascontiguousarray(np.asarray(mask, dtype=bool), dtype=np.uint8)
     height, width = array.shape
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(array, connectivity=8)
-    if count <= 1:
-        return []
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    threshold = max(config.min_area, config.min_part_fraction * float(areas.max()))
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(array, connectivity=8)
     polygons = []
-    for k in np.argsort(-areas, kind="stable") + 1:
-        area = int(stats[k, cv2.CC_STAT_AREA])
-        if area < threshold:
-            break
+    for k in kept_parts(stats[1:, cv2.CC_STAT_AREA], config) + 1:
         x, y, w, h = (int(stats[k, c]) for c in _BBOX_STATS)
         part = (labels[y : y + h, x : x + w] == k).astype(np.uint8)
-        outline = _outline(part, area, config)
-        if outline is None:
-            continue
-        # Outline vertices are boundary pixel centres; half a pixel outwards is the pixel edge.
-        polygon = _offset_outwards(outline + (x + 0.5, y + 0.5), 0.5)
+        polygon = _outline(part, int(stats[k, cv2.CC_STAT_AREA]), config) + (x, y)
         polygon[:, 0] = polygon[:, 0].clip(0, width)
         polygon[:, 1] = polygon[:, 1].clip(0, height)
         polygons.append(polygon)
     return polygons
+
+
+def kept_parts(areas: np.ndarray, config: PolygonConfig) -> np.ndarray:
+    """Indices into `areas` (pixels per connected part) of the parts that become polygons, largest first:
+    the largest always, then up to `max_parts` - 1 more of at least `min_area` pixels and
+    `min_part_fraction` of all the parts' pixels together."""
+    areas = np.asarray(areas, dtype=np.int64)
+    if areas.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(-areas, kind="stable")
+    floor = max(config.min_area, config.min_part_fraction * float(areas.sum()))
+    further = order[1:][areas[order[1:]] >= floor][: config.max_parts - 1]
+    return np.concatenate([order[:1], further])
 
 
 def polygon_regions(
@@ -77,8 +88,8 @@ def polygon_regions(
     config: PolygonConfig = PolygonConfig(),
 ) -> list[dict]:
     """`polygonlabels` results for a (H, W) mask of the image of (width, height) `size` as displayed: the
-    largest part gets `region_id`, further parts `region_id-1`, `region_id-2`, ... An empty list when
-    nothing but specks is left."""
+    largest part gets `region_id`, further parts `region_id-1`, `region_id-2`, ... An empty list only
+    for an empty mask."""
     width, height = size
     regions = []
     for n, polygon in enumerate(mask_to_polygons(as_mask(mask, size), config)):
@@ -89,20 +100,28 @@ def polygon_regions(
     return regions
 
 
-def _outline(part: np.ndarray, area: int, config: PolygonConfig) -> np.ndarray | None:
-    """The simplified outer contour of one part as (K, 2) pixel indices, or None under 3 vertices."""
+def _outline(part: np.ndarray, area: int, config: PolygonConfig) -> np.ndarray:
+    """The simplified outer contour of one part (a (h, w) crop) as (K, 2) continuous coordinates in the
+    crop: traced through the boundary pixels' centres, then half a pixel outwards onto their edges."""
     contours, _ = cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        return None
     contour = max(contours, key=len)
     epsilon = max(config.min_tolerance_px, config.tolerance * float(np.sqrt(area)))
     simplified = cv2.approxPolyDP(contour, epsilon, True)
     while len(simplified) > config.max_points:
         epsilon *= 2
         simplified = cv2.approxPolyDP(contour, epsilon, True)
-    if len(simplified) < 3:  # a one-pixel-wide line: no area to outline
-        return None
-    return simplified[:, 0, :].astype(np.float64)
+    if len(simplified) < 3:  # a pixel or a line one pixel wide: its centres enclose no area
+        return _thin_outline(part)
+    return _offset_outwards(simplified[:, 0, :].astype(np.float64) + 0.5, 0.5)
+
+
+def _thin_outline(part: np.ndarray) -> np.ndarray:
+    """A thin part (a pixel, a line) as the smallest rotated rectangle around its pixel centres, grown by
+    half a pixel on every side: for a line along x or y exactly its pixels, for a diagonal one a strip one
+    pixel wide that holds its pixels' centres and no neighbour's."""
+    ys, xs = np.nonzero(part)
+    (cx, cy), (w, h), angle = cv2.minAreaRect(np.stack([xs, ys], axis=1).astype(np.float32) + 0.5)
+    return cv2.boxPoints(((cx, cy), (w + 1.0, h + 1.0), angle)).astype(np.float64)
 
 
 def _offset_outwards(polygon: np.ndarray, distance: float) -> np.ndarray:

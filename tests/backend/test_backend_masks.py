@@ -8,13 +8,14 @@ from io import BytesIO
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from detection import Detections
 from detection.masks import BOX_MARGIN, MaskModel, MaskModelConfig, MaskModelLoadError, clip_to_boxes
 from labelstudio.label_config import LabelConfigError
 from backend.serving.mask_stage import FALLBACK_SAM_MODEL, MaskModelHolder, sam_model_name
 from backend.serving.predictor import Predictor
-from labelstudio.regions import rle_to_mask
+from labelstudio.regions import PolygonConfig, rle_to_mask
 from tests.backend.backend_helpers import jpeg_bytes
 from tests.sam_factory import has_torchvision
 
@@ -108,6 +109,46 @@ def test_mixed_config_one_detector_pass_and_every_control_its_regions(make_predi
     detector.calls.clear()
     predictor.predict_tasks([{"id": 3, "data": local("a.jpg")}], other)
     assert detector.calls == [1, 1]
+
+
+def expected_parts(mask, max_parts, fraction, min_area=25) -> int:
+    """Polygons a mask should give, counted with scipy (8-connected parts): the largest part, then up to
+    max_parts - 1 more of at least min_area pixels and `fraction` of the mask."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    further = sorted(np.bincount(labels.ravel())[1:], reverse=True)[1:]
+    floor = max(min_area, fraction * mask.sum())
+    return min(count, 1 + sum(1 for area in further if area >= floor), max_parts)
+
+
+@pytest.mark.slow
+def test_every_masked_detection_gets_its_polygon_parts_and_brushes_keep_every_pixel(make_predictor, tiny_detector,
+                                                                                    tiny_sam, media_root):
+    image = Image.open(media_root / "a.jpg").convert("RGB")
+    dets, masks = reference_masks(tiny_detector, tiny_sam, image)
+    kept = sorted((k for k in range(len(dets)) if masks[k].any()), key=lambda k: -float(dets.scores[k]))
+    # The random SAM's masks are fragmented, all parts under 25 px (up to 7 parts of 1-36 px here): a rule
+    # that dropped parts under 25 px even when largest would leave detections without a polygon.
+    assert max(ndimage.label(masks[k], structure=np.ones((3, 3)))[1] for k in kept) > 1
+    assert min(masks[k].sum() for k in kept) < 25
+    (item,) = make_predictor().predict_tasks([{"id": 3, "data": local("a.jpg")}], MIXED)
+    polygons, brushes = by_type(item, "polygonlabels"), sorted(by_type(item, "brushlabels"), key=lambda r: -r["score"])
+    assert len(polygons) == sum(expected_parts(masks[k], 3, 0.05) for k in kept)
+    assert len({r["id"].split("-")[0] for r in polygons}) == len(kept)  # every detection with a mask: a polygon
+    assert len(brushes) == len(kept)  # a brush is the whole mask, specks and all
+    assert all(np.array_equal(rle_to_mask(r["value"]["rle"], 64, 48), masks[k]) for r, k in zip(brushes, kept))
+
+
+def test_polygon_settings_reach_the_regions_and_the_model_version(tiny_detector, tiny_sam, make_settings):
+    holder = MaskModelHolder(make_settings(POLYGON_MAX_PARTS=1, POLYGON_MIN_PART_FRACTION=0.2), loader=None)
+    assert holder.polygons == PolygonConfig(max_parts=1, min_part_fraction=0.2)
+    assert MaskModelHolder(make_settings(), loader=None).polygons == PolygonConfig(max_parts=3, min_part_fraction=0.05)
+
+    def version(**env):
+        settings = make_settings(**env)
+        return Predictor(tiny_detector, settings, masks=MaskModelHolder.of(tiny_sam, settings)).model_version(MIXED)
+
+    assert version(POLYGON_MAX_PARTS=1) != version() == version(POLYGON_MAX_PARTS=3)
+    assert version(POLYGON_MIN_PART_FRACTION=0.2) != version()
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ def test_defaults():
         "IDEA-Research/grounding-dino-tiny", "auto", "fp32", 0.35, None)
     assert s.max_download_bytes == 50 * 1024 * 1024
     assert (s.label_studio_url, s.label_studio_api_key, s.allowed_media_hosts, s.auth_enabled) == (None, None, (), False)
+    assert (s.polygon_max_parts, s.polygon_min_part_fraction) == (3, 0.05)
 
 
 def test_values_and_aliases(tmp_path):
@@ -27,7 +28,9 @@ def test_values_and_aliases(tmp_path):
         "BATCH_SIZE": "8", "LABEL_STUDIO_HOST": "http://ls:8080/", "LABEL_STUDIO_ACCESS_TOKEN": "abc",
         "LOCAL_FILES_DOCUMENT_ROOT": str(tmp_path), "ALLOWED_MEDIA_HOSTS": "Minio:9000, 10.0.0.0/8,",
         "BASIC_AUTH_USER": "u", "BASIC_AUTH_PASS": "p", "LOG_LEVEL": "debug", "MAX_DOWNLOAD_BYTES": "1_000",
+        "POLYGON_MAX_PARTS": "1", "POLYGON_MIN_PART_FRACTION": "0",
     })
+    assert (s.polygon_max_parts, s.polygon_min_part_fraction) == (1, 0.0)
     assert (s.model, s.device, s.dtype, s.box_threshold, s.batch_size) == ("/models/gd", "cuda:1", "bf16", 0.25, 8)
     assert (s.label_studio_url, s.label_studio_api_key) == ("http://ls:8080", "abc")
     assert s.local_files_document_root == str(tmp_path)
@@ -57,6 +60,8 @@ def test_values_and_aliases(tmp_path):
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"MAX_DOWNLOAD_BYTES": "-1"}, "MAX_DOWNLOAD_BYTES"),
         ({"DOWNLOAD_TIMEOUT": "0"}, "DOWNLOAD_TIMEOUT"),
+        ({"POLYGON_MAX_PARTS": "0"}, "POLYGON_MAX_PARTS"),
+        ({"POLYGON_MIN_PART_FRACTION": "25"}, "POLYGON_MIN_PART_FRACTION"),  # a fraction of the mask, not pixels
     ],
 )
 def test_bad_values_name_the_variable(env, name):

@@ -93,6 +93,22 @@ def test_setup_reports_skipped_labels_and_a_refused_key_on_the_status_page(make_
     assert setup.json()["model_version"] == client.post("/setup", json={"schema": only_cat}).json()["model_version"]
 
 
+def test_setup_with_a_legacy_token_warns_on_the_status_page_and_in_the_log(make_client, http_server, caplog):
+    user = b'{"id": 1, "email": "ann@example.com"}'
+    http_server.routes["/api/current-user/whoami"] = lambda req: (
+        (200, {"Content-Type": "application/json"}, user) if req["headers"].get("Authorization") == "Token legacy-key"
+        else (401, {"Content-Type": "application/json"}, b'{"detail": "Invalid token."}'))
+    client = make_client(LABEL_STUDIO_URL=http_server.url, LABEL_STUDIO_API_KEY="legacy-key")
+    config = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+              '<Label value="Cat"/></RectangleLabels></View>')
+    with caplog.at_level("WARNING", logger="backend"):
+        assert client.post("/setup", json={"project": "6.1", "schema": config}).status_code == 200
+    check = client.get("/status").json()["projects"][0]["label_studio"]["check"]
+    assert (check["ok"], check["status"]) == (True, "legacy")
+    assert check["message"].startswith("Set LABEL_STUDIO_API_KEY to a personal access token")
+    assert "project 6: Label Studio access: Set LABEL_STUDIO_API_KEY to a personal access token" in caplog.text
+
+
 def test_a_config_with_nothing_usable_is_refused_with_every_reason_logged(make_client, caplog):
     client = make_client()
     config = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'

@@ -112,6 +112,22 @@ def test_banner_lists_model_warnings_and_failed_key_checks_only():
     assert parse(healthy).xpath('//div[@class="warnings"]') == []
 
 
+def test_a_legacy_token_is_a_warning_with_the_fix_first():
+    message = ("Set LABEL_STUDIO_API_KEY to a personal access token (Label Studio → Account & Settings → Personal "
+               "Access Token): Label Studio at http://label-studio:8080 accepts LABEL_STUDIO_API_KEY (user "
+               "ann@example.com), but it is a legacy token, refused as soon as Legacy Tokens are off for the "
+               "organization (Organization → API Tokens Settings; off in a new Label Studio 1.23 organization)")
+    legacy = project_entry("7", label_studio={"url": "http://label-studio:8080", "key_source": "LABEL_STUDIO_API_KEY",
+                                              "check": {"ok": True, "status": "legacy", "message": message,
+                                                        "checked_at": NOW - 40}})
+    page = parse(status_document(projects=[legacy], jobs=[]))
+    row = page.xpath('//section[@id="projects"]//tbody/tr')[0]
+    assert row.xpath('./td[5]/span[contains(@class, "badge")]/@class') == ["badge warn"]
+    assert cells(row)[4] == f"legacy token {message} 40 s ago"
+    banner = [" ".join(li.text_content().split()) for li in page.xpath('//div[@class="warnings"]//li')]
+    assert banner == [f"Project 7: Label Studio key: {message}"]
+
+
 def test_empty_document_says_so():
     page = parse(status_document(projects=[], jobs=[], failures=[], devices=[]))
     empties = [text(p) for p in page.xpath('//p[@class="empty"]')]

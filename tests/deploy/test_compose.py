@@ -1,4 +1,4 @@
-"""docker-compose.yml, its CPU variant, .env.example and backend/Dockerfile agree with each other, with
+"""docker-compose.yml, its CPU variant, the backend-only file, .env.example and backend/Dockerfile agree with each other, with
 what the backend reads (backend/settings.py) and with what Label Studio 1.23.2 reads (its installed
 source). No Docker engine is needed: these are static checks of the files a user runs."""
 from __future__ import annotations
@@ -14,6 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
+COMPOSE_BACKEND = ROOT / "docker-compose.backend.yml"  # the backend alone, for a Label Studio elsewhere
 DOCKERFILE = ROOT / "backend" / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 
@@ -106,6 +107,8 @@ def test_every_backend_variable_is_read_by_the_backend(compose, backend_env_name
     assert not unknown, f"backend service sets variables backend/settings.py never reads: {unknown}"
     cpu_env = env_of(load(COMPOSE_CPU)["services"]["backend"])
     assert not set(cpu_env) - backend_env_names
+    alone_env = env_of(load(COMPOSE_BACKEND)["services"]["backend"])
+    assert not set(alone_env) - backend_env_names
 
 
 def test_every_label_studio_variable_is_read_by_label_studio(compose, label_studio_env_reader):
@@ -220,16 +223,83 @@ def test_dockerfile_preloads_the_tcmalloc_it_installs():
     assert preload.start() < text.index("CMD [")
 
 
-def test_env_example_covers_every_variable_compose_needs(compose):
-    text = COMPOSE.read_text() + COMPOSE_CPU.read_text()
-    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
-    optional = set(re.findall(r"\$\{([A-Z_]+):-", text))
-    example = dict(
+def env_example() -> dict[str, str]:
+    return dict(
         line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     )
+
+
+def test_env_example_covers_every_variable_compose_needs(compose):
+    text = COMPOSE.read_text() + COMPOSE_CPU.read_text() + COMPOSE_BACKEND.read_text()
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    optional = set(re.findall(r"\$\{([A-Z_]+):-", text))
+    example = env_example()
     assert required <= set(example), required - set(example)
     assert not set(example) - required - optional, "the example sets variables compose never uses"
+    # every ${VAR} of the backend-only file, whatever its form, is in the example
+    used = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", COMPOSE_BACKEND.read_text()))
+    assert {"LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "BACKEND_BIND_ADDRESS", "BACKEND_PORT"} <= used
+    assert used <= set(example), used - set(example)
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's `${VAR:-default}` and `${VAR:?error}` (unset or empty: the default, or the error)."""
+    def one(match):
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        if op == ":?":
+            raise ValueError(f"{name}: {arg}")
+        return arg or ""
+
+    return re.sub(r"\$\{([A-Z_]+)(:[-?])?([^}]*)\}", one, value)
+
+
+@pytest.fixture(scope="module")
+def alone() -> dict:
+    return load(COMPOSE_BACKEND)
+
+
+def test_backend_only_file_runs_the_backend_without_label_studio(compose, alone):
+    assert set(alone["services"]) == {"backend"} and alone["name"] == compose["name"]  # the same volumes
+    service, main = alone["services"]["backend"], compose["services"]["backend"]
+    assert "depends_on" not in service and "label-studio" not in COMPOSE_BACKEND.read_text()
+    assert (service["build"], service["image"]) == (main["build"], main["image"])
+    # the GPU reservation of the main file; docker-compose.cpu.yml resets it the same way
+    assert service["deploy"] == main["deploy"]
+    assert set(load(COMPOSE_CPU)["services"]) <= set(alone["services"])
+    # the hub cache and what Start Training learned, on the main file's volumes; no Local Storage mount
+    # (Label Studio's files are on its machine: the backend downloads them through its API)
+    assert _mounts(service) == {k: v for k, v in _mounts(main).items() if k in ("hf-cache", "backend-state")}
+    assert set(alone["volumes"]) == {"hf-cache", "backend-state"}
+
+
+def test_backend_only_file_takes_address_key_and_binding_from_env(compose, alone):
+    env, main_env = env_of(alone["services"]["backend"]), env_of(compose["services"]["backend"])
+    # the main file's settings, but Label Studio's address from .env and no shared Local Storage
+    assert set(env) == set(main_env) - {"LOCAL_FILES_DOCUMENT_ROOT"}
+    assert {k: v for k, v in env.items() if k != "LABEL_STUDIO_URL"} == {
+        k: v for k, v in main_env.items() if k in env and k != "LABEL_STUDIO_URL"}
+    assert re.fullmatch(r"\$\{LABEL_STUDIO_URL:\?[^}]+\}", env["LABEL_STUDIO_URL"])
+    assert re.fullmatch(r"\$\{LABEL_STUDIO_API_KEY:\?[^}]+\}", env["LABEL_STUDIO_API_KEY"])
+    assert env["ML_TIMEOUT_PREDICT"] == main_env["ML_TIMEOUT_PREDICT"] == "${ML_TIMEOUT_PREDICT:-100}"
+    assert env["BASIC_AUTH_USER"] == "${BASIC_AUTH_USER:-}" and env["BASIC_AUTH_PASS"] == "${BASIC_AUTH_PASS:-}"
+    (port,) = alone["services"]["backend"]["ports"]
+    # .env.example as shipped leaves the address and the binding empty: compose stops with what to set
+    example = env_example()
+    for name in ("LABEL_STUDIO_URL", "BACKEND_BIND_ADDRESS"):
+        assert example[name] == ""
+    with pytest.raises(ValueError, match="BACKEND_BIND_ADDRESS: set BACKEND_BIND_ADDRESS in .env"):
+        interpolate(str(port), example)
+    with pytest.raises(ValueError, match="LABEL_STUDIO_URL: set LABEL_STUDIO_URL in .env"):
+        interpolate(env["LABEL_STUDIO_URL"], example)
+    filled = {**example, "LABEL_STUDIO_URL": "http://ls.example.org:8080", "BACKEND_BIND_ADDRESS": "10.0.0.5"}
+    assert interpolate(str(port), filled) == "10.0.0.5:9090:9090"  # host address : host port : container port
+    assert interpolate(str(port), {**filled, "BACKEND_PORT": "9191"}) == "10.0.0.5:9191:9090"
+    assert interpolate(env["LABEL_STUDIO_URL"], filled) == "http://ls.example.org:8080"
+    # the main file keeps its port on this machine only
+    assert [str(p) for p in compose["services"]["backend"]["ports"]] == ["127.0.0.1:${BACKEND_PORT:-9090}:9090"]
 
 
 def test_dockerignore_keeps_the_context_small():

@@ -94,6 +94,13 @@ def test_polygon_project_gets_polygons_with_its_labels(polygon_project, ls_api):
         points = np.asarray(region["value"]["points"])
         assert region["value"]["polygonlabels"][0] in EMITTED and len(points) >= 3
         assert ((points >= 0) & (points <= 100)).all()
+    # One detection's parts are ID, ID-1, ID-2: never more than POLYGON_MAX_PARTS (3), however ragged the
+    # random SAM's masks (up to hundreds of parts each before the cap).
+    parts = Counter(r["id"].split("-")[0] for r in regions)
+    assert max(parts.values()) <= 3, parts
+    for base, count in parts.items():
+        assert sorted(r["id"] for r in regions if r["id"].split("-")[0] == base) == sorted(
+            [base] + [f"{base}-{n}" for n in range(1, count)])
 
 
 def test_smart_click_is_answered_with_a_mask(brush_project, ls_api):
@@ -147,7 +154,7 @@ def test_labelling_view_shows_the_masks(brush_project, polygon_project, ls_api, 
     if chromium_path() is None:
         pytest.fail("Debian's chromium is missing: `make install-chromium` (as root) installs /usr/bin/chromium")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    # The random SAM's masks are ragged: one polygon per part makes the polygon list long.
+    # The random SAM's masks are ragged: up to 3 polygons per mask (POLYGON_MAX_PARTS) make the list long.
     for (project, tasks, _, version), kind, name, height in [
         (brush_project, "brushlabels", "masks.png", 1400), (polygon_project, "polygonlabels", "polygons.png", 2800),
     ]:

@@ -38,13 +38,33 @@ def whoami_calls(server) -> int:
     return sum(r["path"] == WHOAMI for r in server.requests)
 
 
+USE_PAT = ("Set LABEL_STUDIO_API_KEY to a personal access token (Label Studio → Account & Settings → Personal "
+           "Access Token)")
+# What a real Label Studio 1.23.2, started without LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN, answered to whoami with
+# its first user's LABEL_STUDIO_USER_TOKEN (jwt_auth/auth.py through core.utils.common.custom_exception_handler);
+# a wrong token gets the same shape with "detail": "Invalid token.".
+LEGACY_OFF = json.dumps({
+    "id": "88ae55b7-f2b6-4681-b33b-7a7f6a3b049b", "status_code": 401, "version": "1.23.2",
+    "detail": "Authentication token no longer valid: legacy token authentication has been disabled for this "
+              "organization", "exc_info": None}).encode()
+
+
+def legacy_accepted(url, key_name="LABEL_STUDIO_API_KEY") -> AccessCheck:
+    return AccessCheck("legacy", f"{USE_PAT}: Label Studio at {url} accepts {key_name} (user ann@example.com), but "
+                       "it is a legacy token, refused as soon as Legacy Tokens are off for the organization "
+                       "(Organization → API Tokens Settings; off in a new Label Studio 1.23 organization)", url)
+
+
 def test_accepted_key_and_the_answer_is_cached_for_a_minute(make_settings, http_server):
-    http_server.routes[WHOAMI] = whoami(f"Token {TOKEN}")
+    refresh, access_jwt = make_jwt("refresh"), make_jwt("access", 600)
+    http_server.routes["/api/token/refresh/"] = lambda req: (
+        200, {"Content-Type": "application/json"}, json.dumps({"access": access_jwt}).encode())
+    http_server.routes[WHOAMI] = whoami(f"Bearer {access_jwt}")
     clock = Clock()
-    access = checker(make_settings, clock, LABEL_STUDIO_URL=http_server.url, LABEL_STUDIO_API_KEY=TOKEN)
+    access = checker(make_settings, clock, budget_s=30, LABEL_STUDIO_URL=http_server.url, LABEL_STUDIO_API_KEY=refresh)
     expected = AccessCheck("ok", f"Label Studio at {http_server.url} accepts LABEL_STUDIO_API_KEY (user ann@example.com)",
                            http_server.url)
-    assert access.check() == expected and access.check().ok
+    assert access.check() == expected and access.check().ok and not access.check().needs_attention
     clock.now += 59
     assert access.check(hostname="http://ignored:8080", access_token="ignored") == expected  # the settings win
     assert whoami_calls(http_server) == 1
@@ -73,13 +93,36 @@ def test_refused_key_names_the_variable_or_the_setup_token(make_settings, http_s
     assert from_setup.check(http_server.url, TOKEN).ok  # another key of the same address: its own answer
 
 
+@pytest.mark.parametrize("token", [TOKEN, "0123456789abcdef0123456789abcdef01234567"])  # ours; Label Studio's own
+def test_a_legacy_token_that_works_says_to_use_a_personal_access_token_first(make_settings, http_server, token):
+    http_server.routes[WHOAMI] = whoami(f"Token {token}")
+    answer = checker(make_settings, LABEL_STUDIO_URL=http_server.url, LABEL_STUDIO_API_KEY=token).check()
+    assert answer == legacy_accepted(http_server.url)
+    assert answer.ok and answer.needs_attention  # it works today: predictions go on, the page warns
+    from_setup = checker(make_settings).check(http_server.url, token)  # /setup always sends a legacy token
+    assert from_setup == legacy_accepted(http_server.url, "the project's /setup token")
+
+
+def test_a_legacy_token_refused_because_legacy_tokens_are_off_says_so(make_settings, http_server):
+    http_server.routes[WHOAMI] = lambda req: (401, {"Content-Type": "application/json"}, LEGACY_OFF)
+    off = ("(HTTP 401) because it is a legacy token and this organization has Legacy Tokens off (or an owner "
+           "turns them on: Organization → API Tokens Settings)")
+    answer = checker(make_settings, LABEL_STUDIO_URL=http_server.url, LABEL_STUDIO_API_KEY=TOKEN).check()
+    assert answer == AccessCheck("refused", f"{USE_PAT}: Label Studio refused LABEL_STUDIO_API_KEY {off}",
+                                 http_server.url)
+    assert not answer.ok
+    assert checker(make_settings).check(http_server.url, TOKEN) == AccessCheck(
+        "refused", f"{USE_PAT}: Label Studio refused the project's /setup token {off}", http_server.url)
+
+
 def test_personal_access_token_is_refreshed_first(make_settings, http_server):
     refresh, access_jwt = make_jwt("refresh"), make_jwt("access", 600)
     http_server.routes["/api/token/refresh/"] = lambda req: (
         200, {"Content-Type": "application/json"}, json.dumps({"access": access_jwt}).encode())
     http_server.routes[WHOAMI] = whoami(f"Bearer {access_jwt}")
     # a generous budget: this is about the refresh, and the machine running the tests may be loaded
-    assert checker(make_settings, budget_s=30, LABEL_STUDIO_URL=http_server.url, LABEL_STUDIO_API_KEY=refresh).check().ok
+    assert checker(make_settings, budget_s=30, LABEL_STUDIO_URL=http_server.url,
+                   LABEL_STUDIO_API_KEY=refresh).check().status == "ok"
     expired = checker(make_settings, budget_s=30, LABEL_STUDIO_URL=http_server.url,
                       LABEL_STUDIO_API_KEY=make_jwt("refresh", -60))
     answer = expired.check()
@@ -145,6 +188,6 @@ def test_nothing_to_check_without_an_address_or_a_key(make_settings, http_server
         "unconfigured", "no Label Studio address: set LABEL_STUDIO_URL to Label Studio's address as seen from this "
         "backend, or connect the model from Label Studio (/setup)")
     assert access.check(http_server.url) == AccessCheck(
-        "unconfigured", "no Label Studio key: set LABEL_STUDIO_API_KEY to an access token (Label Studio → Account & "
-        "Settings → Access Token)", http_server.url)
+        "unconfigured", "no Label Studio key: set LABEL_STUDIO_API_KEY to a personal access token (Label Studio → "
+        "Account & Settings → Personal Access Token)", http_server.url)
     assert http_server.requests == []

@@ -17,7 +17,8 @@ def test_a_family_without_fine_tuning_is_refused_by_name(make_settings):
     settings = make_settings()
     predictor = SimpleNamespace(detector=SimpleNamespace(family=NO_FINE_TUNING))
     asked = []
-    factory = make_job_factory(settings, predictor, lambda *args: asked.append(args))
+    engine = SimpleNamespace(predictor=predictor, model=settings.model, thresholds={})
+    factory = make_job_factory(settings, lambda project: engine, lambda *args: asked.append(args))
     with pytest.raises(TrainingRefused) as err:
         factory(1, "<View/>", SimpleNamespace(hostname=None, access_token=None))
     assert str(err.value) == (f"the model {settings.model} is a Frozen model, which this backend cannot fine-tune: "

@@ -23,7 +23,7 @@ def test_a_short_run_writes_a_loadable_model_and_its_report(small_shapes, tiny_m
     assert main(args(ann, images, tiny_model_dir, out, "--steps", "3", "--val-fraction", "0.25",
                      "--progress-file", str(tmp_path / "progress.jsonl"))) == 0
     printed = capsys.readouterr().out
-    assert "held-out AP on 2 images" in printed and str(out) in printed
+    assert "held-out on 2 images: AP " in printed and str(out) in printed
 
     detector = Detector.load(DetectorConfig(model=str(out), device="cpu"))
     # the training size travels with the model: the detector's preprocessing uses it
