@@ -73,6 +73,8 @@ class ProjectRecord:
     @classmethod
     def from_json(cls, text: str) -> "ProjectRecord":
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
         versions = data.get("versions")
         if not isinstance(data.get("project"), str) or not isinstance(versions, list):
             raise ValueError("no 'project' or 'versions'")
