@@ -336,8 +336,9 @@ class JobManager:
                     items = predictor.run(job.plan, [e.work for e in entries], urgent=False)
             except Exception as exc:  # never let the worker die
                 log.exception("job %s: a batch failed on %s", job.id, device.name)
-                items = [{"model_version": job.version, "error": f"inference failed ({type(exc).__name__})"}
-                         for _ in entries]
+                reason = (f"the model failed on this task: Retrieve Predictions again, and see the backend's log "
+                          f"if it happens again (inference failed: {type(exc).__name__})")
+                items = [{"model_version": job.version, "error": reason} for _ in entries]
             self._finish(job, entries, items)
 
     def _take_batch(self, downloads: ThreadPoolExecutor, device: DeviceSlot, block: bool):
