@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import gc
 import json
 import logging
 import secrets
@@ -174,6 +175,11 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
                                            "see the backend's log")
 
         threading.Thread(target=resume, name="resume-kept-jobs", daemon=True).start()
+        # The model and its libraries are hundreds of thousands of objects that live as long as the process.
+        # Left to the collector, each full collection walks all of them while holding the interpreter lock:
+        # on a busy machine that held /health for most of a second in the middle of a large answer.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
