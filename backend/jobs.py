@@ -234,9 +234,9 @@ class JobManager:
     def restore(self, kept: KeptJob, plan: PredictionPlan, access: LabelStudioAccess,
                 target: ImportTarget | None) -> None:
         """Queue a job kept from before a restart; without a key it waits for the project's /setup."""
-        entries = self.submit(kept.project, plan, access, target, kept.tasks, None, kept.label_config)
-        queued = sum(e is not None for e in entries)
-        with self._cond:
+        with self._cond:  # (re-entrant) no worker takes a task, no journal write happens, before it is set up
+            entries = self.submit(kept.project, plan, access, target, kept.tasks, None, kept.label_config)
+            queued = sum(e is not None for e in entries)
             job = self._jobs.get((kept.project, plan.version))
             if job is None or not queued:
                 return
@@ -249,6 +249,7 @@ class JobManager:
             else:
                 job.message = f"resumed after a restart: {queued:,} tasks queued before it"
             log.info("project %s: %s", kept.project, job.message)
+            self._unsaved.add(job)
             self._cond.notify_all()
 
     def provide_target(self, project: str, access: LabelStudioAccess, target: ImportTarget | None) -> None:
@@ -267,12 +268,14 @@ class JobManager:
             job.state = "queued"
             job.message = f"resumed after a restart: {len(job.queue):,} tasks queued before it"
             return
-        # a click without any key takes the kept tasks over (predicted now, or left with the reason why)
+        # a click without any key: nothing can be stored in the background, so the kept tasks are given up
+        # (said, and counted); the click's own tasks are predicted for its answer as usual
         for entry in list(job.queue):
             job.registry.pop(entry.key, None)
-        job.total -= len(job.queue)
+        job.dropped += len(job.queue)
+        job.message = (f"{len(job.queue):,} tasks kept from before the restart were given up: {NO_TARGET}")
         job.queue.clear()
-        job.state, job.message = "queued", None
+        job.state = "queued"
 
     def report_dropped(self, kept: KeptJob, reason: str) -> None:
         with self._cond:

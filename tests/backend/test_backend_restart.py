@@ -194,3 +194,23 @@ def test_unreadable_kept_files_are_named_on_the_status_page_and_left_in_place(ma
     assert any(w.startswith(f"the kept background job {jobs / '7-0123456789abcdef.json'} could not be read (")
                and "Retrieve Predictions on the tasks without a prediction finishes them" in w for w in warnings), warnings
     assert (jobs / "7-0123456789abcdef.json").exists() and client.get("/status").json()["jobs"] == []
+
+
+@pytest.mark.slow
+def test_a_click_without_any_key_on_a_waiting_job_gives_its_tasks_up_and_says_so(
+        make_client, tiny_detector, env, tmp_path, label_studio_http):
+    env = {**env, "LABEL_STUDIO_URL": label_studio_http.url, "LABEL_STUDIO_API_KEY": "", "ML_TIMEOUT_PREDICT": 10}
+    setup = {**ls_body("setup"), "project": PROJECT, "hostname": label_studio_http.url, "access_token": "tok-0123"}
+    connections = Connections(StandInLabelStudio(tasks(10), CONFIG, project_id=7))
+    answered, _ = stop_with_queued_work(make_client, tiny_detector, env, connections, setup=setup)
+    left = [t for t in range(1, 11) if t not in answered]
+
+    client = make_client(importer_factory=connections, **env)
+    wait_until(lambda: [j for j in client.get("/status").json()["jobs"] if j["state"] == "waiting"], "waiting")
+    (item,) = post(client, tasks(1, start=left[0]), project=PROJECT)  # no /setup, no key: answered directly
+    assert "result" in item, item
+    (job,) = wait_for_jobs(client)
+    assert job["dropped"] == len(left) and job["answered"] == 1, job
+    assert job["message"].startswith(f"{len(left)} tasks kept from before the restart were given up: set "
+                                     "LABEL_STUDIO_API_KEY"), job
+    wait_until(lambda: kept_files(tmp_path / "state") == [], "nothing left kept")
