@@ -494,9 +494,13 @@ class JobManager:
                 self.journal.write(kept)
 
     def _kept(self, job: PredictionJob) -> KeptJob | None:
-        """What a restart needs of the job (under the lock): None when nothing of it is left to store."""
+        """What a restart needs of the job (under the lock): None when nothing of it is left to store.
+
+        Only the tasks left to the import: those a request still waits for go back in its answer (on
+        SIGTERM the server lets the request answer before it stops the jobs), so a request answered in
+        full never touches the disk."""
         tasks = [{"id": e.work.task_id, "data": e.work.task.get("data")} for e in job.registry.values()
-                 if isinstance(e.work.task_id, (int, str)) and isinstance(e.work.task, dict)]
+                 if e.waiter is None and isinstance(e.work.task_id, (int, str)) and isinstance(e.work.task, dict)]
         # (key_source: a key stored or will store the job's predictions; without any, nothing resumes)
         if not tasks or not job.label_config or job.key_source is None:
             return None

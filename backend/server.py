@@ -395,20 +395,24 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
         entries = jobs.submit(key, plan, access, import_target(settings, access), body.tasks, waiter, label_config)
         deadline = arrived + settings.predict_deadline
         disconnected = False
-        while any(e is not None and not e.done for e in entries):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            waiter.event.clear()
-            if not any(e is not None and not e.done for e in entries):
-                break
-            try:
-                await asyncio.wait_for(waiter.event.wait(), timeout=min(left, 0.5))
-            except asyncio.TimeoutError:
-                pass
-            if await request.is_disconnected():
-                disconnected = True
-                break
+        try:
+            while any(e is not None and not e.done for e in entries):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                waiter.event.clear()
+                if not any(e is not None and not e.done for e in entries):
+                    break
+                try:
+                    await asyncio.wait_for(waiter.event.wait(), timeout=min(left, 0.5))
+                except asyncio.TimeoutError:
+                    pass
+                if await request.is_disconnected():
+                    disconnected = True
+                    break
+        except asyncio.CancelledError:  # the server stops (SIGTERM): the tasks go to the job, which keeps them
+            jobs.detach(entries, plan.version, True)
+            raise
         results = jobs.detach(entries, plan.version, disconnected)
         later = sum(1 for r in results if r == [])
         if later:
