@@ -241,7 +241,7 @@ class JobManager:
             if job is None or not queued:
                 return
             job.key_source = job.key_source or kept.key_source
-            if target is None:
+            if job.target is None:  # (a click since the start may have brought a key already)
                 job.state = "waiting"
                 job.message = (f"open the project in Label Studio (or set LABEL_STUDIO_API_KEY) to finish "
                                f"{name_tasks(kept.tasks)}: kept from before the restart, they wait for the "
