@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     # A /predict waits at most until its deadline; on SIGTERM it is cut short after 3 s, and the background
-    # job drops its queue (nothing of it is stored: the next click redoes it).
+    # jobs keep their unfinished tasks in STATE_DIR for the next start (job_journal.py).
     uvicorn.run(create_app(settings, predictor), host=args.host, port=args.port, log_level=level.lower(),
                 timeout_graceful_shutdown=3)
     # A batch still in the model when the jobs' grace period ran out must not hold the exit: nothing

@@ -15,6 +15,7 @@ and says it too while a legacy token still works, with the fix first.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ USE_PERSONAL_TOKEN = ("Set LABEL_STUDIO_API_KEY to a personal access token (Labe
                       "Personal Access Token)")
 # Label Studio 1.23's answer to a legacy token when the organization has Legacy Tokens off (jwt_auth/auth.py).
 LEGACY_DISABLED = "legacy token authentication has been disabled"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -177,3 +179,39 @@ def _json_user(response: httpx.Response) -> str | None:
     if not isinstance(body, dict) or "id" not in body:
         return None
     return str(body.get("email") or body.get("username") or body["id"])
+
+
+class ProjectTitles:
+    """Each project's title in Label Studio, for the status page: asked in a daemon thread with the key media
+    downloads use (never inside /setup's time), again after `refresh_s` (a project may be renamed).
+    `on_title(project, title)` is called from that thread; without an answer the page shows the id."""
+
+    def __init__(self, fetcher: MediaFetcher, on_title: Callable[[str, str], None], refresh_s: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.fetcher, self.on_title, self.refresh_s, self.clock = fetcher, on_title, refresh_s, clock
+        self._asked: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def request(self, project: str, hostname: str | None = None, access_token: str | None = None) -> None:
+        """Non-blocking: starts one lookup unless this project was asked about within `refresh_s`."""
+        target = self.fetcher.label_studio_target(hostname, access_token)
+        if not str(project).isdigit() or not target.host or not target.token:
+            return
+        with self._lock:
+            asked = self._asked.get(project)
+            if asked is not None and self.clock() - asked < self.refresh_s:
+                return
+            self._asked[project] = self.clock()
+        threading.Thread(target=self._run, args=(project, target), daemon=True, name="label-studio-title").start()
+
+    def _run(self, project: str, target: LabelStudioTarget) -> None:
+        url = concat_urls(target.host, f"/api/projects/{int(project)}")
+        try:
+            check_destination(url, self.fetcher.settings, trusted_netloc=urlparse(target.host).netloc.lower())
+            response = self.fetcher.client.get(url, headers={"Authorization": self.fetcher.auth_header(target)})
+            title = response.json().get("title") if response.status_code == 200 else None
+        except Exception as exc:  # a courtesy: the page shows the id instead
+            log.info("project %s: its title could not be read from Label Studio (%s)", project, type(exc).__name__)
+            return
+        if isinstance(title, str) and title.strip():
+            self.on_title(project, title.strip())

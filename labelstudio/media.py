@@ -47,7 +47,10 @@ MAX_REDIRECTS = 5
 
 
 class MediaError(Exception):
-    """A task's image could not be obtained; the message tells the user what to do."""
+    """A task's image could not be obtained; the message tells the user what to do.
+
+    What a labeller can act on comes first, the technical detail (status code, URL) after it in parentheses:
+    Label Studio's Data Manager shows a data field (FAILED_TASK_FIELD) cut to about three lines."""
 
 
 class KeyRefusedError(MediaError):
@@ -184,7 +187,8 @@ class MediaFetcher:
                         return self._download(proxy, target)
                     except _NotFound:
                         pass
-                raise MediaError(f"Label Studio has no file at {short_url(url)} (HTTP 404)") from None
+                raise MediaError("Label Studio has no such file (deleted, or the task names a wrong path); "
+                                 f"re-upload it or fix the task's data (HTTP 404 for {short_url(url)})") from None
         if parsed.scheme in ("http", "https"):
             return self._download(url, target)
         raise MediaError(
@@ -260,8 +264,8 @@ class MediaFetcher:
     def _too_large(self, what: str, size: int | None = None) -> str:
         shown = f" ({size:,} bytes)" if size else ""
         return (
-            f"{what}{shown} is larger than the download limit of {self.settings.max_download_bytes:,} bytes "
-            "(MAX_DOWNLOAD_BYTES)"
+            f"the image is too large to download: make it smaller, or raise MAX_DOWNLOAD_BYTES ({what}{shown} is "
+            f"larger than the download limit of {self.settings.max_download_bytes:,} bytes)"
         )
 
     def auth_header(self, target: LabelStudioTarget) -> str:
@@ -318,22 +322,24 @@ class MediaFetcher:
                     if response.is_redirect:
                         location = response.headers.get("location")
                         if not location:
-                            raise MediaError(f"{short_url(current)} redirected without a Location")
+                            raise MediaError(f"the image's server answered with a broken redirect: check the task's "
+                                             f"image URL ({short_url(current)} redirected without a Location)")
                         current = urljoin(current, location)
                         continue
                     self._check_status(response, current, target if is_ls else None)
                     return self._read_body(response, current, deadline)
             except httpx.TimeoutException:
                 raise MediaError(
-                    f"timed out after {self.settings.download_timeout:g} s downloading {short_url(current)} "
-                    "(DOWNLOAD_TIMEOUT)"
+                    "the image took too long to download: try again, or raise DOWNLOAD_TIMEOUT (timed out after "
+                    f"{self.settings.download_timeout:g} s downloading {short_url(current)})"
                 ) from None
             except httpx.HTTPError as exc:
-                message = f"could not download {short_url(current)} ({_error_text(exc)})"
+                detail = f"could not download {short_url(current)} ({_error_text(exc)})"
                 if is_ls:
-                    raise LabelStudioUnreachableError(f"{message}: {target.fix_host}") from None
-                raise MediaError(message) from None
-        raise MediaError(f"too many redirects (> {MAX_REDIRECTS}) downloading {short_url(url)}")
+                    raise LabelStudioUnreachableError(f"Label Studio could not be reached: {target.fix_host} ({detail})") from None
+                raise MediaError(f"the image's server could not be reached: check the task's image URL ({detail})") from None
+        raise MediaError(f"the image's server redirects in a loop: check the task's image URL (too many redirects "
+                         f"(> {MAX_REDIRECTS}) downloading {short_url(url)})")
 
     def _open(self, stack: contextlib.ExitStack, targets: list[str], headers: dict) -> httpx.Response:
         """The response of the first target that accepts the connection (later ones on ConnectError)."""
@@ -349,13 +355,25 @@ class MediaFetcher:
         code = response.status_code
         if code < 400:
             return
+        detail = f"HTTP {code} downloading {short_url(url)}"
         if code == 404:
-            raise _NotFound(f"no file at {short_url(url)} (HTTP 404)")
+            raise _NotFound(f"the image's server has no such file: fix the task's image URL (HTTP 404 for "
+                            f"{short_url(url)})")
         if ls is not None and code in (401, 403):
             raise KeyRefusedError(
                 f"Label Studio refused the API key ({ls.key_name}, HTTP {code}) for {short_url(url)}: {ls.fix_key}"
             )
-        raise MediaError(f"HTTP {code} downloading {short_url(url)}")
+        if ls is not None and code >= 500:
+            # Label Studio 1.23 answers 500 (not 404) for an upload whose file is gone
+            if "/data/upload/" in url or "/storage-data/uploaded/" in url:
+                raise MediaError(f"Label Studio could not serve this file (it may have been deleted); re-upload it "
+                                 f"({detail})")
+            raise MediaError(f"Label Studio could not serve this file: check that it still exists in the project's "
+                             f"storage, or see Label Studio's log ({detail})")
+        if ls is not None:
+            raise MediaError(f"Label Studio would not serve this file ({detail})")
+        raise MediaError(f"the image's server would not serve the file: check that the task's image URL opens in "
+                         f"a browser ({detail})")
 
     def _read_body(self, response: httpx.Response, url: str, deadline: float) -> bytes:
         limit = self.settings.max_download_bytes
@@ -434,8 +452,8 @@ def check_destination(url: str, settings: MediaSettings, trusted_netloc: str | N
     if trusted_netloc and parsed.netloc.lower() == trusted_netloc and not link_local:
         return ips  # the configured Label Studio host may be on a private network
     raise MediaError(
-        f"refused {short_url(url)}: {host} resolves to the internal address {internal[0]} "
-        "(loopback, link-local or private); add the host to ALLOWED_MEDIA_HOSTS if it is trusted"
+        f"the image's host is on an internal network and not trusted: add it to ALLOWED_MEDIA_HOSTS if it is "
+        f"(refused {short_url(url)}: {host} resolves to the loopback, link-local or private address {internal[0]})"
     )
 
 

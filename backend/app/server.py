@@ -5,17 +5,21 @@ POST /setup, POST /predict, POST /webhook, GET /versions.
 
 `/predict` answers before Label Studio's ML_TIMEOUT_PREDICT with every task finished by then; the rest
 goes on in a background job (`jobs.py`) that imports its predictions through Label Studio's API.
-Interactive pre-annotation runs at once, ahead of any background work. Inference runs in worker
-threads, so /health and /setup answer while the model works.
+Interactive pre-annotation runs at once, ahead of any background work. Inference, answers (encoded item
+by item), label config parsing and the status document are built in worker threads, so /health and
+/setup answer while the model works. Project records and unfinished jobs are kept in STATE_DIR
+(`state.py`, `job_journal.py`) and come back at the next start.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
+import gc
 import json
 import logging
 import secrets
+import threading
 import time
 from collections import deque
 from contextlib import asynccontextmanager
@@ -29,9 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.serving.devices import PredictorPool
+from backend.serving.job_journal import JobJournal, resume_kept_jobs
 from backend.serving.jobs import ImportTarget, JobManager, RequestWaiter
+from runtime.json_encoding import encode_answer
 from labelstudio.label_config import LabelConfigError
-from labelstudio.access import AccessChecker
+from labelstudio.access import AccessChecker, ProjectTitles
 from backend.serving.engines import ProjectEngines
 from labelstudio.notes import FailureNotes, sdk_client
 from backend.training.service import TrainingRefused, TrainingService, make_job_factory
@@ -105,7 +111,9 @@ def import_target(settings: Settings, access: LabelStudioAccess) -> ImportTarget
 
 def create_app(settings: Settings, predictor: Predictor | None = None, importer_factory=None,
                notes_client_factory=None) -> FastAPI:
-    state = ServerState(predictor=predictor)
+    state = ServerState(predictor=predictor, state_dir=settings.state_dir)
+    journal = JobJournal(settings.state_dir)
+    kept_state_problems: list[str] = []  # STATE_DIR files that could not be read, for the status page
     notes = (FailureNotes(settings.failed_task_field, notes_client_factory or sdk_client)
              if settings.failed_task_field else None)
     failures: deque[dict] = deque(maxlen=MAX_FAILURES_SHOWN)
@@ -129,18 +137,26 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
 
     engines: ProjectEngines | None = None
     checker: AccessChecker | None = None
+    titles: ProjectTitles | None = None
     training: TrainingService | None = None
     configs_reported: set[int] = set()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        nonlocal engines, checker, training
+        nonlocal engines, checker, titles, training
         if state.predictor is None:
             state.predictor = await run_in_threadpool(load_predictor, settings)
+        kept_state_problems.extend(await run_in_threadpool(state.load))
 
         def make_jobs(predictor) -> JobManager:
             return JobManager(predictor, on_failure=record_failure, import_timeout=settings.download_timeout * 2,
-                              importer_factory=importer_factory, on_success=record_success)
+                              importer_factory=importer_factory, on_success=record_success, journal=journal)
+
+        def remember_title(project: str, title: str) -> None:
+            record = state.project(project)
+            if record is not None and record.title != title:
+                record.title = title
+                state.save(record)
 
         engines = ProjectEngines(settings, state.predictor, make_jobs, load_predictor)
         def served_version(project, label_config) -> str:  # loads a newly adopted model (a worker thread)
@@ -151,7 +167,24 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
                                    served_version=served_version)
         # 2 s of /setup's 3 s (ML_TIMEOUT_SETUP); the label config is checked meanwhile.
         checker = AccessChecker(state.predictor.fetcher, budget_s=2.0)
+        titles = ProjectTitles(state.predictor.fetcher, remember_title)
         engines.start()
+
+        def resume() -> None:  # in a thread: a kept job's fine-tuned model may take a while to load
+            try:
+                kept_state_problems.extend(resume_kept_jobs(journal, engines, state,
+                                                            lambda access: import_target(settings, access)))
+            except Exception:
+                log.exception("resuming the background jobs kept in %s failed", journal.root)
+                kept_state_problems.append(f"resuming the background jobs kept in {journal.root} failed; "
+                                           "see the backend's log")
+
+        threading.Thread(target=resume, name="resume-kept-jobs", daemon=True).start()
+        # The model and its libraries are hundreds of thousands of objects that live as long as the process.
+        # Left to the collector, each full collection walks all of them while holding the interpreter lock:
+        # on a busy machine that held /health for most of a second in the middle of a large answer.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -251,7 +284,8 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
                 "name": getattr(predictor, "model_name", settings.model), "path": settings.model,
                 "device": str(getattr(detector, "device", settings.device)), "dtype": settings.dtype,
                 "levers": dict(getattr(detector, "lever_report", {}) or {}),
-                "warnings": list(getattr(detector, "warnings", []) or []) + (engines.warnings() if engines else []),
+                "warnings": list(getattr(detector, "warnings", []) or []) + (engines.warnings() if engines else [])
+                + kept_state_problems,
             },
             "server": {
                 "started_at": started_at, "predict_deadline_s": settings.predict_deadline,
@@ -274,12 +308,14 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
     async def root(request: Request):
         accept = request.headers.get("accept", "")
         if "text/html" in accept:
-            return HTMLResponse(render_status_page(status_body()))
+            # built in a worker thread: a long list of jobs and failures must not hold up /health
+            return HTMLResponse(await run_in_threadpool(lambda: render_status_page(status_body())))
         return health_body()
 
     @app.get("/status")
     async def status():
-        return status_body()
+        return Response(await run_in_threadpool(lambda: json.dumps(status_body()).encode()),
+                        media_type="application/json")
 
     @app.post("/setup")
     async def setup(body: SetupRequest, request: Request):
@@ -292,8 +328,16 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
             run_in_threadpool(predictor.model_version, body.label_config, engine.thresholds),
             run_in_threadpool(checker.check, body.hostname, body.access_token),
         )
-        skipped = predictor.mapping(body.label_config).describe_skipped()
-        record = state.record_setup(body.project, body.label_config, version, body.hostname, body.access_token)
+        # memoised by model_version above; a worker thread all the same (a huge config takes a while to parse)
+        skipped = await run_in_threadpool(lambda: predictor.mapping(body.label_config).describe_skipped())
+        record, changed = state.record_setup(body.project, body.label_config, version, body.hostname,
+                                             body.access_token, skipped)
+        if changed:
+            await run_in_threadpool(state.save, record)
+        if record is not None:
+            # jobs kept from before a restart that waited for the project's key go on; the title is looked up
+            engine.jobs.provide_target(record.project, record.access, import_target(settings, record.access))
+            titles.request(record.project, body.hostname, body.access_token)
         where = f"project {project_key(body.project)}" if body.project is not None else "a project"
         if skipped and hash(body.label_config) not in configs_reported:
             configs_reported.add(hash(body.label_config))
@@ -301,7 +345,6 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
         if check.needs_attention:  # refused, unreachable, or a legacy token that may stop working
             log.warning("%s: Label Studio access: %s", where, check.message)
         if record is not None:
-            record.skipped_labels = skipped
             record.key_check = {"ok": check.ok, "status": check.status, "message": check.message,
                                 "checked_at": check.checked_at}
         return {"model_version": version}
@@ -334,9 +377,9 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
                 )
             else:
                 results = await predict_within_deadline(engine, body, label_config, access, arrived, request)
-            # Serialised in a worker thread: thousands of regions take long enough to encode that doing
-            # it on the event loop would stall /health past Label Studio's 1 s.
-            content = await run_in_threadpool(lambda: json.dumps({"results": results}, allow_nan=False).encode())
+            # Encoded in a worker thread, item by item (json_encoding.py): thousands of regions take long
+            # enough to encode that one json.dumps would stall /health past Label Studio's 1 s.
+            content = await run_in_threadpool(encode_answer, results)
         finally:
             state.pending_predicts -= 1
         return Response(content=content, media_type="application/json")
@@ -349,23 +392,30 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
             return [{"model_version": plan.version, "error": plan.error} for _ in body.tasks]
         waiter = RequestWaiter(asyncio.get_running_loop())
         key = project_key(body.project)
-        entries = jobs.submit(key, plan, access, import_target(settings, access), body.tasks, waiter)
+        record = state.project(key)
+        if record is not None and record.add_version(plan.version):  # served: listed by /versions from now on
+            await run_in_threadpool(state.save, record)
+        entries = jobs.submit(key, plan, access, import_target(settings, access), body.tasks, waiter, label_config)
         deadline = arrived + settings.predict_deadline
         disconnected = False
-        while any(e is not None and not e.done for e in entries):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            waiter.event.clear()
-            if not any(e is not None and not e.done for e in entries):
-                break
-            try:
-                await asyncio.wait_for(waiter.event.wait(), timeout=min(left, 0.5))
-            except asyncio.TimeoutError:
-                pass
-            if await request.is_disconnected():
-                disconnected = True
-                break
+        try:
+            while any(e is not None and not e.done for e in entries):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                waiter.event.clear()
+                if not any(e is not None and not e.done for e in entries):
+                    break
+                try:
+                    await asyncio.wait_for(waiter.event.wait(), timeout=min(left, 0.5))
+                except asyncio.TimeoutError:
+                    pass
+                if await request.is_disconnected():
+                    disconnected = True
+                    break
+        except asyncio.CancelledError:  # the server stops (SIGTERM): the tasks go to the job, which keeps them
+            jobs.detach(entries, plan.version, True)
+            raise
         results = jobs.detach(entries, plan.version, disconnected)
         later = sum(1 for r in results if r == [])
         if later:

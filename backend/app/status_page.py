@@ -9,10 +9,10 @@ The document's shape (produced by backend/app/server.py):
 
     {"model": {"name", "path", "device", "dtype", "levers": {name: str}, "warnings": [str]},
      "server": {"started_at", "predict_deadline_s", "ml_timeout_predict_s", "pending_predicts", "version"},
-     "projects": [{"project", "model_versions": [str], "label_studio": {"url", "key_source",
+     "projects": [{"project", "title" (optional), "model_versions": [str], "label_studio": {"url", "key_source",
                    "check": {"ok", "status", "message", "checked_at"} | None}, "skipped_labels": [str], "last_setup_at"}],
      "jobs": [{"id", "project", "model_version", "state", "total", "done", "failed", "imported",
-               "rate_per_s", "eta_s", "started_at", "finished_at", "message"}],   (optional "unit": "steps")
+               "answered" (optional), "rate_per_s", "eta_s", "started_at", "finished_at", "message"}],   (optional "unit": "steps")
      "failures": [{"at", "project", "task", "image", "reason"}],
      "devices": [{"name", "busy", "done"}]}
 
@@ -205,19 +205,30 @@ def _header(status: dict, now: float) -> str:
             f'<div class="muted small">started {escape(format_utc(server["started_at"]))}</div></header>')
 
 
+def _project_names(status: dict) -> dict[str, str]:
+    """project id -> `"Title" (12)` where Label Studio told the project's title (else the id alone)."""
+    return {str(p["project"]): json.dumps(p["title"], ensure_ascii=False) + f' ({p["project"]})'
+            for p in status["projects"] if p.get("title")}
+
+
+def _project_name(names: dict[str, str], project) -> str:
+    return names.get(str(project), str(project))
+
+
 def _warnings(status: dict) -> str:
     items = [escape(str(w)) for w in status["model"]["warnings"]]
+    names = _project_names(status)
     for project in status["projects"]:
         check = project["label_studio"]["check"]
         if check is not None and not check["ok"]:
-            items.append(f'<b>Project {escape(str(project["project"]))}</b>: Label Studio key check failed: '
+            items.append(f'<b>Project {escape(_project_name(names, project["project"]))}</b>: Label Studio key check failed: '
                          f'{escape(check["message"])}')
         elif check is not None and check.get("status") == "legacy":
             items.append(f'<b>Project {escape(str(project["project"]))}</b>: Label Studio key: '
                          f'{escape(check["message"])}')
     for job in status["jobs"]:
-        if job["state"] in ("failed", "waiting") and job["message"]:
-            items.append(f'<b>Job {escape(str(job["id"]))}</b> (project {escape(str(job["project"]))}) '
+        if job["state"] in ("failed", "waiting", "dropped") and job["message"]:
+            items.append(f'<b>Job {escape(str(job["id"]))}</b> (project {escape(_project_name(names, job["project"]))}) '
                          f'is {escape(job["state"])}: {escape(job["message"])}')
     if not items:
         return ""
@@ -245,7 +256,10 @@ def _projects(status: dict, now: float) -> str:
         # what Start Training taught this project (optional in the document): the model and each label's
         # threshold with its evidence
         learned = "<br>".join(escape(line) for line in p.get("learned", ())) or '<span class="muted">—</span>'
-        rows.append(f'<tr><td class="num">{escape(str(p["project"]))}</td><td>{versions}</td>'
+        name = (f'<b>{escape(p["title"])}</b> <span class="muted">id {escape(str(p["project"]))}</span>'
+                if p.get("title") else escape(str(p["project"])))
+        rows.append(f'<tr><td class="project">{name}</td>'
+                    f'<td>{versions}</td>'
                     f'<td class="url">{_link(ls["url"])}</td><td>{source}</td><td>{check_html}</td>'
                     f'<td>{skipped}</td><td>{learned}</td><td>{_when(p["last_setup_at"], now)}</td></tr>')
     body = (_table(("Project", "Versions served", "Label Studio", "Key source", "Key check",
@@ -267,7 +281,7 @@ def _progress(job: dict) -> str:
 
 
 STATE_BADGE = {"running": "run", "queued": "muted", "waiting": "warn", "done": "ok", "failed": "bad",
-               "cancelled": "muted"}
+               "cancelled": "muted", "dropped": "warn"}
 
 
 def _jobs(status: dict, now: float) -> str:
@@ -276,21 +290,28 @@ def _jobs(status: dict, now: float) -> str:
         return (not active, -(job["started_at"] or job["finished_at"] or now))
 
     rows = []
+    names = _project_names(status)
     for job in sorted(status["jobs"], key=order):
+        # answered in the /predict answer itself, and imported later in the background: "imported 0" alone
+        # reads as a failure on a job whose tasks were all answered directly
+        answered = job.get("answered")
+        answered_html = f"{answered:,}" if isinstance(answered, int) else '<span class="muted">—</span>'
         failed = f'<span class="bad-text">{job["failed"]:,}</span>' if job["failed"] else "0"
         ended = (_when(job["finished_at"], now) if job["finished_at"] is not None
                  else '<span class="muted">—</span>')
         message = escape(job["message"]) if job["message"] else ""
         rows.append(
             f'<tr class="job" data-job="{escape(str(job["id"]))}"><td><code>{escape(str(job["id"]))}</code></td>'
-            f'<td class="num">{escape(str(job["project"]))}</td><td>{_version(job["model_version"])}</td>'
+            f'<td class="project">{escape(_project_name(names, job["project"]))}</td>'
+            f'<td>{_version(job["model_version"])}</td>'
             f'<td>{_badge(job["state"], STATE_BADGE.get(job["state"], "muted"))}</td>'
-            f'<td class="progress">{_progress(job)}</td><td class="num imported">{job["imported"]:,}</td>'
+            f'<td class="progress">{_progress(job)}</td><td class="num answered">{answered_html}</td>'
+            f'<td class="num imported">{job["imported"]:,}</td>'
             f'<td class="num failed">{failed}</td><td class="num">{escape(format_rate(job["rate_per_s"], job.get("unit", "tasks")))}</td>'
             f'<td class="num eta">{escape(format_duration(job["eta_s"]) if job["state"] in ACTIVE_JOB_STATES else "—")}</td>'
             f'<td>{_when(job["started_at"], now)}</td><td>{ended}</td><td class="message">{message}</td></tr>')
-    body = (_table(("Job", "Project", "Model version", "State", "Progress", "Imported", "Failed", "Rate", "ETA",
-                    "Started", "Finished", "Message"), rows)
+    body = (_table(("Job", "Project", "Model version", "State", "Progress", "Answered", "Imported", "Failed",
+                    "Rate", "ETA", "Started", "Finished", "Message"), rows)
             if rows else _empty("No jobs yet: Retrieve Predictions on more tasks than fit in one answer starts one."))
     active = sum(job["state"] in ACTIVE_JOB_STATES for job in status["jobs"])
     return _section(f"Jobs ({active} active)" if rows else "Jobs", len(rows), body, "jobs")
@@ -303,12 +324,13 @@ def _version(version: str) -> str:
 
 def _failures(status: dict, now: float) -> str:
     rows = []
+    names = _project_names(status)
     for f in sorted(status["failures"], key=lambda f: -f["at"]):
         task = escape(str(f["task"])) if f["task"] is not None else '<span class="muted">—</span>'
         image = _link(f["image"], shorten_url(f["image"]) if f["image"] else None)
         rows.append(f'<tr class="failure"><td class="time">{_when(f["at"], now)}'
                     f'<div class="muted small">{escape(format_utc(f["at"]))}</div></td>'
-                    f'<td class="num">{escape(str(f["project"]))}</td><td class="num task">{task}</td>'
+                    f'<td class="project">{escape(_project_name(names, f["project"]))}</td><td class="num task">{task}</td>'
                     f'<td class="image">{image}</td><td class="reason">{escape(f["reason"])}</td></tr>')
     body = (_table(("When", "Project", "Task", "Image", "Reason"), rows, "failures")
             if rows else _empty("No failed tasks."))
@@ -357,6 +379,7 @@ padding:4px 8px;white-space:nowrap}
 td{padding:5px 8px;border-bottom:1px solid var(--line);vertical-align:top}
 tbody tr:last-child td{border-bottom:none}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.project{max-width:220px;overflow-wrap:anywhere}
 td.progress{min-width:170px}td.message,td.reason{overflow-wrap:break-word;min-width:180px;max-width:420px}
 .scroll{overflow-x:auto}
 td.image{max-width:320px;overflow-wrap:anywhere}td.time{white-space:nowrap}

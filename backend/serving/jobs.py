@@ -10,6 +10,9 @@ what is finished; the rest stays in the job and is imported through Label Studio
 No task is predicted or stored twice: a task queued, running or awaiting import for the same project and
 version is not queued again (a second click, a retry), and the import skips tasks that got a prediction
 of this version meanwhile (another process, an interactive request).
+
+A restart loses nothing silently: with a journal (`job_journal.py`) every job's unfinished tasks are kept
+in STATE_DIR and queued again at the next start (`restore`), or reported as dropped with the reason.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from .devices import DeviceSlot, PredictorPool
+from .job_journal import JobJournal, KeptJob, dropped_row, name_tasks
 from labelstudio.importer import PredictionImporter, PredictionImportError
 from .predictor import DOWNLOAD_WORKERS, PredictionPlan, Predictor, TaskWork
 from backend.app.state import LabelStudioAccess
@@ -36,6 +40,7 @@ STORED_MEMORY = 100_000  # stored task ids remembered per project and version
 STORED_TTL_S = 300.0
 NO_TARGET = ("set LABEL_STUDIO_API_KEY (and LABEL_STUDIO_URL) so that the backend can store in Label Studio "
              "the tasks that do not fit in one answer; the next Retrieve Predictions continues with them")
+JOURNAL_INTERVAL_S = 0.5  # a job's file is rewritten at most this often while it changes
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,8 @@ class PredictionJob:
     finished_at: float | None = None
     message: str | None = None
     import_error: str | None = None  # set when Label Studio refused an import; cleared by the next click
+    label_config: str | None = None  # to predict the tasks again after a restart
+    key_source: str | None = None  # which key stores the predictions (kept with the job; the key is not)
 
     @property
     def version(self) -> str:
@@ -122,7 +129,7 @@ class PredictionJob:
 
 class JobManager:
     def __init__(self, predictor: Predictor, on_failure=None, import_timeout: float = 60.0, importer_factory=None,
-                 on_success=None):
+                 on_success=None, journal: JobJournal | None = None):
         self.predictor = predictor
         self.on_success = on_success or (lambda job, entry: None)
         # (url, api_key, project id, timeout) -> an object with import_items(items, version) -> ImportOutcome
@@ -140,6 +147,9 @@ class JobManager:
         self._importers: dict = {}
         self._stopped = False
         self._threads: list[threading.Thread] = []
+        self.journal: JobJournal | None = journal
+        self._unsaved: set[PredictionJob] = set()  # jobs whose kept file is out of date
+        self._reports: deque[dict] = deque(maxlen=HISTORY)  # kept jobs that could not be resumed
 
     # ----- life -------------------------------------------------------------------------------
 
@@ -147,26 +157,40 @@ class JobManager:
         """One worker thread per device (all pulling batches from the same queues), one importer."""
         self.devices = PredictorPool.around(self.predictor)
         workers = [(self._work_loop, (slot,), f"prediction-jobs-{slot.name}") for slot in self.devices.slots]
-        for target, args, name in workers + [(self._import_loop, (), "prediction-imports")]:
+        workers.append((self._import_loop, (), "prediction-imports"))
+        if self.journal is not None:
+            workers.append((self._journal_loop, (), "prediction-journal"))
+        for target, args, name in workers:
             thread = threading.Thread(target=target, args=args, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
     def stop(self, wait_s: float = 5.0) -> None:
-        """Queued work is abandoned (nothing of it was stored, so the next click redoes it); the batch in
-        the model may finish (up to `wait_s`)."""
+        """Queued work stops; the batch in the model may finish (up to `wait_s`). With a journal the
+        unfinished tasks are kept for the next start; without, nothing of them was stored, so the next
+        click redoes them."""
         with self._cond:
             self._stopped = True
-            for job in self._jobs.values():
-                job.dropped += len(job.queue) + len(job.to_import)
-                job.queue.clear()
-                job.to_import.clear()
-                job.state, job.finished_at = "cancelled", time.time()
-                job.message = "the backend was stopped; the next Retrieve Predictions redoes the rest"
             self._cond.notify_all()
         deadline = time.monotonic() + wait_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            self._unsaved.update(self._jobs.values())
+            for job in self._jobs.values():
+                kept = self._kept(job)
+                job.state, job.finished_at = "cancelled", time.time()
+                if kept is not None:
+                    job.message = (f"the backend stopped; its {len(kept.tasks):,} unfinished tasks are kept in "
+                                   "STATE_DIR and resume at the next start")
+                else:
+                    job.dropped += len(job.queue) + len(job.to_import)
+                    job.message = "the backend was stopped; the next Retrieve Predictions redoes the rest"
+        self.save_journal()
+        with self._cond:
+            for job in self._jobs.values():
+                job.queue.clear()
+                job.to_import.clear()
 
     def alive(self) -> bool:
         return any(t.is_alive() for t in self._threads)
@@ -174,8 +198,9 @@ class JobManager:
     # ----- requests ---------------------------------------------------------------------------
 
     def submit(self, project: str, plan: PredictionPlan, access: LabelStudioAccess, target: ImportTarget | None,
-               tasks: list[dict], waiter: RequestWaiter) -> list[TaskEntry | None]:
-        """Queue a request's tasks; None for a task already queued, running or awaiting import."""
+               tasks: list[dict], waiter: RequestWaiter | None, label_config: str | None = None) -> list[TaskEntry | None]:
+        """Queue a request's tasks (`waiter` None: delivered by import); None for a task already queued,
+        running or awaiting import."""
         with self._cond:
             job = self._jobs.get((project, plan.version))
             if job is None:
@@ -184,6 +209,11 @@ class JobManager:
             else:
                 # The newest request's credentials win; a click after a failed import tries again.
                 job.access, job.target, job.import_error = access, target or job.target, None
+                if job.state == "waiting":
+                    self._release_waiting(job)
+            job.label_config = label_config or job.label_config
+            job.key_source = job.target.key_source if job.target else job.key_source
+            self._unsaved.add(job)
             entries: list[TaskEntry | None] = []
             for index, task in enumerate(tasks):
                 task_id = task.get("id") if isinstance(task, dict) else None
@@ -200,6 +230,56 @@ class JobManager:
                 job.state = "queued"
             self._cond.notify_all()
             return entries
+
+    def restore(self, kept: KeptJob, plan: PredictionPlan, access: LabelStudioAccess,
+                target: ImportTarget | None) -> None:
+        """Queue a job kept from before a restart; without a key it waits for the project's /setup."""
+        with self._cond:  # (re-entrant) no worker takes a task, no journal write happens, before it is set up
+            entries = self.submit(kept.project, plan, access, target, kept.tasks, None, kept.label_config)
+            queued = sum(e is not None for e in entries)
+            job = self._jobs.get((kept.project, plan.version))
+            if job is None or not queued:
+                return
+            job.key_source = job.key_source or kept.key_source
+            if job.target is None:  # (a click since the start may have brought a key already)
+                job.state = "waiting"
+                job.message = (f"open the project in Label Studio (or set LABEL_STUDIO_API_KEY) to finish "
+                               f"{name_tasks(kept.tasks)}: kept from before the restart, they wait for the "
+                               "project's key, which Label Studio sends with its next /setup")
+            else:
+                job.message = f"resumed after a restart: {queued:,} tasks queued before it"
+            log.info("project %s: %s", kept.project, job.message)
+            self._unsaved.add(job)
+            self._cond.notify_all()
+
+    def provide_target(self, project: str, access: LabelStudioAccess, target: ImportTarget | None) -> None:
+        """The project's /setup brought Label Studio's key: its waiting jobs go on."""
+        if target is None:
+            return
+        with self._cond:
+            for job in self._jobs.values():
+                if job.project == project and job.state == "waiting":
+                    job.access, job.target, job.key_source = access, target, target.key_source
+                    self._release_waiting(job)
+            self._cond.notify_all()
+
+    def _release_waiting(self, job: PredictionJob) -> None:
+        if job.target is not None:
+            job.state = "queued"
+            job.message = f"resumed after a restart: {len(job.queue):,} tasks queued before it"
+            return
+        # a click without any key: nothing can be stored in the background, so the kept tasks are given up
+        # (said, and counted); the click's own tasks are predicted for its answer as usual
+        for entry in list(job.queue):
+            job.registry.pop(entry.key, None)
+        job.dropped += len(job.queue)
+        job.message = (f"{len(job.queue):,} tasks kept from before the restart were given up: {NO_TARGET}")
+        job.queue.clear()
+        job.state = "queued"
+
+    def report_dropped(self, kept: KeptJob, reason: str) -> None:
+        with self._cond:
+            self._reports.appendleft(dropped_row(f"job-{next(self._ids)}", kept, reason))
 
     def _recently_stored(self, project: str, version: str, key) -> bool:
         stored_at = self._stored.get((project, version), {}).get(key)
@@ -234,7 +314,8 @@ class JobManager:
     def status(self) -> list[dict]:
         with self._cond:
             jobs = list(self._jobs.values()) + [j for j in self._history if j not in self._jobs.values()]
-            return [j.snapshot() for j in sorted(jobs, key=lambda j: -(j.started_at or time.time()))]
+            rows = [j.snapshot() for j in sorted(jobs, key=lambda j: -(j.started_at or time.time()))]
+            return rows + list(self._reports)
 
     def busy(self) -> bool:
         with self._cond:
@@ -258,8 +339,9 @@ class JobManager:
                     items = predictor.run(job.plan, [e.work for e in entries], urgent=False)
             except Exception as exc:  # never let the worker die
                 log.exception("job %s: a batch failed on %s", job.id, device.name)
-                items = [{"model_version": job.version, "error": f"inference failed ({type(exc).__name__})"}
-                         for _ in entries]
+                reason = (f"the model failed on this task: Retrieve Predictions again, and see the backend's log "
+                          f"if it happens again (inference failed: {type(exc).__name__})")
+                items = [{"model_version": job.version, "error": reason} for _ in entries]
             self._finish(job, entries, items)
 
     def _take_batch(self, downloads: ThreadPoolExecutor, device: DeviceSlot, block: bool):
@@ -283,7 +365,7 @@ class JobManager:
 
     def _next_job(self) -> PredictionJob | None:
         """Tasks a request is waiting for first (oldest request first), then background work in turn."""
-        live = [j for j in self._jobs.values() if j.queue]
+        live = [j for j in self._jobs.values() if j.queue and j.state != "waiting"]
         if not live:
             return None
         waited = [j for j in live if j.queue[0].waiter is not None]
@@ -334,6 +416,7 @@ class JobManager:
             log.warning("project %s: %s", job.project, why)
 
     def _settle(self, job: PredictionJob) -> None:
+        self._unsaved.add(job)
         if job.idle:
             if job.state != "cancelled":
                 job.state = "failed" if job.import_error else "done"
@@ -381,6 +464,48 @@ class JobManager:
                 job.already += len(outcome.already)
                 self._settle(job)
                 self._cond.notify_all()
+
+    # ----- the journal: each job's unfinished tasks kept in STATE_DIR --------------------------------
+
+    def _journal_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and not self._unsaved:
+                    self._cond.wait()
+                if self._stopped:
+                    return  # stop() writes the last state itself
+            self.save_journal()
+            calm = time.monotonic() + JOURNAL_INTERVAL_S  # at most a write per job and interval
+            with self._cond:
+                while not self._stopped and time.monotonic() < calm:
+                    self._cond.wait(max(0.0, calm - time.monotonic()))
+
+    def save_journal(self) -> None:
+        """Write (or delete) the file of every job that changed since the last write."""
+        if self.journal is None:
+            return
+        with self._cond:
+            changed = [(job, self._kept(job)) for job in self._unsaved]
+            self._unsaved.clear()
+        for job, kept in changed:
+            if kept is None:
+                self.journal.remove(job.project, job.version)
+            else:
+                self.journal.write(kept)
+
+    def _kept(self, job: PredictionJob) -> KeptJob | None:
+        """What a restart needs of the job (under the lock): None when nothing of it is left to store.
+
+        Only the tasks left to the import: those a request still waits for go back in its answer (on
+        SIGTERM the server lets the request answer before it stops the jobs), so a request answered in
+        full never touches the disk."""
+        tasks = [{"id": e.work.task_id, "data": e.work.task.get("data")} for e in job.registry.values()
+                 if e.waiter is None and isinstance(e.work.task_id, (int, str)) and isinstance(e.work.task, dict)]
+        # (key_source: a key stored or will store the job's predictions; without any, nothing resumes)
+        if not tasks or not job.label_config or job.key_source is None:
+            return None
+        return KeptJob(job.project, job.version, job.label_config, job.access.hostname,
+                       job.key_source or "LABEL_STUDIO_API_KEY", tasks, job.started_at)
 
     def _importer(self, target: ImportTarget, project: str) -> PredictionImporter:
         key = (target.url, target.api_key, project)

@@ -52,6 +52,38 @@ def test_upload_falls_back_to_the_storage_proxy(make_settings, http_server):
         f.fetch("/data/other/none.jpg")
 
 
+def test_a_failed_download_says_first_what_a_labeller_can_do_then_the_detail(make_settings, http_server):
+    """Label Studio 1.23 answers 500 for an upload whose file is gone; the Data Manager shows ~3 lines of a note."""
+    http_server.routes["/data/upload/999/missing.jpg"] = lambda req: (500, {}, b"Server Error (500)")
+    http_server.routes["/data/other/broken.jpg"] = lambda req: (502, {}, b"bad gateway")
+    http_server.routes["/elsewhere.jpg"] = lambda req: (403, {}, b"forbidden")
+    f = fetcher(make_settings, LABEL_STUDIO_URL=http_server.url, LABEL_STUDIO_API_KEY=TOKEN,
+                ALLOWED_MEDIA_HOSTS="127.0.0.1")
+    cases = {
+        "/data/upload/999/missing.jpg": "Label Studio could not serve this file (it may have been deleted); re-upload "
+                                        f"it (HTTP 500 downloading {http_server.url}/data/upload/999/missing.jpg)",
+        "/data/other/broken.jpg": "Label Studio could not serve this file: check that it still exists in the "
+                                  "project's storage, or see Label Studio's log (HTTP 502 downloading "
+                                  f"{http_server.url}/data/other/broken.jpg)",
+        "/data/other/none.jpg": "Label Studio has no such file (deleted, or the task names a wrong path); re-upload "
+                                "it or fix the task's data (HTTP 404 for /data/other/none.jpg)",
+    }
+    for url, message in cases.items():
+        with pytest.raises(MediaError) as err:
+            f.fetch(url)
+        assert str(err.value) == message
+    # another server than Label Studio (the same address here, reached by a URL of its own: not "Label Studio")
+    other = fetcher(make_settings, ALLOWED_MEDIA_HOSTS="127.0.0.1")
+    with pytest.raises(MediaError) as err:
+        other.fetch(f"{http_server.url}/elsewhere.jpg")
+    assert str(err.value) == ("the image's server would not serve the file: check that the task's image URL opens in "
+                              f"a browser (HTTP 403 downloading {http_server.url}/elsewhere.jpg)")
+    with pytest.raises(MediaError) as err:
+        other.fetch(f"{http_server.url}/gone.jpg")
+    assert str(err.value) == ("the image's server has no such file: fix the task's image URL (HTTP 404 for "
+                              f"{http_server.url}/gone.jpg)")
+
+
 def test_wrong_token_is_answered_with_what_to_do(make_settings, http_server):
     http_server.routes["/data/upload/3/x.jpg"] = token_route(f"Token {TOKEN}")
     f = fetcher(make_settings, LABEL_STUDIO_URL=http_server.url, LABEL_STUDIO_API_KEY="nope")
@@ -218,7 +250,8 @@ def test_download_timeout(make_settings, http_server):
     http_server.routes["/slow.jpg"] = slow
     f = fetcher(make_settings, ALLOWED_MEDIA_HOSTS="127.0.0.1", DOWNLOAD_TIMEOUT=0.3)
     start = time.monotonic()
-    with pytest.raises(MediaError, match="timed out .*DOWNLOAD_TIMEOUT"):
+    with pytest.raises(MediaError, match=r"^the image took too long to download: try again, or raise DOWNLOAD_TIMEOUT "
+                                         r"\(timed out after 0.3 s downloading http://127\.0\.0\.1:\d+/slow\.jpg\)$"):
         f.fetch(http_server.url + "/slow.jpg")
     assert time.monotonic() - start < 1.9
 

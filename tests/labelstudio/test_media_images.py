@@ -63,8 +63,8 @@ def test_data_uri_stays_within_the_byte_and_pixel_limits(make_settings):
     with pytest.raises(MediaError) as err:
         fetcher(make_settings, MAX_DOWNLOAD_BYTES=2000).fetch(too_many_bytes)
     assert str(err.value) == (
-        "the image of a data: URI (data:image/png;base64, 4,022 characters) (3,000 bytes) is larger than the "
-        "download limit of 2,000 bytes (MAX_DOWNLOAD_BYTES)"
+        "the image is too large to download: make it smaller, or raise MAX_DOWNLOAD_BYTES (the image of a data: URI "
+        "(data:image/png;base64, 4,022 characters) (3,000 bytes) is larger than the download limit of 2,000 bytes)"
     )
     big = data_uri(png((100, 50)))
     with pytest.raises(MediaError) as err:
