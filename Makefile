@@ -12,7 +12,7 @@ TORCH_VERSION := $(shell sed -n 's/^torch==//p' $(CONSTRAINTS))
 TORCH_INDEX ?=
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-# CPU speed lever (backend/allocator.py): run the server on tcmalloc when it is installed
+# CPU speed lever (runtime/allocator.py): run the server on tcmalloc when it is installed
 # (apt-get install libtcmalloc-minimal4); `make serve TCMALLOC=` runs it on glibc malloc.
 TCMALLOC ?= $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4))
 
@@ -66,7 +66,7 @@ $(LS_VENV)/.installed:
 install-labelstudio: $(LS_VENV)/.installed
 
 # Debian's chromium (Playwright's own browser download does not work here). Needs root (CI) or sudo.
-# tcmalloc comes along: tests/backend/test_backend_allocator.py runs the model on it.
+# tcmalloc comes along: tests/runtime/test_allocator.py runs the model on it.
 install-chromium:
 	@if [ ! -x $(CHROMIUM) ] || [ -z "$(TCMALLOC)" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

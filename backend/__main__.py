@@ -6,9 +6,12 @@ import logging
 import os
 import sys
 
+# Our packages are imported inside main(): the THP lever (runtime.allocator) must be set before
+# anything imports torch, and --help answers without loading the model code.
+
 
 def main(argv: list[str] | None = None) -> int:
-    from .allocator import enable_thp_allocation
+    from runtime.allocator import enable_thp_allocation
 
     enable_thp_allocation()  # before anything imports torch (the settings do)
     parser = argparse.ArgumentParser(prog="python -m backend", description="Grounding DINO ML backend for Label Studio")
@@ -30,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(level)
 
-    from .detection import ModelLoadError
-    from .detection.masks import MaskModelLoadError
-    from .server import create_app, load_predictor
+    from detection import ModelLoadError
+    from detection.masks import MaskModelLoadError
+    from backend.app.server import create_app, load_predictor
 
     try:
         predictor = load_predictor(settings)
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("backend")
     log.info("model %s loaded%s; listening on %s:%d", settings.model,
              f" with mask model {settings.sam_model}" if settings.sam_model else "", args.host, args.port)
-    from .allocator import cpu_allocator_hint
+    from runtime.allocator import cpu_allocator_hint
 
     hint = cpu_allocator_hint(predictor.detector.device.type)
     if hint:
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     # A /predict waits at most until its deadline; on SIGTERM it is cut short after 3 s, and the background
-    # job drops its queue (nothing of it is stored: the next click redoes it).
+    # jobs keep their unfinished tasks in STATE_DIR for the next start (job_journal.py).
     uvicorn.run(create_app(settings, predictor), host=args.host, port=args.port, log_level=level.lower(),
                 timeout_graceful_shutdown=3)
     # A batch still in the model when the jobs' grace period ran out must not hold the exit: nothing

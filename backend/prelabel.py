@@ -32,7 +32,10 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from .ls_import import PredictionImporter, PredictionImportError, describe_api_error, field_of, has_version
+from labelstudio.importer import PredictionImporter, PredictionImportError, describe_api_error, field_of, has_version
+
+# The settings, the model and the devices are imported inside main(): --help and argument errors answer
+# without loading torch (backend.settings imports the detection core).
 
 log = logging.getLogger("backend.prelabel")
 FAILURES_SHOWN = 50
@@ -120,7 +123,7 @@ class ProjectRun:
     """One project to pre-label: its label config, the model_version it gets, its size."""
 
     client: object  # label_studio_sdk.LabelStudio
-    predictor: object  # backend.predictor.Predictor
+    predictor: object  # backend.serving.predictor.Predictor
     project_id: int
     label_config: str
     version: str
@@ -130,7 +133,7 @@ class ProjectRun:
     @classmethod
     def open(cls, client, predictor, project_id: int, base_url: str = "", thresholds: dict | None = None) -> "ProjectRun":
         """Raises ConfigError naming what to fix (no such project, a refused key, an unusable config)."""
-        from .label_config import LabelConfigError
+        from labelstudio.label_config import LabelConfigError
 
         try:
             project = client.projects.get(id=project_id)
@@ -344,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
 
-    from evaluation.runner.distributed import Dist
+    from runtime.distributed import Dist
 
     # gloo for CPU processes, nccl for GPUs; one process (no group) without torchrun's variables.
     dist = Dist.from_env(settings.devices[0] if settings.devices else settings.device)
@@ -357,9 +360,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, settings, dist) -> int:
     from label_studio_sdk import LabelStudio
 
-    from .detection import ModelLoadError
-    from .detection.masks import MaskModelLoadError
-    from .devices import load_on
+    from detection import ModelLoadError
+    from detection.masks import MaskModelLoadError
+    from backend.serving.devices import load_on
 
     run, error = None, None
     try:

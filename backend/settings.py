@@ -10,9 +10,9 @@ import os
 import re
 from dataclasses import dataclass
 from typing import Mapping
-from urllib.parse import urlparse
 
-from .detection import DEFAULT_MODEL
+from detection import DEFAULT_MODEL
+from labelstudio import environment
 
 MB = 1024 * 1024
 
@@ -26,7 +26,7 @@ class Settings:
     model: str = DEFAULT_MODEL
     device: str = "auto"
     # Several devices in one backend (one model each, work spread over them): e.g. ("cuda:0", "cuda:1").
-    # Empty: DEVICE, or every visible GPU when DEVICE is auto/cuda (backend/devices.py).
+    # Empty: DEVICE, or every visible GPU when DEVICE is auto/cuda (backend/serving/devices.py).
     devices: tuple[str, ...] = ()
     dtype: str = "fp32"
     box_threshold: float = 0.35
@@ -57,7 +57,7 @@ class Settings:
     train_steps: int | None = None
     train_image_size: int | None = None
     # The SAM-family mask model for <BrushLabels>/<PolygonLabels> and smart tools (hub id or directory).
-    # None: DEFAULT_SAM_MODEL, loaded on first need (backend/mask_stage.py); set: loaded at start.
+    # None: DEFAULT_SAM_MODEL, loaded on first need (backend/serving/mask_stage.py); set: loaded at start.
     sam_model: str | None = None
     # Polygon pre-labels: parts kept per mask (the largest always) and the smallest further part, as a
     # fraction of the mask's pixels (backend/regions/polygon.py): a reviewer never gets hundreds of slivers.
@@ -115,14 +115,16 @@ class Settings:
 
 
 def label_studio_url(environ: Mapping[str, str]) -> str | None:
-    """LABEL_STUDIO_URL (alias LABEL_STUDIO_HOST); also read by tools that only talk to Label Studio
-    (`python -m evaluation.labelstudio`)."""
-    return _Reader(environ).url("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST")
+    """LABEL_STUDIO_URL (alias LABEL_STUDIO_HOST), read by the adapters' one rule (`labelstudio.environment`)."""
+    try:
+        return environment.label_studio_url(environ)
+    except environment.LabelStudioEnvError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def label_studio_api_key(environ: Mapping[str, str]) -> str | None:
     """LABEL_STUDIO_API_KEY (alias LABEL_STUDIO_ACCESS_TOKEN)."""
-    return _Reader(environ).str("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN")
+    return environment.label_studio_api_key(environ)
 
 
 class _Reader:
@@ -198,12 +200,10 @@ class _Reader:
         name, value = self.raw(*names)
         if value is None:
             return None
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise SettingsError(
-                f"{name}={value!r} must be a full URL with http:// or https:// (e.g. http://label-studio:8080)"
-            )
-        return value.rstrip("/")
+        try:
+            return environment.checked_url(name, value)
+        except environment.LabelStudioEnvError as exc:
+            raise SettingsError(str(exc)) from None
 
     def directory(self, name: str) -> str | None:
         _, value = self.raw(name)
@@ -254,4 +254,5 @@ def _check_range(name, number, lo, hi) -> None:
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("backend").setLevel(getattr(logging, level.upper(), logging.INFO))
+    for package in ("backend", "labelstudio", "detection", "runtime"):  # the backend's code, in its four packages
+        logging.getLogger(package).setLevel(getattr(logging, level.upper(), logging.INFO))

@@ -16,6 +16,9 @@ import os
 import sys
 from pathlib import Path
 
+# Our packages are imported inside main(): the THP lever (runtime.allocator) must be set before
+# anything imports torch, and --help answers without loading the model code.
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m backend.train", description=__doc__.split("\n\n")[0])
@@ -57,13 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .allocator import enable_thp_allocation
+    from runtime.allocator import enable_thp_allocation
 
-    enable_thp_allocation()  # before anything imports torch (the speed lever of backend.allocator)
+    enable_thp_allocation()  # before anything imports torch (the speed lever of runtime.allocator)
     args = build_parser().parse_args(argv)
-    from .detection import ModelLoadError
+    from detection import ModelLoadError
     from .training.errors import TrainingCancelled, TrainingError
-    from evaluation.runner.errors import InputError
+    from runtime.errors import InputError
 
     try:
         check_args(args)
@@ -108,7 +111,7 @@ def _client(settings):
 
 
 def thresholds_only(args) -> int:
-    from .devices import device_names, load_on
+    from backend.serving.devices import device_names, load_on
     from .training.store import ProjectStore
     from .training.tasks import fetch_project
     from .training.thresholds import configured_thresholds, learn_thresholds
@@ -138,9 +141,9 @@ def thresholds_only(args) -> int:
 
 
 def train(args) -> int:
-    from evaluation.runner.distributed import Dist
+    from runtime.distributed import Dist
 
-    from .detection import DEFAULT_MODEL, resolve_device
+    from detection import DEFAULT_MODEL, resolve_device
     from .training.data import load_training_data
     from .training.threads import choose_threads
     from .training.trainer import Trainer, TrainConfig
@@ -186,7 +189,7 @@ def export_labelstudio(args, out: Path, dist) -> tuple[Path, Path]:
     error = None
     if dist.is_main:
         try:
-            from .media import MediaFetcher
+            from labelstudio.media import MediaFetcher
             from .training.project_data import export_project
             from .training.tasks import fetch_project
 

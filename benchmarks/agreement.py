@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from .common import BOX_THRESHOLD
 
+# torch and our packages are imported inside the functions: the benchmark's parent process runs no model
+# (its workers set their environment before torch loads).
+
 def raw_agreement(ref, got, k=100):
     """Raw outputs vs the baseline's, on the baseline's top-k queries (by max logit).
 
@@ -42,7 +45,7 @@ def detection_agreement(ref, got, iou_min=0.9):
     IoU >= `iou_min` (evaluation.matching's greedy matching)."""
     import numpy as np
 
-    from backend.detection.boxes import box_iou
+    from detection.boxes import box_iou
     from evaluation.matching import greedy_match
 
     total = matched = extra = 0
@@ -63,7 +66,7 @@ def detection_agreement(ref, got, iou_min=0.9):
 
 def reference_detections(raw, classes, tokenizer, sizes):
     """Our labelling post-processing on the baseline's raw outputs (the detections to reproduce)."""
-    from backend.detection import build_prompt, label_detections
+    from detection import build_prompt, label_detections
 
     chunk = build_prompt(tokenizer, classes).chunks[0]
     out = []

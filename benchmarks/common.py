@@ -6,6 +6,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+# The random full-size model is built only when no checkpoint is given: imported where it is needed.
+
 ROOT = Path(__file__).resolve().parent.parent
 
 LS_LABELS = ["Person", "Car", "Dog", "TrafficLight", "Bicycle"]

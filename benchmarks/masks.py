@@ -17,7 +17,7 @@ The masks of both paths are compared (fraction of differing pixels). The last li
 
 With `--detector DIR` (a Grounding DINO directory), a second measurement: the backend's cost per image of a
 `<BrushLabels>` config (boxes, then masks) vs the same labels as `<RectangleLabels>` (boxes alone), through
-`backend.predictor.Predictor.predict_tasks`, interleaved; its line is `masks_vs_boxes=<x>`.
+`backend.serving.predictor.Predictor.predict_tasks`, interleaved; its line is `masks_vs_boxes=<x>`.
 """
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+# torch and our packages are imported inside the functions: the THP lever and the thread environment
+# are set before torch loads, and --help answers without it.
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,9 @@ def label_config(control: str) -> str:
 
 def time_boxes_vs_masks(detector_dir: str, mask_model, image_bytes: list[bytes], rounds: int, device: str):
     """(seconds per image with boxes alone, with boxes then masks), medians over interleaved rounds."""
-    from backend.detection import Detector, DetectorConfig
-    from backend.mask_stage import MaskModelHolder
-    from backend.predictor import Predictor
+    from detection import Detector, DetectorConfig
+    from backend.serving.mask_stage import MaskModelHolder
+    from backend.serving.predictor import Predictor
     from backend.settings import Settings
 
     from .workers import MemoryFetcher
@@ -152,8 +155,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from backend.detection import open_image
-    from backend.detection.masks import MaskModel, MaskModelConfig, MaskModelLoadError
+    from detection import open_image
+    from detection.masks import MaskModel, MaskModelConfig, MaskModelLoadError
 
     from .common import make_images
 

@@ -7,7 +7,7 @@ Two paths on the same predictor, model and images, interleaved A B A B so machin
 
 - serial: `Predictor.predict_tasks`, the order bulk pre-labelling used before background jobs (download
   a batch, then run the model, then download the next);
-- overlapped: the server's background job (`backend.jobs.JobManager`), whose worker loads the next batch
+- overlapped: the server's background job (`backend.serving.jobs.JobManager`), whose worker loads the next batch
   while the model runs the current one.
 
 The predictions of both paths must be equal. The last line is `overlap_vs_serial=<x>`: the ratio of the
@@ -22,6 +22,8 @@ import time
 
 from .common import LS_CONFIG, make_images, model_dir
 
+# torch and our packages are imported inside the functions: --help answers without loading the model code.
+
 
 class SlowFetcher:
     """The MediaFetcher interface over in-memory images, each taking `latency` seconds to arrive."""
@@ -34,14 +36,14 @@ class SlowFetcher:
         return self.images[url]
 
     def fetch_image(self, url, task_id=None, hostname=None, access_token=None):
-        from backend.detection import open_image
+        from detection import open_image
 
         return open_image(self.fetch(url))
 
 
 def overlapped(jobs, predictor, tasks) -> tuple[float, list]:
-    from backend.jobs import RequestWaiter
-    from backend.state import LabelStudioAccess
+    from backend.serving.jobs import RequestWaiter
+    from backend.app.state import LabelStudioAccess
 
     loop = asyncio.new_event_loop()
     try:
@@ -73,9 +75,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None, help="model directory (default: a random full-size model)")
     args = parser.parse_args(argv)
 
-    from backend.detection import Detector, DetectorConfig
-    from backend.jobs import JobManager
-    from backend.predictor import Predictor
+    from detection import Detector, DetectorConfig
+    from backend.serving.jobs import JobManager
+    from backend.serving.predictor import Predictor
     from backend.settings import Settings
 
     model = str(model_dir(args.model))

@@ -10,7 +10,7 @@ cancels out in the per-round ratios. Paths:
 - model-card loop (the baseline, 1.0×), per image `AutoProcessor(images, text)` → `model(**inputs)` under
   `torch.no_grad()` → `post_process_grounded_object_detection(threshold=…)`, in a plain process (default
   PyTorch settings, as a user runs the hub's model card);
-- backend: the tasks of one /predict through `backend.predictor.Predictor.predict_tasks` when it exists,
+- backend: the tasks of one /predict through `backend.serving.predictor.Predictor.predict_tasks` when it exists,
   else the core's labelling mode (`Detector.detect`) in micro-batches of the backend's batch size
   (decoding included), on a 5-label Label Studio config;
 - evaluation: ranking mode (`Detector.rank`, top-300) at batch 1 in fp32 (the parity settings), with the
@@ -43,6 +43,9 @@ from .agreement import detection_agreement, raw_agreement, reference_detections
 from .common import IMAGE_SIZES, LS_CLASSES, ROOT, make_images, model_dir
 from .workers import Worker
 
+# torch and our packages are imported inside the functions: the parent process runs no model and its
+# settings must not reach the workers, which set their own before torch loads.
+
 # Backbone reuse across prompt chunks: the 80 COCO names in CHUNKS prompts, the backbone run once per image
 # vs once per chunk (= CHUNKS single-chunk forwards), both in the same interleaved rounds.
 CHUNKS = 4
@@ -70,7 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None, help="model directory (default: a random full-size model)")
     parser.add_argument("--allocator", choices=("auto", "tcmalloc", "glibc"), default="auto", help="malloc of the "
                         "fast paths: auto = tcmalloc when installed, as `make serve` and the Docker image run the "
-                        "backend (backend/allocator.py); on the CPU the fp32 rows are then also run on glibc malloc")
+                        "backend (runtime/allocator.py); on the CPU the fp32 rows are then also run on glibc malloc")
     args = parser.parse_args(argv)
     device = args.device
     if device == "auto":
@@ -92,7 +95,7 @@ def main(argv=None) -> int:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("LD_PRELOAD", None)
     plain_env = {k: v for k, v in env.items() if k != "THP_MEM_ALLOC_ENABLE"}  # the model card, as users run it
-    from backend.allocator import find_tcmalloc
+    from runtime.allocator import find_tcmalloc
 
     tcmalloc = find_tcmalloc() if args.allocator != "glibc" else None
     if args.allocator == "tcmalloc" and tcmalloc is None:

@@ -14,6 +14,9 @@ import time
 
 from .common import BOX_THRESHOLD, LS_CONFIG, LS_LABELS, ROOT, TEXT_THRESHOLD, caption
 
+# torch and our packages are imported inside the workers: each worker process sets its allocator and
+# thread environment (THP lever, OMP threads) before torch loads.
+
 def _send(stream, obj) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(struct.pack("<Q", len(data)) + data)
@@ -89,7 +92,7 @@ class FastWorker:
     """Our code: the backend path and the evaluation path, sharing one model (as the server does)."""
 
     def __init__(self, model: str, device: str, batch_size: int):
-        from backend.detection import Detector, DetectorConfig
+        from detection import Detector, DetectorConfig
 
         self.Detector, self.DetectorConfig = Detector, DetectorConfig
         self.base = Detector.load(DetectorConfig(model=model, device=device))
@@ -120,24 +123,24 @@ class FastWorker:
         return det
 
     def predictor(self, dtype: str):
-        """backend.predictor.Predictor if the backend has one, else None (core fallback)."""
+        """backend.serving.predictor.Predictor if the backend has one, else None (core fallback)."""
         if dtype in self.predictors:
             return self.predictors[dtype]
         try:
-            from backend.predictor import Predictor
+            from backend.serving.predictor import Predictor
             from backend.settings import Settings
         except ImportError as exc:
-            self.predictor_note = f"backend.predictor unavailable ({exc}); core labelling mode used"
+            self.predictor_note = f"backend.serving.predictor unavailable ({exc}); core labelling mode used"
             self.predictors[dtype] = None
             return None
         settings = Settings(model=self.base.config.model, device=self.device, dtype=dtype, batch_size=self.batch_size)
         self.predictors[dtype] = Predictor(self.detector(dtype), settings, fetcher=MemoryFetcher())
-        self.predictor_note = "backend.predictor.Predictor.predict_tasks (everything but HTTP)"
+        self.predictor_note = "backend.serving.predictor.Predictor.predict_tasks (everything but HTTP)"
         return self.predictors[dtype]
 
     def run(self, images: list[bytes], classes: list[str], mode: str, dtype: str = "fp32", batch: int = 1,
             chunk_size: int | None = None, reuse_backbone: bool = True, **_):
-        from backend.detection import open_image
+        from detection import open_image
 
         det = self.detector(dtype, reuse_backbone)
         self._recorded = []
@@ -174,7 +177,7 @@ class FastWorker:
                 det.rank(decoded[i : i + batch], prompt, num_select=300)
             _sync(self.device)
             seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
-        from backend.allocator import active_allocator
+        from runtime.allocator import active_allocator
 
         return {"seconds": seconds, "cpu": cpu, "raw": self._recorded, "detections": detections, "rss_mb": _peak_rss_mb(),
                 "thp": self.base.lever_report["thp_allocation"] == "active", "note": self.predictor_note, "allocator": active_allocator()}
@@ -190,7 +193,7 @@ class MemoryFetcher:
         return self.images[url]
 
     def fetch_image(self, url, task_id=None, hostname=None, access_token=None):
-        from backend.detection import open_image
+        from detection import open_image
 
         return open_image(self.fetch(url))
 
@@ -199,7 +202,7 @@ def _ls_boxes(prediction, size):
     """Label Studio regions -> (class indices, scores, xyxy pixel boxes), as the core's Detections."""
     import numpy as np
 
-    from backend.detection.boxes import xywh_to_xyxy
+    from detection.boxes import xywh_to_xyxy
 
     width, height = size
     labels, scores, boxes = [], [], []
@@ -218,7 +221,7 @@ def worker_main(kind: str, args: dict) -> None:
     if kind == "baseline":
         worker = BaselineWorker(args["model"], args["device"])
     else:
-        from backend.allocator import enable_thp_allocation
+        from runtime.allocator import enable_thp_allocation
 
         enable_thp_allocation()  # the process's start: before the worker imports torch
         worker = FastWorker(args["model"], args["device"], args["batch_size"])

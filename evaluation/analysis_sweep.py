@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from backend.detection.boxes import box_iou, xywh_to_xyxy
+from detection.boxes import box_iou, xywh_to_xyxy
 from evaluation.masks import mask_iou
 from evaluation.matching import greedy_match
 

@@ -64,7 +64,7 @@ def rle_bbox(rle: dict) -> list[float]:
 
 def polygon_mask(points, width: int, height: int) -> np.ndarray:
     """The (height, width) bool mask of a polygon given as (x, y) in continuous pixel coordinates (pixel
-    (i, j) covers [j, j+1] x [i, i+1]): the pixels whose centre lies inside it, as backend.regions traces
+    (i, j) covers [j, j+1] x [i, i+1]): the pixels whose centre lies inside it, as labelstudio.regions traces
     polygons. Label Studio's polygons are percent of the image: scale them first."""
     from matplotlib.path import Path as PolygonPath
 

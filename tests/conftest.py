@@ -34,7 +34,7 @@ def tiny_mm_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_detector(tiny_model_dir):
-    from backend.detection import Detector, DetectorConfig
+    from detection import Detector, DetectorConfig
 
     return Detector.load(DetectorConfig(model=str(tiny_model_dir), device="cpu"))
 
@@ -58,8 +58,8 @@ def make_client(tiny_detector, make_settings):
     """The real FastAPI app (tiny model) behind a TestClient; `detector=` swaps in a wrapped detector."""
     from fastapi.testclient import TestClient
 
-    from backend.predictor import Predictor
-    from backend.server import create_app
+    from backend.serving.predictor import Predictor
+    from backend.app.server import create_app
 
     clients = []
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from transformers.image_processing_utils import ImageProcessingMixin
 
-from backend.detection.masks import has_torchvision  # noqa: F401  (the tests ask it here)
+from detection.masks import has_torchvision  # noqa: F401  (the tests ask it here)
 from benchmarks.random_sam import IMAGE_MEAN, IMAGE_STD, save_mask_model
 
 IMAGE_SIZE = 256

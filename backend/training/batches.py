@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from backend.detection import Prompt, PromptChunk
+from detection import Prompt, PromptChunk
 
 from .data import Target
 from .errors import TrainingError

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.detection import class_phrases
+from detection import class_phrases
 from evaluation.coco.dataset import CocoDataset, load_dataset
-from evaluation.runner.errors import InputError
+from evaluation.runner.run import load_image
+from runtime.errors import InputError
 
 from .errors import TrainingError
 
@@ -54,8 +55,6 @@ class TrainingData:
         return [list(c.phrases) for c in self.classes]
 
     def load_image(self, image_id: int):
-        from evaluation.runner.run import load_image
-
         return load_image(self.dataset, image_id)
 
     def split(self, heldout_fraction: float, seed: int) -> Split:

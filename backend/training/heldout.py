@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluation.runner.distributed import Dist
+from runtime.distributed import Dist
 from evaluation.coco.run import to_coco
 from evaluation.coco.scoring import coco_gt, per_class_table, score
-from evaluation.runner.store import atomic_write
+from runtime.files import atomic_write
 
 from .data import TrainingData
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
+from detection import resolve_device
+
 from .errors import NotEnoughAnnotations, TrainingCancelled, TrainingError
 from .numbers import metric_change
 from .project_data import FetchImage, export_project
@@ -223,7 +225,7 @@ class TrainingJob:
     def _own_thresholds(self, model_dir: Path, ann: Path, images: Path,
                         cancel: threading.Event) -> LearnedThresholds | None:
         """The fine-tuned model's thresholds, learned on its own boxes on the held-out images."""
-        from backend.detection import Detector, DetectorConfig
+        from detection import Detector, DetectorConfig
 
         from .data import load_training_data
         from .heldout import heldout_ground_truth, labelled_detections
@@ -310,8 +312,6 @@ class TrainingJob:
 
 
 def _on_cpu(device: str) -> bool:
-    from backend.detection import resolve_device
-
     return resolve_device(device).type == "cpu"
 
 

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from backend.detection import ImageError, open_image
-from backend.label_config import LabelClass, LabelConfigError, parse_label_config
-from backend.media import MediaError
-from evaluation.runner.store import atomic_write
+from detection import ImageError, open_image
+from labelstudio.label_config import LabelClass, LabelConfigError, parse_label_config
+from labelstudio.media import MediaError
+from runtime.files import atomic_write
 from evaluation.labelstudio.export import Region
 
 from .errors import TrainingCancelled, TrainingError
@@ -163,12 +162,6 @@ def _extension(data: bytes) -> str:
 
 def _pixel_box(box: Region, width: int, height: int) -> tuple[float, float, float, float]:
     """Percent box (rotated by ``rotation`` degrees about its top-left corner) -> clipped xyxy pixels."""
-    x, y, w, h = box.x * width / 100, box.y * height / 100, box.w * width / 100, box.h * height / 100
-    if box.rotation:
-        a = math.radians(box.rotation)
-        corners = [(x + cx * math.cos(a) - cy * math.sin(a), y + cx * math.sin(a) + cy * math.cos(a))
-                   for cx, cy in ((0, 0), (w, 0), (w, h), (0, h))]
-        xs, ys = [c[0] for c in corners], [c[1] for c in corners]
-        x, y, w, h = min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
+    x, y, w, h = box.box(width, height)
     return (min(max(x, 0.0), width), min(max(y, 0.0), height),
             min(max(x + w, 0.0), width), min(max(y + h, 0.0), height))

@@ -18,9 +18,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from evaluation.runner.store import atomic_write
+from runtime.files import atomic_write
 
-from ..state import project_key
+from backend.app.state import project_key
 from .thresholds import LearnedThresholds
 
 

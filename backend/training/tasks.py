@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from evaluation.runner.errors import InputError
+from runtime.errors import InputError
 from evaluation.labelstudio.export import Task, load_export
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.analysis_sweep import DEFAULT_THRESHOLDS, best_work_threshold, match_detections, threshold_sweep
-from evaluation.labelstudio.cli import coco_files
+from evaluation.labelstudio.coco import coco_files
 from evaluation.labelstudio.export import Task
 
 from .tasks import as_dict, read_tasks
@@ -316,7 +316,7 @@ def _number(value) -> float | None:
 
 def configured_thresholds(mapping, default: float) -> dict[str, float]:
     """label -> the threshold the backend predicts it with: its control's ``model_score_threshold``, else
-    ``default`` (BOX_THRESHOLD). ``mapping`` is ``backend.label_config.parse_label_config(config)``."""
+    ``default`` (BOX_THRESHOLD). ``mapping`` is ``labelstudio.label_config.parse_label_config(config)``."""
     out: dict[str, float] = {}
     for label_set in mapping.active:
         if label_set.kind != "rectanglelabels":

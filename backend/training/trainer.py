@@ -17,12 +17,12 @@ from typing import Callable
 
 import torch
 
-from backend.detection import (
+from detection import (
     Detector, DetectorConfig, OfficialPreprocessing, build_prompt, load_checkpoint, resolve_device,
 )
-from evaluation.runner.distributed import Dist
+from runtime.distributed import Dist
 from evaluation.runner.run import file_digest, library_versions
-from evaluation.runner.store import atomic_write
+from runtime.files import atomic_write
 
 from .batches import BatchBuilder, BatchSchedule
 from .checkpoint import FINISHED_FILE, Checkpoints, step_seed

@@ -5,6 +5,9 @@ import argparse
 
 from evaluation.runner.cli import add_mask_arguments, add_run_arguments, dataset_main
 
+# The download and the run are imported inside main(): the THP lever must be set before torch loads
+# (runner.cli.dataset_main sets it), and --help or a download answers without loading the model code.
+
 DESCRIPTION = """\
 Zero-shot COCO-style evaluation of a Grounding DINO checkpoint by the official protocol
 (caption "person . bicycle . ... .", mean token probability per class, top-300 over queries x classes,

@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.runner.errors import InputError
+from runtime.errors import InputError
 
 
 @dataclass

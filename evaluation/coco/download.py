@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from evaluation.runner.download import RemoteFile, download, load_manifest
-from evaluation.runner.errors import InputError
+from runtime.errors import InputError
 
 DEFAULT_BASE_URL = "http://images.cocodataset.org"
 

@@ -8,17 +8,18 @@ import json
 import time
 from pathlib import Path
 
-from backend.detection.boxes import xyxy_to_xywh
-from backend.detection.phrases import class_phrases
+from detection.boxes import xyxy_to_xywh
+from detection.phrases import class_phrases
 from evaluation.masks import masks_to_coco_rle
-from evaluation.runner.errors import InputError
-from evaluation.runner.store import atomic_write
+from runtime.errors import InputError
+from runtime.files import atomic_write
 
 from .dataset import CocoDataset
+from .scoring import coco_gt, non_parity_reasons, per_class_table, published_rows, score, summary_text
 
 # A custom dataset's `TrafficLight` is prompted "traffic light", as the backend prompts a Label Studio
 # label (COCO's own names are already words: unchanged).
-PHRASE_RULE = "backend.detection.phrases.class_phrases (the backend's label -> phrase rule)"
+PHRASE_RULE = "detection.phrases.class_phrases (the backend's label -> phrase rule)"
 
 
 def to_coco(image_id: int, dets, category_ids: list[int], masks=None) -> list[dict]:
@@ -69,8 +70,6 @@ class CocoScorer:
         return to_coco(image_id, detections, self.dataset.category_ids, masks)
 
     def finish(self, run_dir: Path, records, ids: list[int], config: dict) -> dict:
-        from .scoring import coco_gt, non_parity_reasons, per_class_table, published_rows, score, summary_text
-
         merged = dict(records)
         detections = [d for i in ids for d in merged[i]]  # in image-id order, whatever the ranks' order
         atomic_write(run_dir / "detections.json", json.dumps(detections, separators=(",", ":")))

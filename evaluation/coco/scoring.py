@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pandas as pd
 
-from evaluation.published import comparison_lines
+from evaluation.published import COCO_VAL2017, comparison_lines, published_for
 
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 PER_CLASS_COLUMNS = ["category_id", "name", "AP", "AP50", "AP75", "num_gt"]
@@ -100,8 +100,6 @@ def is_full_val2017(num_images: int, ann_name: str) -> bool:
 
 def published_rows(model: str, num_images: int, ann_name: str) -> list[dict]:
     """The published COCO val2017 figures of the run's checkpoint, for a full val2017 run ([] otherwise)."""
-    from evaluation.published import COCO_VAL2017, published_for
-
     if not is_full_val2017(num_images, ann_name):
         return []
     return [p.as_dict() for p in published_for(model, COCO_VAL2017)]

@@ -15,9 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluation.runner.errors import InputError
-from evaluation.runner.store import atomic_write
+from evaluation.analysis_sweep import match_detections, threshold_sweep
+from evaluation.coco.scoring import coco_gt, per_class_table, score
+from evaluation.runner.run import library_versions
+from runtime.errors import InputError
+from runtime.files import atomic_write
 
+from .coco import coco_files
 from .export import TREATMENTS, Task, is_mask_export, prelabel_treatment, tasks_from_dicts
 from .fetch import LabelStudioAccess, resolve_predictions
 from .formats import read_export, require_annotated
@@ -55,33 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def coco_files(tasks: list[Task]) -> tuple[dict, list[dict]]:
-    """Annotated tasks -> COCO ground truth (boxes in pixels) and the pre-labels as COCO results; regions
-    with masks (a mask export) also carry their `segmentation` (RLE), and ground truth its mask area."""
-    from evaluation.masks import rle_area
-
-    labels = sorted({b.label for t in tasks if t.annotation is not None for b in t.annotation + t.prediction})
-    cat = {name: k + 1 for k, name in enumerate(labels)}
-    images, anns, dets = [], [], []
-    for t in tasks:
-        if t.annotation is None:
-            continue
-        images.append({"id": t.id, "file_name": t.image, "width": t.width, "height": t.height})
-        for b in t.annotation:
-            box = b.pixels(t.width, t.height)
-            anns.append({"id": len(anns) + 1, "image_id": t.id, "category_id": cat[b.label], "bbox": box,
-                         "area": box[2] * box[3], "iscrowd": 0})
-            if b.rle is not None:
-                anns[-1].update(segmentation=b.rle, area=rle_area(b.rle))
-        for b in t.prediction:
-            dets.append({"image_id": t.id, "category_id": cat[b.label], "bbox": b.pixels(t.width, t.height),
-                         "score": 1.0 if b.score is None else b.score})
-            if b.rle is not None:
-                dets[-1]["segmentation"] = b.rle
-    categories = [{"id": k, "name": name} for name, k in cat.items()]
-    return {"images": images, "annotations": anns, "categories": categories}, dets
-
-
 def threshold_counts(gt: dict, dets: list[dict], threshold: float, iou: float,
                      iou_type: str = "bbox") -> tuple[pd.DataFrame, pd.Series]:
     """Precision/recall/F1 of the pre-labels scoring >= threshold, per label and in total.
@@ -91,8 +68,6 @@ def threshold_counts(gt: dict, dets: list[dict], threshold: float, iou: float,
     numbers; no cap on pre-labels per task (pycocotools' 100 is an AP convention, a labelling team sees
     them all).
     """
-    from evaluation.analysis_sweep import match_detections, threshold_sweep
-
     extra = ["segmentation"] if iou_type == "segm" else []
     gt_frame = pd.DataFrame(gt["annotations"], columns=["image_id", "category_id", "bbox", "iscrowd", *extra])
     det_frame = pd.DataFrame(dets, columns=["image_id", "category_id", "bbox", "score", *extra])
@@ -128,9 +103,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, argv) -> int:
-    from evaluation.runner.run import library_versions
-    from evaluation.coco.scoring import coco_gt, per_class_table, score
-
     if not 0 < args.iou <= 1:
         raise InputError(f"--iou must be in (0, 1], got {args.iou}")
     export = Path(args.export).expanduser().resolve()

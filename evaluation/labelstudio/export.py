@@ -8,7 +8,7 @@ Regions are rectangles in percent of the image (`value.x/y/width/height`, `recta
 `polygonlabels`), with `original_width/height` in pixels when Label Studio knew them (always for brush
 regions). An export with any brush or polygon region is scored by mask IoU ("segm"): every region, a
 rectangle too, becomes a mask in the image's pixels (COCO RLE): brush RLE decoded by label-studio-sdk's
-decoder (backend.regions), polygons and rectangles rasterised by pixel centre (evaluation.masks).
+decoder (labelstudio.regions), polygons and rectangles rasterised by pixel centre (evaluation.masks).
 
 When an annotator accepts pre-labels, Label Studio copies the prediction's regions with their ids into the
 annotation, so regions are first paired by id; the rest are paired by overlap (IoU >= the given
@@ -16,16 +16,17 @@ threshold), for annotations drawn anew.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from backend.detection.boxes import box_iou, xywh_to_xyxy
+from detection.boxes import box_iou, xywh_to_xyxy
 from evaluation.masks import mask_iou, masks_to_coco_rle, polygon_mask, rle_bbox
 from evaluation.matching import greedy_match
-from evaluation.runner.errors import InputError
+from labelstudio.regions import rle_to_mask
+from labelstudio.regions.geometry import rectangle_box, rectangle_corners
+from runtime.errors import InputError
 
 from .formats import final_annotation, read_export, require_annotated
 
@@ -50,7 +51,13 @@ class Region:
     rle: dict | None = None  # COCO RLE in the image's pixels, set in a mask export (`with_masks`)
 
     def pixels(self, width: float, height: float) -> list[float]:
+        """x, y, w, h in pixels as stored, rotation ignored (see `box` for the region's extent)."""
         return [self.x * width / 100, self.y * height / 100, self.w * width / 100, self.h * height / 100]
+
+    def box(self, width: float, height: float) -> list[float]:
+        """The pixel box (x, y, w, h) enclosing the region, its rotation applied: COCO ground truth, and the
+        training targets read the same function (labelstudio.regions.geometry)."""
+        return list(rectangle_box(self.x, self.y, self.w, self.h, self.rotation, width, height))
 
     def same_geometry(self, other: "Region") -> bool:
         if self.kind != other.kind:
@@ -144,7 +151,6 @@ def _mask_shape(kind: str, value: dict, task_id, region_id) -> tuple:
 def with_masks(task: Task) -> None:
     """Give every region of the task its mask (COCO RLE in the task's pixels), and mask regions their
     mask's bounding box as x/y/w/h."""
-    from backend.regions import rle_to_mask
 
     width, height = int(round(task.width)), int(round(task.height))
     for region in task.regions:
@@ -166,11 +172,7 @@ def with_masks(task: Task) -> None:
 
 def _rectangle_corners(region: Region, width: int, height: int) -> np.ndarray:
     """A rectangle's corners in pixels; Label Studio rotates it clockwise about its top-left corner."""
-    x, y, w, h = region.pixels(width, height)
-    angle = math.radians(region.rotation)
-    cos, sin = math.cos(angle), math.sin(angle)
-    offsets = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float64)
-    return np.stack([x + offsets[:, 0] * cos - offsets[:, 1] * sin, y + offsets[:, 0] * sin + offsets[:, 1] * cos], axis=1)
+    return rectangle_corners(region.x, region.y, region.w, region.h, region.rotation, width, height)
 
 
 def load_export(path: Path) -> list[Task]:

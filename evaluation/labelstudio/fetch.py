@@ -16,9 +16,10 @@ from typing import Callable, Mapping
 import httpx
 from label_studio_sdk._extensions.label_studio_tools.core.utils.io import concat_urls
 
-from backend.media import KeyRefusedError, LabelStudioUnreachableError, MediaFetcher
-from backend.settings import Settings, SettingsError, label_studio_api_key, label_studio_url
-from evaluation.runner.errors import InputError
+from labelstudio.media import KeyRefusedError, LabelStudioUnreachableError, MediaFetcher
+from labelstudio.environment import LabelStudioEnvError, label_studio_api_key, label_studio_url
+from labelstudio.media_settings import ApiOnlySettings
+from runtime.errors import InputError
 
 from .formats import JSON_MIN, ExportFile
 
@@ -41,12 +42,12 @@ class LabelStudioAccess:
         """The options when given, else the backend's variables."""
         try:
             env_url = label_studio_url(environ)
-        except SettingsError as exc:
+        except LabelStudioEnvError as exc:
             raise InputError(str(exc)) from None
         if url:
             try:
                 url = label_studio_url({"LABEL_STUDIO_URL": url})
-            except SettingsError:
+            except LabelStudioEnvError:
                 raise InputError(f"--label-studio-url {url!r} must be a full URL with http:// or https:// "
                                  "(e.g. http://localhost:8080)") from None
         return cls(url or env_url, key or label_studio_api_key(environ),
@@ -68,7 +69,7 @@ class PredictionClient:
 
     def __init__(self, access: LabelStudioAccess, transport: httpx.BaseTransport | None = None):
         self.access = access
-        self.fetcher = MediaFetcher(Settings(label_studio_url=access.url, label_studio_api_key=access.key,
+        self.fetcher = MediaFetcher(ApiOnlySettings(label_studio_url=access.url, label_studio_api_key=access.key,
                                              download_timeout=access.timeout), transport)
         self.target = self.fetcher.label_studio_target()
 

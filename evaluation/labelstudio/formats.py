@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.runner.errors import InputError
+from runtime.errors import InputError
 
 JSON, JSON_MIN = "JSON", "JSON_MIN"
 REGION_KINDS = ("rectanglelabels", "brushlabels", "polygonlabels")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from evaluation.runner.errors import InputError
+from runtime.errors import InputError
 
 from .formats import final_annotation
 

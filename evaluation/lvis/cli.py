@@ -9,6 +9,9 @@ from .dataset import SPLITS
 from .fixed_ap import FIXED_AP_TOPK
 from .run import PARITY_CHUNK_SIZE
 
+# The download and the run are imported inside main(): the THP lever must be set before torch loads
+# (runner.cli.dataset_main sets it), and --help or a download answers without loading the model code.
+
 DESCRIPTION = f"""\
 Zero-shot LVIS v1 evaluation of a Grounding DINO checkpoint by mmdetection's protocol: the 1,203
 category names cleaned as mmdetection does (`ball_(sports)` -> "ball"), prompted in chunks of

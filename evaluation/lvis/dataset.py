@@ -11,7 +11,7 @@ from pathlib import Path
 
 from evaluation.coco.dataset import CocoDataset, load_dataset
 from evaluation.published import LVIS_MINIVAL, LVIS_VAL
-from evaluation.runner.errors import InputError
+from runtime.errors import InputError
 
 SPLITS = {  # --split -> annotation file under LVIS_ROOT/annotations/
     "minival": "lvis_v1_minival_inserted_image_name.json",

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from evaluation.runner.download import RemoteFile, download, fetch
-from evaluation.runner.errors import InputError
+from runtime.errors import InputError
 
 from .dataset import SPLITS, image_file
 

@@ -9,7 +9,7 @@ import base64
 
 import numpy as np
 
-from backend.detection.boxes import xyxy_to_xywh
+from detection.boxes import xyxy_to_xywh
 
 from .lvis_eval import DetectionArrays
 

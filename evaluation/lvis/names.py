@@ -2,7 +2,7 @@
 
 `ball_(sports)` -> "ball", `monitor_(computer_equipment) computer_monitor` -> "monitor computer monitor".
 The published LVIS figures were measured with this rule, so the LVIS evaluation keeps it for parity
-(the backend's rule, backend.detection.phrases.to_words, would also split `iPod` into "i pod" and
+(the backend's rule, detection.phrases.to_words, would also split `iPod` into "i pod" and
 `yo-yo` into "yo yo": different tokens). Case and spacing are normalised by the prompt builder.
 """
 from __future__ import annotations

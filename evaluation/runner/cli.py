@@ -7,7 +7,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .errors import InputError
+from runtime.errors import InputError
+
+# The detection core is imported inside the functions: the THP lever (runtime.allocator) must be set
+# before anything imports torch, and --help or a download answers without loading the model code.
 
 
 def positive_int(text: str) -> int:
@@ -22,7 +25,7 @@ def positive_int(text: str) -> int:
 
 def add_run_arguments(p: argparse.ArgumentParser, chunk_help: str, chunk_default: int | None = None) -> None:
     """The model and run options every evaluation command takes."""
-    from backend.detection import DEFAULT_MODEL
+    from detection import DEFAULT_MODEL
 
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_DIR",
                    help=f"hub model id or local directory saved with save_pretrained (default {DEFAULT_MODEL})")
@@ -46,7 +49,7 @@ def add_run_arguments(p: argparse.ArgumentParser, chunk_help: str, chunk_default
 
 def add_mask_arguments(p: argparse.ArgumentParser) -> None:
     """Instance masks: each detection's box turned into a mask by a SAM-family model (evaluation.coco)."""
-    from backend.detection.masks import DEFAULT_SAM_MODEL
+    from detection.masks import DEFAULT_SAM_MODEL
 
     p.add_argument("--iou-type", choices=["bbox", "segm"], default="bbox",
                    help="bbox (default): box AP. segm: each detection's box is also turned into a mask by "
@@ -59,7 +62,7 @@ def add_mask_arguments(p: argparse.ArgumentParser) -> None:
 def dataset_main(argv: list[str] | None, build_parser, download_main, load_for) -> int:
     """`python -m evaluation.<dataset> [download ...]`: the memory lever first, then either the dataset's
     download or a run (`load_for(args)` -> the `load()` of `run_command`)."""
-    from backend.allocator import enable_thp_allocation
+    from runtime.allocator import enable_thp_allocation
 
     enable_thp_allocation()  # before anything imports torch
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -85,10 +88,10 @@ def run_command(args, argv: list[str], load: Callable[[], tuple[object, object]]
 def _run(args, argv, load) -> int:
     from transformers.utils import logging as hf_logging
 
-    from backend.detection import Detector, DetectorConfig, ModelLoadError, PromptError
-    from backend.detection.masks import MaskModelLoadError
+    from detection import DetectorConfig, ModelLoadError, PromptError, load_detector
+    from detection.masks import MaskModelLoadError
 
-    from .distributed import Dist
+    from runtime.distributed import Dist
     from .run import RunSettings, default_run_dir, evaluate
 
     hf_logging.disable_progress_bar()  # ours is the progress bar; keeps errors to their one line
@@ -104,7 +107,7 @@ def _run(args, argv, load) -> int:
         try:
             dataset, scorer = load()
             t0 = time.perf_counter()
-            detector = Detector.load(DetectorConfig(model=args.model, device=dist.device_for(args.device),
+            detector = load_detector(DetectorConfig(model=args.model, device=dist.device_for(args.device),
                                                     dtype=args.dtype))
             detector.prompt(scorer.classes(), args.chunk_size)  # a label set that cannot be prompted
             if settings.iou_type == "segm":
@@ -124,7 +127,7 @@ def _run(args, argv, load) -> int:
 
 def _mask_settings(args) -> dict:
     """--iou-type / --sam-model as RunSettings fields (commands without them: boxes only)."""
-    from backend.detection.masks import DEFAULT_SAM_MODEL
+    from detection.masks import DEFAULT_SAM_MODEL
 
     iou_type = getattr(args, "iou_type", "bbox")
     sam_model = getattr(args, "sam_model", None)
@@ -137,6 +140,6 @@ def _mask_settings(args) -> dict:
 
 
 def _load_masker(settings, device: str):
-    from backend.detection.masks import MaskModel, MaskModelConfig
+    from detection.masks import MaskModel, MaskModelConfig
 
     return MaskModel.load(MaskModelConfig(model=settings.sam_model, device=device, dtype=settings.dtype))

@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from runtime.errors import InputError
 
 
 @dataclass(frozen=True)

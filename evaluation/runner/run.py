@@ -15,11 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
-from backend.allocator import active_allocator, cpu_allocator_hint
+from PIL import Image
 
-from .distributed import Dist
-from .errors import InputError
-from .store import PartialStore, atomic_write, check_fingerprint
+from detection import ImageError, open_image, to_rgb
+from detection.masks import BOX_MARGIN, clip_to_boxes
+from runtime.allocator import active_allocator, cpu_allocator_hint
+from runtime.distributed import Dist
+from runtime.errors import InputError
+from runtime.files import atomic_write
+
+from .store import PartialStore, check_fingerprint
 
 PREFETCH = 2  # batches decoded ahead of the model
 
@@ -113,18 +118,12 @@ def fingerprint(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, mask
 
 def mask_config(s: RunSettings, masker) -> dict:
     """How a segm run's masks were made (fingerprint and metrics.json)."""
-    from backend.detection.masks import BOX_MARGIN
-
     return {"iou_type": s.iou_type, "sam_model": s.sam_model, "sam_revision": masker.model_revision,
             "sam_model_type": masker.model_type, "mask_box_margin": BOX_MARGIN}
 
 
 def load_image(dataset: Dataset, image_id: int):
     """EXIF-transposed RGB, unless the annotation file declares the stored (untransposed) frame."""
-    from PIL import Image
-
-    from backend.detection import ImageError, open_image, to_rgb
-
     path = dataset.files[image_id]
     try:
         image = open_image(path)
@@ -181,8 +180,6 @@ def infer(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, store: Par
 def image_masks(masker, images, ranked) -> list:
     """Per image the (N, H, W) masks of its ranked boxes: one embedding per image, all its boxes in one
     decoder batch, each mask cut to its box (with the backend's margin)."""
-    from backend.detection.masks import BOX_MARGIN, clip_to_boxes
-
     masks = masker.masks_for_boxes(images, [d.boxes for d in ranked])
     return [clip_to_boxes(m, d.boxes, BOX_MARGIN) for m, d in zip(masks, ranked)]
 
@@ -257,8 +254,7 @@ def evaluate(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, run_dir
         "ann": str(dataset.ann_path), "images": str(dataset.images_dir), "model": s.model,
         "revision": detector.model_revision, "device": str(detector.device), "dtype": s.dtype,
         "batch_size": s.batch_size, "num_select": s.num_select, "limit": s.limit, "chunk_size": s.chunk_size,
-        "num_chunks": len(prompt.chunks), "chunk_tokens": [c.num_tokens for c in prompt.chunks],
-        "captions": [c.caption.text for c in prompt.chunks], "num_categories": len(dataset.category_ids),
+        **detector.describe_prompt(prompt), "num_categories": len(dataset.category_ids),
         "phrase_rule": scorer.phrase_rule, "phrases": [" | ".join(p) for p in classes],
         "preprocessing": getattr(detector, "preprocessing", None),
         # Speed levers as installed: a lever that found nothing to patch (a newer transformers) says so here.

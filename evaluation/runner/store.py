@@ -12,7 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import InputError
+from runtime.errors import InputError
+from runtime.files import atomic_write
 
 FINGERPRINT = "fingerprint.json"
 PARTIAL = "partial"
@@ -64,16 +65,6 @@ def describe_diff(old, new: dict) -> str:
     keys = sorted(set(old) | set(new))
     parts = [f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
     return "; ".join(parts)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` so that a reader (or a killed run) sees the old file or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def iter_lines(path: Path):

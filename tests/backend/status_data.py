@@ -33,7 +33,7 @@ def project_entry(project: str = "12", **fields) -> dict:
 
 def job_entry(job_id: str = "job-1", **fields) -> dict:
     base = {"id": job_id, "project": "12", "model_version": "grounding-dino-tiny-3f9a21c0", "state": "running",
-            "total": 5000, "done": 1240, "failed": 3, "imported": 1230, "rate_per_s": 18.8, "eta_s": 200.0,
+            "total": 5000, "done": 1240, "failed": 3, "imported": 1230, "answered": 7, "rate_per_s": 18.8, "eta_s": 200.0,
             "started_at": NOW - 66, "finished_at": None, "message": None}
     return {**base, **fields}
 

@@ -1,4 +1,4 @@
-"""One backend, several devices (backend/devices.py): which devices, the least busy one for interactive
+"""One backend, several devices (backend/serving/devices.py): which devices, the least busy one for interactive
 requests, and the background jobs spread over two model instances on the CPU standing in for two GPUs."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.devices import PredictorPool, device_names
-from backend.ls_import import PredictionImporter
-from backend.predictor import Predictor
-from backend.server import create_app
+from backend.serving.devices import PredictorPool, device_names
+from labelstudio.importer import PredictionImporter
+from backend.serving.predictor import Predictor
+from backend.app.server import create_app
 from backend.settings import Settings, SettingsError
 from tests.backend.backend_helpers import ls_body
 from tests.backend.standin_label_studio import StandInLabelStudio
@@ -109,7 +109,7 @@ class RendezvousDetector:
 
 @pytest.fixture(scope="module")
 def second_detector(tiny_model_dir):
-    from backend.detection import Detector, DetectorConfig
+    from detection import Detector, DetectorConfig
 
     return Detector.load(DetectorConfig(model=str(tiny_model_dir), device="cpu"))
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from backend.ls_import import ImportOutcome, PredictionImportError
+from labelstudio.importer import ImportOutcome, PredictionImportError
 from tests.backend.backend_helpers import ls_body
 
 CONFIG = ls_body("setup")["schema"]

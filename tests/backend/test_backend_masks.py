@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from backend.detection import Detections
-from backend.detection.masks import BOX_MARGIN, MaskModel, MaskModelConfig, MaskModelLoadError, clip_to_boxes
-from backend.label_config import LabelConfigError
-from backend.mask_stage import FALLBACK_SAM_MODEL, MaskModelHolder, sam_model_name
-from backend.predictor import Predictor
-from backend.regions import PolygonConfig, rle_to_mask
+from detection import Detections
+from detection.masks import BOX_MARGIN, MaskModel, MaskModelConfig, MaskModelLoadError, clip_to_boxes
+from labelstudio.label_config import LabelConfigError
+from backend.serving.mask_stage import FALLBACK_SAM_MODEL, MaskModelHolder, sam_model_name
+from backend.serving.predictor import Predictor
+from labelstudio.regions import PolygonConfig, rle_to_mask
 from tests.backend.backend_helpers import jpeg_bytes
 from tests.sam_factory import has_torchvision
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.label_config import LabelConfigError
-from backend.predictor import Predictor
+from labelstudio.label_config import LabelConfigError
+from backend.serving.predictor import Predictor
+from detection import GROUNDING_DINO
 from tests.backend.backend_helpers import jpeg_bytes, ls_body
 
 CONFIG = ls_body("setup")["schema"]
@@ -159,6 +160,8 @@ class OomDetector:
     """The real detector, but any batch holding an image of width 80 runs out of memory unless alone,
     and the one 99 px wide always does."""
 
+    family = GROUNDING_DINO
+
     def __init__(self, inner):
         self.inner = inner
         self.calls = []
@@ -206,5 +209,6 @@ def test_batch_size_defaults_to_one_on_the_cpu_and_four_on_a_gpu(tiny_detector, 
 
     class OnGpu:
         device = torch.device("cuda")
+        family = GROUNDING_DINO
 
     assert Predictor(OnGpu(), make_settings()).batch_size == 4

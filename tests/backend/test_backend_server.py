@@ -7,6 +7,7 @@ import time
 import httpx
 import pytest
 
+from detection import GROUNDING_DINO
 from tests.backend.backend_helpers import jpeg_bytes, ls_body
 from tests.ports import free_port
 
@@ -234,6 +235,8 @@ def test_basic_auth_on_every_route_but_webhook(make_client):
 class SlowDetector:
     """The real tiny detector, holding each forward pass until released (a long /predict)."""
 
+    family = GROUNDING_DINO
+
     def __init__(self, inner):
         self.inner, self.entered, self.release = inner, threading.Event(), threading.Event()
 
@@ -250,8 +253,8 @@ class SlowDetector:
 def test_health_and_setup_answer_fast_while_a_predict_runs(tiny_detector, make_settings, media_root):
     import uvicorn
 
-    from backend.predictor import Predictor
-    from backend.server import create_app
+    from backend.serving.predictor import Predictor
+    from backend.app.server import create_app
 
     settings = make_settings(LOCAL_FILES_DOCUMENT_ROOT=media_root, MAX_PENDING_PREDICTS=1)
     detector = SlowDetector(tiny_detector)
@@ -299,8 +302,8 @@ def test_fuzzed_requests_never_fail_the_server(tiny_detector, make_settings, tmp
     import schemathesis
     from hypothesis import HealthCheck, given, settings
 
-    from backend.predictor import Predictor
-    from backend.server import create_app
+    from backend.serving.predictor import Predictor
+    from backend.app.server import create_app
 
     app_settings = make_settings(LOCAL_FILES_DOCUMENT_ROOT=tmp_path, DOWNLOAD_TIMEOUT=1)
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(app_settings, Predictor(tiny_detector, app_settings)))
@@ -319,7 +322,7 @@ def test_fuzzed_requests_never_fail_the_server(tiny_detector, make_settings, tmp
 def test_app_loads_the_model_at_start_up_when_given_none(make_settings):
     from fastapi.testclient import TestClient
 
-    from backend.server import create_app
+    from backend.app.server import create_app
 
     app = create_app(make_settings())
     assert app.state.backend.predictor is None
@@ -332,8 +335,8 @@ def test_app_loads_the_model_at_start_up_when_given_none(make_settings):
 def test_unexpected_errors_are_json_without_a_stack_trace(tiny_detector, make_settings):
     from fastapi.testclient import TestClient
 
-    from backend.predictor import Predictor
-    from backend.server import create_app
+    from backend.serving.predictor import Predictor
+    from backend.app.server import create_app
 
     settings = make_settings()
     predictor = Predictor(tiny_detector, settings)

@@ -5,9 +5,9 @@ import threading
 import time
 
 from backend.settings import Settings
-from backend.state import LabelStudioAccess
+from backend.app.state import LabelStudioAccess
 from backend.training.job import JobProgress
-from backend.training_service import TrainingRefused, TrainingService
+from backend.training.service import TrainingRefused, TrainingService
 from tests.backend.backend_helpers import ls_body
 
 
@@ -78,8 +78,8 @@ def test_one_training_run_at_a_time_with_progress_and_cancel():
 
 def test_a_training_row_counts_steps_and_estimates_from_the_timed_steps():
     """Rate and ETA from the training steps only (reading and scoring the project left out), in steps/min."""
-    from backend.status_page import format_rate
-    from backend.training_service import TrainingRun
+    from backend.app.status_page import format_rate
+    from backend.training.service import TrainingRun
 
     run = TrainingRun("train-1", "3", "", state="running", phase="training", step=25, total=200,
                       plan="fine-tuning 200 steps at 512 px on the CPU", started_at=1000.0,
@@ -254,7 +254,7 @@ def test_after_start_training_adopts_a_model_retrieve_predictions_gets_its_boxes
                                                                                monkeypatch):
     """Through the webhook: a cancelled run changes nothing (same version, same boxes); a finished one's row
     names the version /predict stamps from then on, and its boxes are the fine-tuned model's, not empty."""
-    import backend.training.job as job_module
+    import backend.training.service as job_module  # where the factory looks TrainingJob up
 
     monkeypatch.setattr(job_module, "TrainingJob", CommittingJob)
     config = ls_body("setup")["schema"]
@@ -284,7 +284,9 @@ def test_after_start_training_adopts_a_model_retrieve_predictions_gets_its_boxes
     assert client.post("/webhook", json=start).status_code == 200
     assert client.post("/training/cancel", params={"project": "8"}).status_code == 200
     row = finished("cancelled")
-    state_files = sorted(p.relative_to(state).as_posix() for p in state.rglob("*") if p.is_file())
+    # what training keeps (project.json is the backend's record of the versions it served, not training's)
+    state_files = sorted(p.relative_to(state).as_posix() for p in state.rglob("*")
+                         if p.is_file() and p.name != "project.json")
     assert state_files == ["projects/8/thresholds.json"]
     assert row["model_version"] == before["model_version"]  # the base model with its thresholds, as before
     (same,) = client.post("/predict", json=predict).json()["results"]

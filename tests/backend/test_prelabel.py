@@ -7,7 +7,7 @@ import pytest
 
 from backend.prelabel import ConfigError, ProjectRun, Shard, Summary, main, prelabel, rank_device
 from backend.settings import Settings
-from evaluation.runner.distributed import Dist
+from runtime.distributed import Dist
 from tests.backend.standin_label_studio import StandInLabelStudio
 
 CONFIG = '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">' \

@@ -6,7 +6,7 @@ import json
 import lxml.html
 import pytest
 
-from backend.status_page import (
+from backend.app.status_page import (
     StatusDocumentError, format_ago, format_duration, format_rate, render_status_page, shorten_url,
 )
 from tests.backend.status_data import NOW, failure_entry, job_entry, model_section, project_entry, status_document
@@ -30,10 +30,11 @@ def cells(row) -> list[str]:
 def test_running_job_shows_its_progress_rate_and_eta():
     page = parse(status_document())
     row = page.xpath('//tr[@data-job="job-3"]')[0]
-    job, project, version, state, progress, imported, failed, rate, eta, started, finished, message = cells(row)
+    (job, project, version, state, progress, answered, imported, failed, rate, eta, started, finished,
+     message) = cells(row)
     assert (job, project, version, state) == ("job-3", "12", "grounding-dino-tiny-3f9a21c0", "running")
     assert progress == "1,240 / 5,000 25 %"
-    assert (imported, failed, rate, eta) == ("1,230", "3", "18.8 tasks/s", "3 min 20 s")
+    assert (answered, imported, failed, rate, eta) == ("7", "1,230", "3", "18.8 tasks/s", "3 min 20 s")
     assert (started, finished, message) == ("1 min 6 s ago", "—", "")
     # the bar: done share and failed share of the total, 1240/5000 and 3/5000
     assert row.xpath('.//div[@class="fill"]/@style') == ["width:24.8%"]
@@ -50,7 +51,7 @@ def test_jobs_list_active_work_first_then_the_most_recent():
     assert page.xpath("//tr[@data-job]/@data-job") == ["queued", "late", "early"]
     assert text(page.xpath('//section[@id="jobs"]/h2')[0]) == "Jobs (1 active) 3"
     # a finished job has no ETA; a failed one's message reaches the banner
-    assert cells(page.xpath('//tr[@data-job="late"]')[0])[8] == "—"
+    assert cells(page.xpath('//tr[@data-job="late"]')[0])[9] == "—"
     assert "Job early (project 12) is failed: Label Studio unreachable at http://ls:8080" in page.xpath(
         '//div[@class="warnings"]')[0].text_content()
 
@@ -210,3 +211,42 @@ def test_page_reloads_itself_and_links_the_json():
     page = parse(status_document())
     assert page.xpath('//meta[@http-equiv="refresh"]/@content') == ["5"]
     assert page.xpath("//footer//a/@href") == ["/status"]
+
+
+def test_a_job_answered_directly_shows_answered_next_to_imported_0():
+    """"Imported 0" alone reads as a failure when every task went back in the /predict answer itself."""
+    direct = job_entry("direct", state="done", total=3, done=3, failed=0, imported=0, answered=3,
+                       finished_at=NOW - 5)
+    header = [text(th) for th in parse(status_document(jobs=[direct])).xpath('//section[@id="jobs"]//th')]
+    row = parse(status_document(jobs=[direct])).xpath('//tr[@data-job="direct"]')[0]
+    assert header[5:7] == ["Answered", "Imported"]
+    assert cells(row)[5:7] == ["3", "0"]
+    # a row without the field (e.g. a training run) shows a dash, not a made-up number
+    training = {k: v for k, v in job_entry("train").items() if k != "answered"}
+    assert cells(parse(status_document(jobs=[training])).xpath('//tr[@data-job="train"]')[0])[5] == "—"
+
+
+def test_projects_are_named_by_their_title_where_label_studio_told_it():
+    titled = project_entry("31", title="Street <signs>")
+    page = parse(status_document(projects=[titled, project_entry("12")],
+                                 jobs=[job_entry("job-31", project="31", state="waiting", message="wait"),
+                                       job_entry("job-12")],
+                                 failures=[failure_entry(5, project="31")]))
+    projects = page.xpath('//section[@id="projects"]//tbody/tr')
+    assert [cells(r)[0] for r in projects] == ["Street <signs> id 31", "12"]
+    assert cells(page.xpath('//tr[@data-job="job-31"]')[0])[1] == '"Street <signs>" (31)'
+    assert cells(page.xpath('//tr[@data-job="job-12"]')[0])[1] == "12", "no title known: the id"
+    assert cells(page.xpath('//tr[@class="failure"]')[0])[1] == '"Street <signs>" (31)'
+    assert 'Job job-31 (project "Street <signs>" (31)) is waiting: wait' in text(
+        page.xpath('//div[@class="warnings"]')[0])
+    assert "<signs>" not in render_status_page(status_document(projects=[titled]), now=NOW), "escaped"
+
+
+def test_a_dropped_job_is_in_the_banner_with_its_reason():
+    dropped = job_entry("job-9", state="dropped", total=22, done=0, failed=0, imported=0, answered=0,
+                        rate_per_s=None, eta_s=None, finished_at=NOW - 1,
+                        message="Retrieve Predictions on tasks 1, 2 to pre-label them: not resumed because x")
+    page = parse(status_document(jobs=[dropped]))
+    assert cells(page.xpath('//tr[@data-job="job-9"]')[0])[3] == "dropped"
+    assert ("Job job-9 (project 12) is dropped: Retrieve Predictions on tasks 1, 2 to pre-label them: not resumed "
+            "because x") in text(page.xpath('//div[@class="warnings"]')[0])

@@ -52,6 +52,10 @@ def backend_env_names() -> set[str]:
     names: set[str] = set()
     for match in re.finditer(r'get\.\w+\(([^)]*)\)', text):
         names.update(re.findall(r'"([A-Z][A-Z0-9_]+)"', match.group(1)))
+    # Label Studio's address and key are read by the adapters' one rule (labelstudio/environment.py)
+    shared = (ROOT / "labelstudio" / "environment.py").read_text()
+    for match in re.finditer(r'_first\(environ, ([^)]*)\)', shared):
+        names.update(re.findall(r'"([A-Z][A-Z0-9_]+)"', match.group(1)))
     assert {"GROUNDING_DINO_MODEL", "LABEL_STUDIO_URL", "BASIC_AUTH_USER"} <= names, names
     return names
 
@@ -209,7 +213,7 @@ def test_dockerfile_pinned_base_non_root_healthcheck():
 
 
 def test_dockerfile_preloads_the_tcmalloc_it_installs():
-    from backend.allocator import TCMALLOC_PATTERNS
+    from runtime.allocator import TCMALLOC_PATTERNS
 
     text = DOCKERFILE.read_text()
     preload = re.search(r"^ENV LD_PRELOAD=(\S+)$", text, re.M)
@@ -306,3 +310,14 @@ def test_dockerignore_keeps_the_context_small():
     ignored = (ROOT / ".dockerignore").read_text().split()
     for entry in (".git", ".venv", ".venv-*", ".env"):
         assert entry in ignored
+
+
+def test_the_image_copies_every_package_the_project_installs():
+    """pyproject's packages.find and the Dockerfile's COPY lines name the same top-level packages, each of
+    them a folder with an __init__.py: a package added to one and not the other fails here, not in the image."""
+    find = re.search(r"^\[tool\.setuptools\.packages\.find\]\ninclude = \[([^\]]*)\]", (ROOT / "pyproject.toml").read_text(), re.M)
+    packages = set(re.findall(r'"(\w+)\*"', find.group(1)))  # (tomllib is Python 3.11+; we support 3.10)
+    copied = {m.group(1) for m in re.finditer(r"^COPY (\w+) \./(\w+)$", DOCKERFILE.read_text(), re.M) if m.group(1) == m.group(2)}
+    assert packages == copied
+    on_disk = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests"}
+    assert packages == on_disk

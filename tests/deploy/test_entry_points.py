@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.allocator import THP_VARIABLE, enable_thp_allocation, thp_allocation_status
+from runtime.allocator import THP_VARIABLE, enable_thp_allocation, thp_allocation_status
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # and had anything imported torch when the lever was set (None: the lever was never called)?
 PROBE = """
 import os, sys
-import backend.allocator as allocator
+import runtime.allocator as allocator
 real, seen = allocator.enable_thp_allocation, []
 def spy(*args, **kwargs):
     seen.append("torch" in sys.modules)
@@ -30,7 +30,7 @@ print(os.environ.get("{var}"), seen[0] if seen else None)
 ENTRY_POINTS = {
     "python -m backend": "from backend.__main__ import main\ntry: main(['--port', 'not-a-port'])\nexcept SystemExit: pass",
     "python -m evaluation.coco": "from evaluation.coco.cli import main\ntry: main(['--batch-size', '0'])\nexcept SystemExit: pass",
-    "import backend.detection": "import backend.detection",
+    "import detection": "import detection",
 }
 
 
@@ -52,7 +52,7 @@ def test_entry_points_set_the_thp_lever_before_torch(entry):
 
 @pytest.mark.slow
 def test_importing_the_core_sets_nothing():
-    assert _probe(ENTRY_POINTS["import backend.detection"]) == ("None", "None")
+    assert _probe(ENTRY_POINTS["import detection"]) == ("None", "None")
 
 
 def test_enable_is_a_no_op_once_torch_is_imported_and_the_status_says_what_holds():

@@ -19,7 +19,7 @@ def family_model_dir(request) -> Path:
 
 @pytest.fixture(scope="session")
 def family_detector(family_model_dir):
-    from backend.detection import Detector, DetectorConfig
+    from detection import Detector, DetectorConfig
 
     return Detector.load(DetectorConfig(model=str(family_model_dir), device="cpu"))
 

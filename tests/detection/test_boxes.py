@@ -1,11 +1,11 @@
-"""backend.detection.boxes: one IoU and the box-format conversions, for torch and numpy alike."""
+"""detection.boxes: one IoU and the box-format conversions, for torch and numpy alike."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from backend.detection.boxes import box_iou, cxcywh_to_xyxy, xywh_to_xyxy, xyxy_to_xywh
+from detection.boxes import box_iou, cxcywh_to_xyxy, xywh_to_xyxy, xyxy_to_xywh
 
 
 def test_conversions_round_trip_on_both_kinds():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.detection import Detector, DetectorConfig, ImageError, ModelLoadError, open_image
+from detection import Detector, DetectorConfig, ImageError, ModelLoadError, open_image
 from tests.detection.scenes import scene
 
 NAMES = ["red square", "yellow circle", "sky", "person"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from backend.detection import ARCHITECTURES, Detector, DetectorConfig, ModelLoadError, rank_detections
+from detection import ARCHITECTURES, Detector, DetectorConfig, ModelLoadError, rank_detections
 from tests.detection.scenes import scene
 
 NAMES = ["red square", "yellow circle", "sky", "person"]
@@ -123,8 +123,8 @@ def test_an_unreachable_hub_fails_in_seconds_with_the_offline_hint(monkeypatch):
 
     from huggingface_hub import constants
 
-    from backend.detection import ModelLoadError
-    from backend.detection.family import load_checkpoint
+    from detection import ModelLoadError
+    from detection.family import load_checkpoint
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     tried = []

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.detection import open_image
-from backend.detection.masks import MaskModel, MaskModelConfig, MaskModelLoadError
+from detection import open_image
+from detection.masks import MaskModel, MaskModelConfig, MaskModelLoadError
 from tests.detection.scenes import scene
 from tests.sam_factory import build_tiny_mask_model, has_torchvision, sam2_processor
 
@@ -158,7 +158,7 @@ def test_a_model_outside_the_sam_family_is_refused():
 
 
 def test_clip_to_boxes_keeps_pixels_whose_centre_is_in_the_grown_box():
-    from backend.detection.masks import clip_to_boxes
+    from detection.masks import clip_to_boxes
 
     full = torch.ones(2, 10, 10, dtype=torch.bool)
     boxes = torch.tensor([[2.0, 3.0, 5.0, 7.0], [2.0, 3.0, 5.0, 7.0]])

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 
-from backend.detection import Detections, box_iou, class_nms, merge_labelled
+from detection import Detections, box_iou, class_nms, merge_labelled
 from tests.model_factory import make_tokenizer
 from evaluation.coco.names import COCO_NAMES
 from tests.detection.scenes import scene

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.detection import Detector, DetectorConfig, OfficialPreprocessing
+from detection import Detector, DetectorConfig, OfficialPreprocessing
 from tests.detection.scenes import scene
 
 
@@ -109,7 +109,7 @@ def test_the_detector_honours_the_processor_size_and_never_calls_the_processor(s
 def test_a_processor_config_the_pipeline_cannot_follow_is_refused(tiny_detector):
     from types import SimpleNamespace
 
-    from backend.detection import ModelLoadError
+    from detection import ModelLoadError
 
     fixed = SimpleNamespace(size={"height": 512, "width": 512}, do_resize=True, do_rescale=True,
                             rescale_factor=1 / 255, do_normalize=True)

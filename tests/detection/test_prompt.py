@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from backend.detection import PromptError, build_prompt, caption_for, positive_map
+from detection import PromptError, build_prompt, caption_for, positive_map
 from evaluation.coco.names import COCO_NAMES
 from tests.model_factory import make_tokenizer
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.detection import Detections, Detector, DetectorConfig, merge_labelled
+from detection import Detections, Detector, DetectorConfig, merge_labelled
 
 CLASSES = ["person", "bicycle", "car", "traffic light", "dog", "teddy bear", "red square"]
 CHUNK = 3  # -> chunks of 3, 3 and 1 classes

@@ -1,7 +1,7 @@
 """Every speed lever keeps the outputs of the plain forward, on both family architectures (not timed;
 see benchmarks/throughput.py).
 
-Levers (backend/detection/levers.py): the text-feature cache, the backbone reuse across prompt chunks
+Levers (detection/levers.py): the text-feature cache, the backbone reuse across prompt chunks
 (its own test: test_prompt_chunks.py), the reassociated fusion attention, the embedding_bag deformable
 attention and the in-place FFN ReLU. THP allocation (THP_MEM_ALLOC_ENABLE, set at process start) only
 changes where tensors live in memory, so it cannot change a number; the benchmark checks it end to end.
@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from backend.detection import ARCHITECTURES, LEVER_NAMES, Architecture, Detector, DetectorConfig
-from backend.detection import fusion, inplace_relu
-from backend.detection.deformable import FastMSDA, install, ms_deform_attn_embedding_bag, uninstall
-from backend.detection.levers import install_levers, uninstall_levers
-from backend.detection.patching import modules_of_type
+from detection import ARCHITECTURES, LEVER_NAMES, Architecture, Detector, DetectorConfig
+from detection import fusion, inplace_relu
+from detection.deformable import FastMSDA, install, ms_deform_attn_embedding_bag, uninstall
+from detection.levers import install_levers, uninstall_levers
+from detection.patching import modules_of_type
 
 FAMILY = tuple(ARCHITECTURES)
 
@@ -238,12 +238,12 @@ def test_every_lever_installs_on_both_architectures_and_uninstalls(family_model_
 
 def test_a_lever_that_finds_nothing_is_a_warning_and_in_the_report(tiny_model_dir, monkeypatch, caplog):
     """A transformers release that renames the layers: the levers that look for them say why, outputs unchanged."""
-    from backend.detection import detector as detector_module
+    from detection import detector as detector_module
 
     real = ARCHITECTURES["grounding-dino"]
     renamed = Architecture(real.model_type, real.modeling_module, "RenamedGroundingDino", real.model_class)
     monkeypatch.setattr(detector_module, "architecture_of", lambda model: renamed)
-    with caplog.at_level(logging.WARNING, logger="backend.detection.levers"):
+    with caplog.at_level(logging.WARNING, logger="detection.levers"):
         detector = Detector.load(DetectorConfig(model=str(tiny_model_dir), device="cpu"))
     report = detector.lever_report
     for name in ("fusion", "inplace_relu"):

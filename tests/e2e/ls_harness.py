@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,9 @@ def start_backend(model_dir: Path, ls: LabelStudioServer, log_name: str, extra_e
     )
     for key in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "ALLOWED_MEDIA_HOSTS", "BOX_THRESHOLD"):
         env.pop(key, None)
+    # a STATE_DIR of its own (unless the test shares one across a restart): the project records and kept jobs
+    # of one backend never reach another, nor a later session's Label Studio with the same project ids
+    env["STATE_DIR"] = tempfile.mkdtemp(prefix="backend-state-")
     env.update(extra_env or {})
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = ARTIFACTS / log_name

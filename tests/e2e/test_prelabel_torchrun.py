@@ -114,7 +114,7 @@ def test_a_rank_killed_mid_run_and_a_rerun_leave_each_task_with_one_prediction(
 def crash_after_first_import() -> int:
     """The prelabel command, but rank 1 exits at once (no cleanup, as when killed) after its first import."""
     from backend import prelabel
-    from backend.ls_import import PredictionImporter
+    from labelstudio.importer import PredictionImporter
 
     if os.environ.get("RANK") == "1":
         import_items = PredictionImporter.import_items

@@ -21,7 +21,7 @@ from tests.e2e.ls_user import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-TASKS = 40
+TASKS = 100  # more than one answer carries (~8 s of the tiny model) even on a fast, idle machine
 
 
 def project_of_many_tasks(ls_client, ls_api, title: str, n: int = TASKS) -> tuple[int, list[int]]:
@@ -79,21 +79,39 @@ def test_one_click_prelabels_every_task_exactly_once(ls_client, ls_api, label_st
     assert "incorrect prediction" not in new_ls_log, "deferred tasks are answered with [], not an error item"
 
 
-def test_sigterm_with_a_job_in_flight_exits_within_seconds(ls_client, ls_api, label_studio, tiny_model_dir):
-    url, proc, log = start_backend(tiny_model_dir, label_studio, "backend-sigterm.log",
-                                   {"BOX_THRESHOLD": E2E_BOX_THRESHOLD, "BATCH_SIZE": "1"})
+def test_sigterm_with_a_job_in_flight_exits_within_seconds_and_the_restart_finishes_the_rest(
+        ls_client, ls_api, label_studio, tiny_model_dir, tmp_path):
+    env = {"BOX_THRESHOLD": E2E_BOX_THRESHOLD, "BATCH_SIZE": "1", "STATE_DIR": str(tmp_path / "state")}
+    url, proc, log = start_backend(tiny_model_dir, label_studio, "backend-sigterm.log", env)
     try:
-        project, ids = project_of_many_tasks(ls_client, ls_api, "E2E SIGTERM", n=40)
+        project, ids = project_of_many_tasks(ls_client, ls_api, "E2E SIGTERM", n=TASKS)
         ls_client.ml.create(project=project, url=url, title="Grounding DINO", is_interactive=False)
         retrieve_predictions(ls_api, project)
         (job,) = httpx.get(f"{url}/status", timeout=5).json()["jobs"]
         assert job["state"] == "running", job
+        version = job["model_version"]
         started = time.monotonic()
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
         took = time.monotonic() - started
         assert took < 10, f"SIGTERM took {took:.1f} s with a job in flight"
-        # Nothing half-written: each task holds one prediction or none (the next click redoes those).
-        assert all(len(v) <= 1 for v in versions_stored(ls_api, ids).values())
+        # Nothing half-written: each task holds one prediction or none.
+        before = versions_stored(ls_api, ids)
+        assert all(len(v) <= 1 for v in before.values()), before
+        left = [t for t, v in before.items() if not v]
+        assert left, "the test needs tasks left unfinished by the stop"
+    finally:
+        stop(proc)
+
+    # The restart (same STATE_DIR) resumes the kept tasks: each task ends with exactly one prediction.
+    url, proc, log = start_backend(tiny_model_dir, label_studio, "backend-sigterm-restart.log", env)
+    try:
+        (job,) = wait_until_jobs_finish(url)
+        assert job["state"] == "done" and job["project"] == str(project), job
+        assert job["message"].startswith("resumed after a restart: "), job
+        assert job["imported"] + job["already_stored"] == job["total"] >= len(left), (job, len(left))
+        after = versions_stored(ls_api, ids)
+        assert after == {t: [version] for t in ids}, {t: v for t, v in after.items() if v != [version]}
+        assert version in httpx.get(f"{url}/versions", params={"project": project}, timeout=5).json()["versions"]
     finally:
         stop(proc)

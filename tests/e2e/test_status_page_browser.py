@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from backend.status_page import render_status_page
+from backend.app.status_page import render_status_page
 from tests.backend.backend_helpers import LocalServer
 from tests.backend.status_data import NOW, failure_entry, job_entry, project_entry, status_document
 from tests.e2e.ls_harness import ARTIFACTS, chromium_path

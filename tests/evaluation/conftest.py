@@ -25,6 +25,6 @@ def coco_dataset(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def fast_detector(fast_model_dir):
-    from backend.detection import Detector, DetectorConfig
+    from detection import Detector, DetectorConfig
 
     return Detector.load(DetectorConfig(model=str(fast_model_dir), device="cpu"))

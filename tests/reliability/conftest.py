@@ -35,8 +35,9 @@ def start_backend(tiny_model_dir, tmp_path):
     procs = []
 
     def start(**env) -> BackendProcess:
+        # STATE_DIR per test: kept jobs and project records of one run never reach another
         base = {"GROUNDING_DINO_MODEL": str(tiny_model_dir), "DEVICE": "cpu", "BOX_THRESHOLD": "0.3",
-                "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+                "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "STATE_DIR": str(tmp_path / "state")}
         base.update(env)
         proc = BackendProcess(base, tmp_path / f"backend-{len(procs)}.log")
         procs.append(proc)

@@ -1,6 +1,6 @@
 """Hostile inputs shared by the hostile-input tests and the fuzzer: SSRF targets, data: URIs, path escapes,
 configs. (A config with duplicate labels is no longer refused: the first of each is served and the others
-reported, see tests/backend/test_backend_label_config.py.)"""
+reported, see tests/labelstudio/test_label_config.py.)"""
 from __future__ import annotations
 
 import base64

@@ -90,14 +90,14 @@ def test_internal_host_is_fetched_only_when_allowed_by_configuration(make_client
 @pytest.fixture
 def public_host(monkeypatch):
     """`images.example.com` resolves to 127.0.0.1 (a public-looking name, faked for the test)."""
-    import backend.media
+    import labelstudio.media
 
     real = socket.getaddrinfo
 
     def fake(host, *args, **kwargs):
         return real("127.0.0.1" if host == "images.example.com" else host, *args, **kwargs)
 
-    monkeypatch.setattr(backend.media.socket, "getaddrinfo", fake)
+    monkeypatch.setattr(labelstudio.media.socket, "getaddrinfo", fake)
     return "images.example.com"
 
 
@@ -191,9 +191,9 @@ def test_auth_compares_both_fields_in_constant_time(make_client, monkeypatch):
     already wrong (no early exit that tells which field was wrong), and no `==` touches a credential."""
     import secrets
 
-    import backend.server
+    import backend.app.server
 
-    assert backend.server.secrets is secrets
+    assert backend.app.server.secrets is secrets
     calls = []
 
     def recording(a, b):
@@ -210,7 +210,7 @@ def test_auth_compares_both_fields_in_constant_time(make_client, monkeypatch):
         assert {b"labeler", b"s3cr3t"} <= compared, f"both fields must be compared with compare_digest: {calls}"
 
     # And in the source: the credentials are never compared with ==/!= or `in`.
-    source = textwrap.dedent(inspect.getsource(backend.server.create_app))
+    source = textwrap.dedent(inspect.getsource(backend.app.server.create_app))
     tree = ast.parse(source)
     secret_names = {"user", "password", "given_user", "given_pass"}
     for node in ast.walk(tree):
@@ -266,7 +266,7 @@ def test_unicode_and_escaped_labels_come_back_exactly(make_client, media_root):
 def test_label_set_over_256_tokens_is_chunked_correctly(make_client, tiny_detector, media_root):
     """300 labels (~1,500 tokens): several prompts, each within 256 tokens, every label in exactly one,
     in order; /predict answers with labels of the config only, from more than the first chunk."""
-    from backend.label_config import parse_label_config
+    from labelstudio.label_config import parse_label_config
 
     labels = [f"Thing{i} number {i} widget" for i in range(300)]
     xml = config('<RectangleLabels name="label" toName="image" model_score_threshold="0">'

@@ -59,7 +59,7 @@ def proc_status(pid: int) -> dict:
 
 def bare_process_rss(model_dir: Path) -> int:
     """RSS (bytes) of a process that imports everything the backend imports but loads no weights."""
-    code = ("import backend.server, backend.detection, transformers, torch;"
+    code = ("import backend.app.server, detection, transformers, torch;"
             "from transformers import GroundingDinoForObjectDetection, AutoProcessor;"
             f"AutoProcessor.from_pretrained({str(model_dir)!r});"
             "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])")
@@ -336,7 +336,7 @@ def test_load_nothing_lost_probes_fast_memory_flat(tiny_model_dir, tmp_path, sta
 
 def test_one_large_retrieve_predictions_does_not_stall_health(tiny_model_dir, tmp_path, start_backend):
     """Label Studio sends all selected tasks in ONE /predict ("Retrieve Predictions"). While that request
-    runs and while its (large) answer is built, /health must keep answering within Label Studio's 1 s.
+    runs and while its (large) answer is built, /health must keep answering well within Label Studio's 1 s.
     800 tasks x 100 regions (BOX_THRESHOLD=0 keeps every query of the small model): ~80,000 regions."""
     from tests.model_factory import with_input_size
 
@@ -375,4 +375,5 @@ def test_one_large_retrieve_predictions_does_not_stall_health(tiny_model_dir, tm
           f"{out['seconds']:.1f} s; /health over {len(health)} probes: p99 {p99(health):.3f} s, max {max(health):.3f} s")
     assert len(results) == n_tasks and all("result" in r for r in results)
     assert regions >= 50 * n_tasks
-    assert max(health) < 1.0, f"/health blocked for {max(health):.2f} s while the large answer was built"
+    # a margin under Label Studio's 1 s (ML_TIMEOUT_HEALTH), not the limit itself: a busy machine must pass too
+    assert max(health) < 0.5, f"/health blocked for {max(health):.2f} s while the large answer was built"

@@ -78,7 +78,7 @@ def test_run_directory_files(coco_dataset, fast_model_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     printed = captured.out
     assert "Average Precision" in printed and "NON-PARITY" not in printed and "published" not in printed
-    from backend.allocator import active_allocator
+    from runtime.allocator import active_allocator
 
     # A CPU run on glibc malloc says how to get tcmalloc (stderr; the results are the same either way).
     assert ("note: running on glibc malloc" in captured.err) == (active_allocator() == "glibc malloc")
@@ -218,7 +218,7 @@ def test_published_figure_only_for_known_checkpoints_on_full_val2017():
 
 def test_coco_names_are_unchanged_by_the_phrase_rule_and_custom_names_become_words():
     """The evaluation prompts what the backend would: COCO's names as they are, `TrafficLight` as words."""
-    from backend.detection.phrases import class_phrases
+    from detection.phrases import class_phrases
     from evaluation.coco.names import COCO_NAMES
     from evaluation.coco.run import CocoScorer
 

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from backend.detection import Detections
-from backend.detection.masks import BOX_MARGIN
+from detection import Detections
+from detection.masks import BOX_MARGIN
 from evaluation.coco.dataset import load_dataset
 from evaluation.coco.run import CocoScorer
 from evaluation.coco.scoring import METRICS, coco_gt
-from evaluation.runner.errors import InputError
+from runtime.errors import InputError
 from tests.evaluation.coco.coco_data import cli_args, load_json, make_dataset, run_cli
 
 

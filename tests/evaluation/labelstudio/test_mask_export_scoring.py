@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backend.regions import mask_to_rle
+from labelstudio.regions import mask_to_rle
 from evaluation.labelstudio.cli import main
 from evaluation.labelstudio.export import Region, Task, with_masks
 from evaluation.masks import polygon_mask

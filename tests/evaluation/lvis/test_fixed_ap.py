@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from backend.detection import Detections
+from detection import Detections
 from evaluation.lvis import fixed_ap
 
 

@@ -1,0 +1,1 @@
+"""The HTTP app: routes (`server`), the server's state and the status page."""

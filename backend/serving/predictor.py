@@ -1,0 +1,442 @@
+"""The model glue: Label Studio tasks + label config -> one Label Studio prediction item per task.
+
+Three steps, so that the server's background jobs can overlap downloads with the model's work:
+`plan` (label config + context -> prompts and model_version, once per request), `load` (one task's
+images, any thread) and `run` (a batch of loaded tasks through the model -> items).
+`predict_tasks` chains them for a list of tasks; it is also the entry point of bulk pre-labelling
+(`backend/prelabel.py`): keep its name and signature.
+
+Mask controls (`<BrushLabels>`, `<PolygonLabels>`) get the detector's boxes turned into masks by the
+mask model (backend/serving/mask_stage.py); a smart tool's click or box is answered by the mask model alone.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+
+from detection import PromptError
+from detection.masks import BOX_MARGIN, clip_to_boxes
+from labelstudio.label_config import (
+    LabelConfigError,
+    LabelMapping,
+    LabelSet,
+    TextPromptError,
+    model_version_hash,
+    parse_label_config,
+    prompt_texts,
+    resolve_text_prompt,
+)
+from .mask_stage import MaskModelHolder, MaskModelUnavailable, interactive_regions, mask_regions, masks_for
+from labelstudio.media import MediaError, MediaFetcher
+from labelstudio.regions import make_region
+from backend.settings import Settings
+from labelstudio.smart_tools import SmartPromptError, smart_prompts
+from backend.app.state import LabelStudioAccess
+
+log = logging.getLogger(__name__)
+DOWNLOAD_WORKERS = 8
+
+
+def is_oom(exc: BaseException) -> bool:
+    oom_type = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    if isinstance(exc, MemoryError):
+        return True
+    # CUDA says "out of memory"; the CPU allocator says "can't allocate memory" (DefaultCPUAllocator).
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        sign in message for sign in ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+    )
+
+
+class ModelGate:
+    """One forward pass at a time, urgent callers (interactive pre-annotation) first.
+
+    Background jobs take the gate once per batch with `urgent=False`, so an interactive request waits
+    for at most the batch in flight, never for the job's queue.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._busy = False
+        self._urgent_waiting = 0
+
+    @contextmanager
+    def hold(self, urgent: bool = True):
+        with self._cond:
+            if urgent:
+                self._urgent_waiting += 1
+            try:
+                while self._busy or (not urgent and self._urgent_waiting):
+                    self._cond.wait()
+            finally:
+                if urgent:
+                    self._urgent_waiting -= 1
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
+@dataclass(frozen=True)
+class PredictionPlan:
+    """What one request predicts: the label sets with their prompts, and the version it stamps."""
+
+    mapping: LabelMapping
+    version: str
+    prompts: tuple = ()  # ((LabelSet, Prompt), ...)
+    error: str | None = None  # every task fails with this (e.g. a typed prompt that maps to nothing)
+    notice: str | None = None  # said with every answer (e.g. typed phrases that map to no label)
+    smart: tuple = ()  # (SmartPrompt, ...): an interactive smart-tool request, answered by the mask model
+    label_thresholds: dict = field(default_factory=dict)  # label -> threshold learned for the project
+
+    @property
+    def images(self) -> dict[str, str]:
+        """image name -> task data key, for the images some label set or smart prompt needs."""
+        return {**{s.to_name: s.data_key for s, _ in self.prompts}, **{p.to_name: p.data_key for p in self.smart}}
+
+
+@dataclass
+class TaskWork:
+    """One task on its way through a batch."""
+
+    index: int
+    task: dict
+    images: dict = field(default_factory=dict)  # image name -> PIL image
+    image_errors: dict = field(default_factory=dict)  # image name -> reason
+    regions: list = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def task_id(self):
+        return self.task.get("id") if isinstance(self.task, dict) else None
+
+    @property
+    def notes(self) -> list[str]:
+        """Failures that did not stop the task (one image of several), for the log and the status page."""
+        if self.error is not None:
+            return []
+        return [f"image {name!r}: {reason}" for name, reason in self.image_errors.items()]
+
+
+class Predictor:
+    def __init__(self, detector, settings: Settings, fetcher: MediaFetcher | None = None,
+                 masks: MaskModelHolder | None = None):
+        self.detector = detector
+        self.settings = settings
+        self.fetcher = fetcher or MediaFetcher(settings)
+        self.masks = masks or MaskModelHolder(settings)  # loaded on first need unless already loaded
+        device = getattr(detector, "device", None)
+        on_cpu = device is None or getattr(device, "type", "cpu") == "cpu"
+        self.batch_size = settings.batch_size or (1 if on_cpu else 4)
+        self.gate = ModelGate()
+        # Tokenizers are not safe to share between threads; prompts are quick to build, so /setup
+        # (which validates them) never waits behind a long forward pass holding the gate.
+        self._prompt_lock = threading.RLock()
+        self._mappings: dict[str, LabelMapping] = {}
+        model = settings.model.rstrip("/\\")
+        self.model_name = detector.family.version_name(model)  # model_version's family-and-checkpoint part
+
+    # ----- versions ---------------------------------------------------------------------------
+
+    def model_version(self, label_config: str, thresholds: Mapping[str, float] | None = None) -> str:
+        """Model name + short hash of what changes predictions; raises LabelConfigError.
+
+        The labels are turned into prompts here too, so a config that can never be predicted
+        (every label over the model's text length, say) is refused when Label Studio connects. A config
+        with a mask control starts loading the mask model (and is refused if that load failed).
+        """
+        mapping = self.mapping(label_config)
+        problem = self._start_masks(mapping)
+        if problem:
+            raise LabelConfigError(f"its mask controls or smart tools need the mask model: {problem}")
+        return self._version(mapping, thresholds)
+
+    def mapping(self, label_config: str) -> LabelMapping:
+        """The config's label sets less every label that cannot be prompted (recorded in `skipped`).
+
+        Raises LabelConfigError when nothing usable is left. Memoised per config: Label Studio sends
+        the same config with every request.
+        """
+        with self._prompt_lock:
+            cached = self._mappings.get(label_config)
+        if cached is not None:
+            return cached
+        mapping = parse_label_config(label_config)
+        while True:
+            try:
+                self._prompts(mapping.active)
+                break
+            except PromptError:
+                mapping = self._without_unpromptable(mapping)
+        with self._prompt_lock:
+            if len(self._mappings) > 64:
+                self._mappings.clear()
+            self._mappings[label_config] = mapping
+        return mapping
+
+    def _without_unpromptable(self, mapping: LabelMapping) -> LabelMapping:
+        """Find the classes that fail alone and drop them (one at a time: `without` is per control)."""
+        for label_set in mapping.active:
+            for label_class in label_set.classes:
+                try:
+                    with self._prompt_lock:
+                        self.detector.prompt([list(label_class.phrases)])
+                except PromptError as exc:
+                    return mapping.without(label_set.from_name, label_class.label,
+                                           f"its phrases cannot be prompted ({exc})")
+        raise LabelConfigError("the labels cannot be turned into a prompt together, though each one can alone")
+
+    def _version(self, mapping: LabelMapping, thresholds: Mapping[str, float] | None = None) -> str:
+        revision = getattr(self.detector, "model_revision", None)
+        extra = {
+            "model": self.settings.model,
+            "revision": revision,
+            "box_threshold": self.settings.box_threshold,
+            "nms_iou": self.settings.nms_iou,
+            "dtype": self.settings.dtype,
+        }
+        if mapping.needs_masks:  # box-only projects keep their version whatever SAM_MODEL is
+            extra.update(self.masks.version_info())
+        if thresholds:  # learned per label by Start Training (STATE_DIR): other predictions, another version
+            extra["label_thresholds"] = sorted((label, float(t)) for label, t in thresholds.items())
+        return f"{self.model_name}-{model_version_hash(mapping, extra)}"
+
+    def _start_masks(self, mapping: LabelMapping) -> str | None:
+        """Start loading the mask model when the mapping needs it; the reason if it cannot be had."""
+        if not mapping.needs_masks:
+            return None
+        self.masks.ensure_loading()
+        return self.masks.error
+
+    # ----- the three steps --------------------------------------------------------------------
+
+    def plan(self, label_config: str, context: dict | None = None,
+             thresholds: Mapping[str, float] | None = None) -> PredictionPlan:
+        """Raises LabelConfigError for a label config that cannot be used (nothing can be predicted).
+
+        `thresholds`: per-label box thresholds learned for the project (label as emitted -> threshold);
+        they replace the control's threshold for those labels."""
+        mapping = self.mapping(label_config)
+        version = self._version(mapping, thresholds)
+        problem = self._start_masks(mapping)
+        if problem:
+            return PredictionPlan(mapping, version, error=problem)
+        try:
+            smart = smart_prompts(mapping, context)
+        except SmartPromptError as exc:
+            return PredictionPlan(mapping, version, error=str(exc))
+        if smart:
+            return PredictionPlan(mapping, version, smart=smart)
+        typed = prompt_texts(mapping, context)
+        try:
+            resolution = resolve_text_prompt(mapping, typed)
+        except TextPromptError as exc:
+            return PredictionPlan(mapping, version, error=str(exc))
+        if resolution.unknown_message:  # the known phrases are served; the answer says what was left out
+            log.warning("%s", resolution.unknown_message)
+        try:
+            prompts = self._prompts(resolution.label_sets)
+        except PromptError as exc:
+            return PredictionPlan(mapping, version, error=f"the prompt cannot be used: {exc}")
+        return PredictionPlan(mapping, version, tuple(prompts), notice=resolution.unknown_message,
+                              label_thresholds=dict(thresholds or {}))
+
+    def load(self, plan: PredictionPlan, work: TaskWork, access: LabelStudioAccess | None = None) -> TaskWork:
+        """Fetch and decode the task's images; a failed image is recorded, the others are kept."""
+        access = access or LabelStudioAccess()
+        if plan.error is not None:
+            work.error = plan.error
+            return work
+        if not isinstance(work.task, dict) or not isinstance(work.task.get("data"), dict):
+            work.error = "the task has no 'data' object"
+            return work
+        for image_name, key in plan.images.items():
+            try:
+                url = work.task["data"].get(key)
+                if url is None:
+                    raise MediaError(f"the task has no data.{key} (the <Image> value ${key})")
+                work.images[image_name] = self.fetcher.fetch_image(
+                    url, task_id=work.task_id, hostname=access.hostname, access_token=access.access_token
+                )
+            except MediaError as exc:
+                work.image_errors[image_name] = str(exc)
+            except Exception as exc:  # never let one task take the batch down
+                log.exception("task %s: unexpected error loading its image %r", work.task_id, image_name)
+                work.image_errors[image_name] = f"could not load the image ({type(exc).__name__}: {exc})"
+        if plan.images and not work.images:
+            reasons = list(dict.fromkeys(work.image_errors.values()))
+            work.error = reasons[0] if len(reasons) == 1 else "; ".join(
+                f"image {name!r}: {reason}" for name, reason in work.image_errors.items()
+            )
+        return work
+
+    def run(self, plan: PredictionPlan, works: list[TaskWork], urgent: bool = True) -> list[dict]:
+        """Detect on loaded tasks (micro-batches of BATCH_SIZE); one item per task, in order."""
+        ready = [w for w in works if w.error is None]
+        for start in range(0, len(ready), self.batch_size):
+            self._run_batch(ready[start : start + self.batch_size], plan, urgent)
+        items = [self.item(w, plan.version, plan.notice) for w in works]
+        for work in works:
+            work.images = {}  # free memory as we go
+            if work.error is not None:
+                log.warning("task %s: no prediction: %s", work.task_id, work.error)
+            for note in work.notes:
+                log.warning("task %s: %s (the task's other images were predicted)", work.task_id, note)
+        return items
+
+    def predict_tasks(
+        self,
+        tasks: list[dict],
+        label_config: str,
+        context: dict | None = None,
+        hostname: str | None = None,
+        access_token: str | None = None,
+        thresholds: Mapping[str, float] | None = None,
+    ) -> list[dict]:
+        """Exactly one item per task, in order: a prediction, or `{model_version, error}` (no `result`).
+
+        Raises LabelConfigError for a label config that cannot be used (nothing can be predicted).
+        """
+        plan = self.plan(label_config, context, thresholds)
+        access = LabelStudioAccess(hostname, access_token)
+        works = [TaskWork(i, t) for i, t in enumerate(tasks)]
+        items: list[dict] = []
+        batch_size = self.batch_size
+        with ThreadPoolExecutor(max_workers=min(DOWNLOAD_WORKERS, max(1, batch_size))) as pool:
+            for start in range(0, len(works), batch_size):
+                batch = works[start : start + batch_size]
+                list(pool.map(lambda w: self.load(plan, w, access), batch))
+                items.extend(self.run(plan, batch))
+        return items
+
+    # ----- internals --------------------------------------------------------------------------
+
+    def _prompts(self, label_sets: tuple[LabelSet, ...]) -> list:
+        with self._prompt_lock:
+            return [(label_set, self.detector.prompt(label_set.prompt_classes)) for label_set in label_sets]
+
+    def _run_batch(self, works: list[TaskWork], plan: PredictionPlan, urgent: bool) -> None:
+        """Detect on a micro-batch; on out-of-memory retry in halves; fail only what still fails."""
+        try:
+            results = self._detect(works, plan, urgent)
+        except Exception as exc:
+            if isinstance(exc, MaskModelUnavailable):
+                message = str(exc)
+            elif is_oom(exc):
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if len(works) > 1:
+                    half = len(works) // 2
+                    log.warning("out of memory on a batch of %d images: retrying in halves", len(works))
+                    self._run_batch(works[:half], plan, urgent)
+                    self._run_batch(works[half:], plan, urgent)
+                    return
+                message = (
+                    "out of memory running the model on this image: lower MAX_IMAGE_PIXELS or BATCH_SIZE, "
+                    "or use a device with more memory"
+                )
+            else:
+                log.exception("inference failed on a batch of %d images", len(works))
+                message = f"inference failed ({type(exc).__name__}: {exc})"
+            for work in works:
+                work.error = message
+            return
+        for work, regions in zip(works, results):
+            work.regions = regions
+
+    def _detect(self, works: list[TaskWork], plan: PredictionPlan, urgent: bool) -> list[list[dict]]:
+        if plan.smart:
+            return self._answer_smart(works, plan.smart, urgent)
+        regions: list[list[dict]] = [[] for _ in works]
+        # One detector pass (and one set of masks) per image and prompt: controls with the same labels and
+        # threshold on the same image (a rectangle and a brush control, say) share them.
+        found: dict[tuple, dict] = {}
+        masked: dict[tuple, dict] = {}
+        for label_set, prompt in plan.prompts:
+            # Only the tasks whose image for this label set loaded (a task may have lost one of several).
+            members = [i for i, w in enumerate(works) if label_set.to_name in w.images]
+            if not members:
+                continue
+            base = label_set.threshold if label_set.threshold is not None else self.settings.box_threshold
+            per_class = [plan.label_thresholds.get(c.label, base) for c in label_set.classes]
+            threshold = min(per_class)  # then each class is held to its own
+            key = (label_set.to_name, id(prompt), tuple(per_class))
+            detections = found.setdefault(key, {})
+            todo = [i for i in members if i not in detections]
+            if todo:
+                images = [works[i].images[label_set.to_name] for i in todo]
+                with self.gate.hold(urgent):
+                    found_now = self.detector.detect(images, prompt, threshold, nms_iou=self.settings.nms_iou)
+                detections.update(zip(todo, (_held_to(d, per_class) for d in found_now)))
+            if label_set.is_mask:
+                masks = masked.setdefault(key, {})
+                todo = [i for i in members if i not in masks]
+                if todo:
+                    model = self.masks.get()  # waits for a load in progress
+                    images = [works[i].images[label_set.to_name] for i in todo]
+                    with self.gate.hold(urgent):
+                        masks.update(zip(todo, masks_for(model, images, [detections[i] for i in todo])))
+            for i in members:
+                size, dets = works[i].images[label_set.to_name].size, detections[i]
+                if label_set.is_mask:
+                    regions[i].extend(mask_regions(works[i].task_id, label_set, size, dets, masks[i], len(regions[i]),
+                                                   self.masks.polygons))
+                    continue
+                for k in range(len(dets)):
+                    regions[i].append(
+                        make_region(
+                            works[i].task_id, label_set, size, dets.boxes[k].tolist(),
+                            float(dets.scores[k]), label_set.classes[int(dets.labels[k])].label, len(regions[i]),
+                        )
+                    )
+        return regions
+
+    def _answer_smart(self, works: list[TaskWork], prompts, urgent: bool) -> list[list[dict]]:
+        """Each smart prompt (a click, clicks and/or a box) -> the mask of that object, in its image's mask
+        control with the picked label; a box prompt's mask is cut to the box + BOX_MARGIN, as boxes are."""
+        model = self.masks.get()
+        regions: list[list[dict]] = [[] for _ in works]
+        for i, work in enumerate(works):
+            for prompt in prompts:
+                image = work.images.get(prompt.to_name)
+                if image is None:
+                    continue
+                points, labels, box = prompt.in_pixels(image.size)
+                with self.gate.hold(urgent):
+                    mask, score = model.mask_for_prompt(image, points, labels, box)
+                if box is not None:
+                    mask = clip_to_boxes(mask[None], torch.tensor([box]), BOX_MARGIN)[0]
+                regions[i].extend(interactive_regions(prompt.mask_set, prompt.label, score, image.size, mask,
+                                                      self.masks.polygons))
+        return regions
+
+    @staticmethod
+    def item(work: TaskWork, version: str, notice: str | None = None) -> dict:
+        if work.error is not None:
+            return {"model_version": version, "error": work.error}
+        regions = sorted(work.regions, key=lambda r: -r["score"])
+        score = sum(r["score"] for r in regions) / len(regions) if regions else 0.0
+        item = {"result": regions, "score": score, "model_version": version}
+        notes = ([notice] if notice else []) + work.notes
+        if notes:  # not stored by Label Studio; for the caller and the interactive view
+            item["message"] = "; ".join(notes)
+        return item
+
+
+def _held_to(dets, per_class: list[float]):
+    """Keep each detection whose score reaches its own class's threshold."""
+    if len(dets) == 0 or len(set(per_class)) == 1:
+        return dets
+    limits = torch.tensor(per_class, dtype=dets.scores.dtype)[dets.labels.long()]
+    return dets.select(torch.nonzero(dets.scores >= limits).flatten())
