@@ -37,7 +37,7 @@ from .numbers import metric_change
 from .project_data import FetchImage, export_project
 from .store import ProjectStore, TrainedModel
 from .tasks import ProjectSnapshot
-from .thresholds import HELDOUT_FLOOR, LearnedThresholds, learn_heldout_thresholds, learn_thresholds
+from .thresholds import EARLIER, HELDOUT_FLOOR, LearnedThresholds, learn_heldout_thresholds, learn_thresholds
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Defaults when TRAIN_STEPS / TRAIN_IMAGE_SIZE are not set. 1,000 steps at the model's own 800 px took
@@ -112,6 +112,11 @@ class TrainingResult:
         learned = self.thresholds.learned_labels
         lines = [f"thresholds learned for {len(learned)} of {len(self.thresholds.labels)} labels"
                  + (f" ({', '.join(learned)})" if learned else "")]
+        # Still applied: without this, "learned for 0 of 2" after a second run reads as thresholds dropped.
+        earlier = [f"{label} {t.threshold:.2f}" for label, t in sorted(self.thresholds.labels.items())
+                   if t.source == EARLIER]
+        if earlier:
+            lines.append(f"kept from an earlier training (too little new evidence to move them): {', '.join(earlier)}")
         lines += self.thresholds.warnings()
         if self.model:
             verdict = ("now serving the project" if self.adopted else f"not adopted ({self.why_not})")

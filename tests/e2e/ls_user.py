@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 import io
+import os
 import random
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import httpx
+
+from tests.e2e.ls_harness import ROOT
 
 # Aliases, predicted_values, a camel-case label and a TextArea prompt, as in the protocol doc's fixtures.
 LABEL_CONFIG = """<View>
@@ -69,10 +76,11 @@ def task_ids(ls_api, project_id: int) -> list[int]:
     return sorted(t["id"] for t in r.json()["tasks"])
 
 
-def retrieve_predictions(ls_api, project_id: int) -> dict:
-    """Data Manager -> select all -> Actions -> Retrieve Predictions."""
+def retrieve_predictions(ls_api, project_id: int, ids: list[int] | None = None) -> dict:
+    """Data Manager -> select all (or the tasks `ids`) -> Actions -> Retrieve Predictions."""
+    selected = {"all": True, "excluded": []} if ids is None else {"all": False, "included": list(ids)}
     r = ls_api.post("/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": project_id},
-                    json={"selectedItems": {"all": True, "excluded": []}})
+                    json={"selectedItems": selected})
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -81,6 +89,67 @@ def predictions_of(ls_api, task_id: int) -> list[dict]:
     r = ls_api.get("/api/predictions", params={"task": task_id})
     r.raise_for_status()
     return r.json()
+
+
+def versions_stored(ls_api, ids) -> dict[int, list[str]]:
+    """Task id -> the model_version of each prediction Label Studio holds for it."""
+    return {t: [p["model_version"] for p in predictions_of(ls_api, t)] for t in ids}
+
+
+def start_training(ls_api, ml_id: int) -> None:
+    """The model settings' Start Training button: Label Studio posts START_TRAINING to the backend."""
+    r = ls_api.post(f"/api/ml/{ml_id}/train", json={})
+    assert r.status_code == 200, r.text
+
+
+# ----- watching the backend (its /status document) ------------------------------------------------
+
+def wait_until_jobs_finish(backend_url: str, timeout: float = 240) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = httpx.get(f"{backend_url}/status", timeout=5).json()["jobs"]
+        if jobs and all(j["state"] not in ("queued", "running") for j in jobs):
+            return jobs
+        time.sleep(0.5)
+    raise AssertionError(f"the backend's jobs did not finish in {timeout} s")
+
+
+def training_run(backend_url: str, project_id: int) -> dict | None:
+    """The project's newest training row on the status document, None before the first."""
+    runs = [j for j in httpx.get(f"{backend_url}/status", timeout=5).json()["jobs"]
+            if j.get("kind") == "training" and j["project"] == str(project_id)]
+    return runs[0] if runs else None
+
+
+def wait_for_training(backend_url: str, project_id: int, timeout: float = 600, log: Path | None = None) -> dict:
+    """The newest training row of the project once it has ended (done, failed or cancelled)."""
+    deadline, run = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        run = training_run(backend_url, project_id)
+        if run and run["state"] not in ("queued", "running"):
+            return run
+        time.sleep(0.5)
+    tail = log.read_text(errors="replace")[-3000:] if log else ""
+    raise AssertionError(f"training of project {project_id} did not end in {timeout} s: {run}\n{tail}")
+
+
+# ----- the evaluation a team runs on its export ------------------------------------------------------
+
+ACCESS_VARS = ("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST", "LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN")
+
+
+def evaluate(export: Path, out: Path, *args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m evaluation.labelstudio EXPORT --out OUT ...` with no Label Studio access but what is given."""
+    base = {k: v for k, v in os.environ.items() if k not in ACCESS_VARS}
+    return subprocess.run([sys.executable, "-m", "evaluation.labelstudio", str(export), "--out", str(out), *args],
+                          env={**base, **(env or {})}, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The refusal of a bad input: exit status 2 and one line on stderr, no traceback."""
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    return proc.stderr.strip()
 
 
 def backend_setup_version(backend_url: str, config: str = LABEL_CONFIG, auth=None) -> str:

@@ -4,36 +4,20 @@ and the figures equal those of a snapshot export with full predictions (and the 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.export_project import BASE, EXPECTED, build_project, button_export, snapshot_export
-from tests.e2e.ls_harness import ROOT
+from tests.e2e.ls_user import evaluate, one_line_error
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-ACCESS_VARS = ("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST", "LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN")
-
-
-def evaluate(export: Path, out: Path, *args, env: dict | None = None) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in ACCESS_VARS}
-    return subprocess.run([sys.executable, "-m", "evaluation.labelstudio", str(export), "--out", str(out), *args],
-                          env={**base, **(env or {})}, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def figures(out: Path) -> dict:
     m = json.loads((out / "metrics.json").read_text())
     return {"AP": m["AP"], "AP50": m["AP50"], "tp": m["tp"], "fp": m["fp"], "fn": m["fn"],
             "num_images": m["config"]["num_images"], "prelabels": m["prelabels"], "model": m["config"]["model"]}
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    return proc.stderr.strip()
 
 
 def test_the_export_buttons_json_is_scored_as_a_snapshot_with_full_predictions(label_studio, ls_api, tmp_path):

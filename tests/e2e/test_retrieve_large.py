@@ -16,8 +16,8 @@ import pytest
 
 from tests.e2e.ls_harness import ARTIFACTS, ML_TIMEOUT_PREDICT, ROOT, start_backend, stop
 from tests.e2e.ls_user import (
-    E2E_BOX_THRESHOLD, create_project, import_tasks, make_image, predictions_of, retrieve_predictions, task_ids,
-    upload_images,
+    E2E_BOX_THRESHOLD, create_project, import_tasks, make_image, retrieve_predictions, task_ids, upload_images,
+    versions_stored, wait_until_jobs_finish,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -33,20 +33,6 @@ def project_of_many_tasks(ls_client, ls_api, title: str, n: int = TASKS) -> tupl
     ids = task_ids(ls_api, project)
     assert len(ids) == n
     return project, ids
-
-
-def wait_until_jobs_finish(backend_url: str, timeout: float = 240) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        jobs = httpx.get(f"{backend_url}/status", timeout=5).json()["jobs"]
-        if jobs and all(j["state"] not in ("queued", "running") for j in jobs):
-            return jobs
-        time.sleep(0.5)
-    raise AssertionError(f"the backend's jobs did not finish in {timeout} s")
-
-
-def versions_stored(ls_api, ids) -> dict[int, list[str]]:
-    return {t: [p["model_version"] for p in predictions_of(ls_api, t)] for t in ids}
 
 
 @pytest.fixture(scope="module")

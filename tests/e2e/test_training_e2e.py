@@ -2,15 +2,12 @@
 and the next Retrieve Predictions on new tasks is served by the new model (its model_version names it)."""
 from __future__ import annotations
 
-import time
-
-import httpx
 import pytest
 
 from tests.e2e.ls_harness import start_backend, stop
 from tests.e2e.ls_user import (
-    create_project, import_tasks, make_image, predictions_of, retrieve_predictions, task_ids,
-    upload_images,
+    create_project, import_tasks, make_image, predictions_of, retrieve_predictions, start_training, task_ids,
+    upload_images, wait_for_training,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -49,16 +46,9 @@ def test_start_training_serves_the_project_with_its_fine_tuned_model(ls_client, 
         ml = ls_client.ml.create(project=project, url=url, title="Grounding DINO", is_interactive=False)
         base_version = ls_client.ml.get(ml.id).model_version
 
-        r = ls_api.post(f"/api/ml/{ml.id}/train", json={})
-        assert r.status_code == 200, r.text
-        deadline, run = time.monotonic() + 600, None
-        while time.monotonic() < deadline:
-            runs = [j for j in httpx.get(f"{url}/status", timeout=5).json()["jobs"] if j.get("kind") == "training"]
-            run = runs[0] if runs else None
-            if run and run["state"] not in ("queued", "running"):
-                break
-            time.sleep(1)
-        assert run and run["state"] == "done", (run, log.read_text()[-3000:])
+        start_training(ls_api, ml.id)
+        run = wait_for_training(url, project, log=log)
+        assert run["state"] == "done", (run, log.read_text()[-3000:])
         assert "fine-tuned model" in run["message"] and "now serving the project" in run["message"], run
 
         # New tasks, Retrieve Predictions: Label Studio asks /setup again and stores the new version.

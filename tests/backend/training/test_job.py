@@ -171,3 +171,25 @@ def test_the_summary_says_which_labels_are_off_and_why_a_model_was_not_adopted()
         "thresholds learned for 2 of 2 labels (Square, Disk); Square: pre-labels off — reviewers deleted all 1,000 "
         "boxes; fine-tuned model ft-1: held-out AP 0.01 -> 0.00, AP50 0.1 -> 0.0; not adopted (its held-out AP "
         "is lower than the base model's)")
+
+
+def test_the_summary_names_thresholds_kept_from_an_earlier_training():
+    """A second Start Training with too little new review keeps the thresholds learned before: the message
+    says they still apply, not only that none was learned this time."""
+    from backend.training.job import TrainingResult
+    from backend.training.thresholds import EARLIER, LEARNED, LabelThreshold, LearnedThresholds
+
+    def label(threshold, source):
+        return LabelThreshold(threshold=threshold, configured=0.05, reviewed_boxes=6, precision=None, recall=None,
+                              tp=3, fp=3, fn=0, work_saved=0.0, source=source, shown=6, kept=3)
+
+    kept = LearnedThresholds(project="7", model_version=VERSION, reviewed_tasks=3, min_reviewed_boxes=20,
+                             labels={"Square": label(0.905, EARLIER), "Disc": label(0.874, EARLIER)})
+    assert TrainingResult("7", kept).summary() == (
+        "thresholds learned for 0 of 2 labels; kept from an earlier training (too little new evidence to move "
+        "them): Disc 0.87, Square 0.91")
+    one = LearnedThresholds(project="7", model_version=VERSION, reviewed_tasks=30, min_reviewed_boxes=20,
+                            labels={"Square": label(0.5, LEARNED), "Disc": label(0.874, EARLIER)})
+    assert TrainingResult("7", one).summary() == (
+        "thresholds learned for 1 of 2 labels (Square); kept from an earlier training (too little new evidence "
+        "to move them): Disc 0.87")
