@@ -211,6 +211,12 @@ class TrainingJob:
         self._check(cancel)
         own = [result.model_thresholds] if result.model_thresholds is not None else []
         self.store.commit(self.project, [result.thresholds, *own], result.model if result.adopted else None)
+        if result.model is not None and not result.adopted:
+            # A copy of the model per Start Training (hundreds of MB each) would fill STATE_DIR week by week;
+            # its report and log stay beside it as the evidence of the verdict.
+            removed = discard_weights(result.model_dir)
+            if removed:
+                result.notes.append(f"its weights were deleted (not adopted); its report stays in {result.model_dir}")
         report(JobProgress("done", self.config.steps, self.config.steps, message=result.summary()))
         return result
 
@@ -328,3 +334,16 @@ def _forward_progress(path: Path, offset: int, report: Callable[[JobProgress], N
         event = json.loads(line)
         report(JobProgress(event["phase"], event.get("step", 0), event.get("total", 0), event.get("loss")))
     return offset + len(complete)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def discard_weights(model_dir: Path) -> list[str]:
+    """Delete a checkpoint's weight files (config, report and log stay); the names of those deleted."""
+    removed = []
+    for path in sorted(model_dir.glob("*")):
+        if path.is_file() and path.name.endswith(WEIGHT_SUFFIXES):
+            path.unlink()
+            removed.append(path.name)
+    return removed

@@ -45,7 +45,11 @@ def test_start_training_learns_thresholds_then_fine_tunes(shapes24, tiny_model_d
     assert all(t.source == "learned" and 0.5 < t.threshold <= 0.9 for t in thresholds.labels.values())
 
     assert result.model_dir.parent == tmp_path / "state" / "projects" / "7" / "models"
-    Detector.load(DetectorConfig(model=str(result.model_dir), device="cpu"))  # served like any checkpoint
+    if result.adopted:
+        Detector.load(DetectorConfig(model=str(result.model_dir), device="cpu"))  # served like any checkpoint
+    else:  # not adopted: its weights are deleted, its report and log stay as the evidence of the verdict
+        assert not list(result.model_dir.glob("*.safetensors")) and (result.model_dir / "train.log").exists()
+        assert f"its weights were deleted (not adopted); its report stays in {result.model_dir}" in result.summary()
     report = json.loads((result.model_dir / "training.json").read_text())
     assert result.model.ap_before == report["heldout"]["before"]["metrics"]["AP"]
     assert result.model.ap_after == report["heldout"]["after"]["metrics"]["AP"]
@@ -71,6 +75,18 @@ def test_start_training_learns_thresholds_then_fine_tunes(shapes24, tiny_model_d
     else:
         assert served.model == str(tiny_model_dir) and served.applied() == thresholds.applied()
 
+
+
+@pytest.mark.slow
+def test_a_model_not_adopted_leaves_its_report_not_its_weights(shapes24, tiny_model_dir, tmp_path, monkeypatch):
+    """Each Start Training writes a model copy; one that does not serve would only fill STATE_DIR."""
+    monkeypatch.setattr(TrainingJob, "_adopt", lambda self, model, own: (False, "held out for this test"))
+    result = make_job(shapes24, tiny_model_dir, tmp_path / "state").run(threading.Event(), lambda e: None)
+    assert not result.adopted and ProjectStore(tmp_path / "state").load_model(7) is None
+    kept = sorted(p.name for p in result.model_dir.iterdir())
+    assert not [name for name in kept if name.endswith((".safetensors", ".bin", ".pt", ".pth"))], kept
+    assert {"config.json", "training.json", "train.log"} <= set(kept), kept
+    assert result.summary().endswith(f"its weights were deleted (not adopted); its report stays in {result.model_dir}")
 
 def seed_state(state_dir):
     """A project already served by an earlier fine-tuned model with its own thresholds: what cancel must keep."""
