@@ -113,10 +113,12 @@ def tiny_sam3_model(model_type: str = "sam3", seed: int = 0):
     torch.manual_seed(seed)
     cls = Sam3Model if model_type == "sam3" else Sam3LiteTextModel
     model = cls(tiny_sam3_config(model_type)).eval()
-    # Random init gives near-equal detection logits; a larger scale on the scoring projection spreads the
-    # scores over (0, 1), so thresholds and rankings in the tests are unambiguous.
+    # Random init gives near-equal detection logits and mask logits near 0 (probability ~0.5 everywhere);
+    # larger scales on the scoring projection and the mask embedding spread the scores over (0, 1) and
+    # the mask logits over several units, so thresholds, rankings and mask pixels in the tests are unambiguous.
     with torch.no_grad():
         model.dot_product_scoring.query_proj.weight.mul_(60.0)
+        model.mask_decoder.mask_embedder.layers[-1].weight.mul_(5000.0)
     return model
 
 
@@ -169,3 +171,23 @@ def tiny_sam3_dir(model_type: str = "sam3", seed: int = 0) -> Path:
             atexit.register(shutil.rmtree, _ROOT[0], True)
         _BUILT[key] = build_tiny_sam3(_ROOT[0] / f"{model_type}-{seed}", model_type, seed)
     return _BUILT[key]
+
+
+def build_tiny_sam3_video_layout(out_dir: Path, seed: int = 0) -> Path:
+    """The tiny detector saved as facebook/sam3 is on the hub: config.json of model type `sam3_video` with the
+    detector's config as `detector_config`, weights under `detector_model.` beside the tracker's
+    (`tracker_model.`; one stand-in tensor here)."""
+    from safetensors.torch import save_file
+
+    model = tiny_sam3_model("sam3", seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = {f"detector_model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    weights["tracker_model.memory_attention.weight"] = torch.zeros(3)
+    save_file(weights, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    detector = model.config.to_dict()
+    config = {"architectures": ["Sam3VideoModel"], "model_type": "sam3_video", "detector_config": detector,
+              "tracker_config": {"model_type": "sam3_tracker_video"}}
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    tiny_tokenizer().save_pretrained(out_dir)
+    (out_dir / "processor_config.json").write_text(json.dumps(processor_config(int(model.config.image_size)), indent=2))
+    return out_dir
