@@ -64,7 +64,7 @@ def roi_align(
         xs = _samples(start_w, bin_w, pooled_w, grid_w)  # (pw, gw)
         values = _bilinear(input[batch].to(dtype), ys.reshape(-1), xs.reshape(-1), height, width)
         values = values.reshape(values.shape[0], pooled_h, grid_h, pooled_w, grid_w)
-        total = torch.zeros_like(values[:, :, 0, :, 0])
+        total = values.new_zeros((values.shape[0], pooled_h, pooled_w))  # an empty ROI (no samples) stays 0
         for iy in range(grid_h):  # the kernel's accumulation order: sample row by row, then across
             for ix in range(grid_w):
                 total = total + values[:, :, iy, :, ix]
