@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from backend.detection.prompt import PromptError
-from backend.detection.sam3 import Sam3Detector, Sam3DetectorConfig
+from detection.prompt import PromptError
+from detection.sam3 import Sam3Detector, Sam3DetectorConfig
 from tests.sam3_factory import tiny_sam3_dir
 
 SIZES = [(53, 37), (67, 101), (56, 56)]  # (width, height): odd sizes, and one at the model's own size

@@ -7,9 +7,9 @@ import shutil
 import pytest
 import torch
 
-from backend.detection.family import ModelLoadError
-from backend.detection.sam3 import Sam3Detector, Sam3DetectorConfig, load_sam3
-from backend.detection.sam3 import checkpoint as checkpoint_module
+from detection.family import ModelLoadError
+from detection.sam3 import Sam3Detector, Sam3DetectorConfig, load_sam3
+from detection.sam3 import checkpoint as checkpoint_module
 from tests.sam3_factory import build_tiny_sam3_video_layout, tiny_sam3_dir, tiny_sam3_model
 
 
@@ -113,7 +113,7 @@ def test_a_gated_checkpoint_says_accept_the_licence_and_log_in_with_the_offline_
 
 
 def test_the_detector_reports_the_roi_align_stand_in_where_torchvision_is_missing():
-    from backend.detection.sam3.roi_align import torchvision_importable
+    from detection.sam3.roi_align import torchvision_importable
 
     detector = Sam3Detector.load(Sam3DetectorConfig(model=str(tiny_sam3_dir()), device="cpu"))
     expected = "not installed: torchvision is installed: its roi_align kernel runs" if torchvision_importable() else "active"

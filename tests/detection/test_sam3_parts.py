@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from backend.detection.sam3 import Sam3Preprocessing, instance_results, roi_align
-from backend.detection.sam3 import preprocess as preprocess_module
-from backend.detection.sam3.postprocess import masks_to_image
+from detection.sam3 import Sam3Preprocessing, instance_results, roi_align
+from detection.sam3 import preprocess as preprocess_module
+from detection.sam3.postprocess import masks_to_image
 
 
 def odd_images():

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.detection.sam3 import Sam3Detector, Sam3DetectorConfig, Sam3Preprocessing, instance_results, roi_align
+from detection.sam3 import Sam3Detector, Sam3DetectorConfig, Sam3Preprocessing, instance_results, roi_align
 from tests.sam3_factory import build_tiny_sam3
 
 pytestmark = pytest.mark.slow
