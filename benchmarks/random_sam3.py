@@ -2,8 +2,8 @@
 
 The cost of a forward pass does not depend on weight values, so the architecture is what matters:
 
-- `sam3`: `Sam3Config()`, facebook/sam3's detector (ViT 1024 wide x 32 layers at 1008x1008, 24-layer text
-  encoder, 6+6 DETR layers, 200 queries, mask decoder);
+- `sam3`: `Sam3Config()`, facebook/sam3's detector (ViT 1024 wide x 32 layers at 1008x1008, CLIP text
+  encoder, 6+6 DETR layers, 200 queries, mask decoder; 550 M parameters);
 - `sam3-small`: the same with an 8-layer ViT (global attention every 4th layer, as in the full one), about a
   quarter of the image encoder's cost, for quick runs.
 

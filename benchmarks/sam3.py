@@ -32,7 +32,6 @@ SAM 3 alone is cheaper per image).
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import tempfile
@@ -160,6 +159,8 @@ def kth_score(scores, k: int) -> float:
 def thresholds(sam3, gdino, prompt, image, classes, detections: int) -> tuple[float, float]:
     """(SAM 3 threshold, Grounding DINO threshold): each family's default when `detections` is 0, else
     each path's k-th best score on `image` (SAM 3 keeps score > t, Grounding DINO score >= t)."""
+    import numpy as np
+
     from detection.sam3 import DEFAULT_THRESHOLD
 
     from .common import BOX_THRESHOLD
@@ -168,7 +169,9 @@ def thresholds(sam3, gdino, prompt, image, classes, detections: int) -> tuple[fl
         return DEFAULT_THRESHOLD, BOX_THRESHOLD
     (found,) = sam3.detect([image], classes, threshold=0.0)
     (boxes,) = gdino.detect([image], prompt, 0.0)
-    return math.nextafter(kth_score(found.scores, detections), -math.inf), kth_score(boxes.scores, detections)
+    # The float32 value just below the k-th score: a float64 one would round back to it when compared.
+    below = float(np.nextafter(np.float32(kth_score(found.scores, detections)), np.float32(-np.inf)))
+    return below, kth_score(boxes.scores, detections)
 
 
 def time_masks(sam3, gdino, mask_model, images, classes, rounds: int, detections: int):
