@@ -244,9 +244,9 @@ def label_counts(text: str) -> tuple[int, ...]:
     try:
         counts = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--labels takes label counts separated by commas (e.g. 1,4,16), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"give label counts separated by commas (e.g. 1,4,16), got {text!r}") from None
     if not counts or min(counts) < 1 or max(counts) > 80:
-        raise argparse.ArgumentTypeError(f"--labels: each count must be between 1 and 80 (the COCO names), got {text!r}")
+        raise argparse.ArgumentTypeError(f"each label count must be between 1 and 80 (the COCO names), got {text!r}")
     return counts
 
 
