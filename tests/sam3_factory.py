@@ -15,58 +15,12 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.random_sam3 import processor_config, save_sam3, tiny_tokenizer  # their one home
+
 IMAGE_SIZE = 56
 PATCH = 14
 HIDDEN = 32
-# SAM 3 normalises with 0.5/0.5 (facebook/sam3's processor config), not ImageNet's statistics.
-IMAGE_MEAN = [0.5, 0.5, 0.5]
-IMAGE_STD = [0.5, 0.5, 0.5]
 TEXT_LENGTH = 32  # Sam3Processor pads every prompt to 32 tokens
-# Words with BPE merges of their own; any other text still tokenizes, byte by byte.
-WORDS = ("cat", "dog", "car", "apple", "person", "traffic", "light", "visual", "bicycle", "red")
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable character table (byte-level BPE's alphabet)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in chars)))
-
-
-def clip_vocab_and_merges(words=WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A CLIP-layout vocabulary: the 256 byte symbols, the same with `</w>`, the merges' results, BOS, EOS."""
-    alphabet = list(bytes_to_unicode().values())
-    tokens = alphabet + [c + "</w>" for c in alphabet]
-    merges: list[tuple[str, str]] = []
-    for word in words:
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(symbols) > 1:  # merge left to right: c a t</w> -> ca t</w> -> cat</w>
-            pair = (symbols[0], symbols[1])
-            merged = symbols[0] + symbols[1]
-            if pair not in merges:
-                merges.append(pair)
-                tokens.append(merged)
-            symbols = [merged] + symbols[2:]
-    tokens += [BOS, EOS]
-    vocab: dict[str, int] = {}
-    for token in tokens:
-        vocab.setdefault(token, len(vocab))
-    return vocab, merges
-
-
-def tiny_tokenizer():
-    """transformers' CLIPTokenizer (tokenizers-backed) on the tiny vocabulary."""
-    from transformers import CLIPTokenizer
-
-    vocab, merges = clip_vocab_and_merges()
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
 def _detector_parts(vocab_size: int, bos: int, eos: int) -> dict:
@@ -120,38 +74,6 @@ def tiny_sam3_model(model_type: str = "sam3", seed: int = 0):
         model.dot_product_scoring.query_proj.weight.mul_(60.0)
         model.mask_decoder.mask_embedder.layers[-1].weight.mul_(5000.0)
     return model
-
-
-def processor_config(image_size: int = IMAGE_SIZE) -> dict:
-    """processor_config.json as Sam3Processor.save_pretrained writes it (transformers 5.24), the fields the
-    core reads: transformers only has a torchvision build of Sam3ImageProcessor, so it is written here."""
-    return {
-        "processor_class": "Sam3Processor",
-        "point_pad_value": -10,
-        "target_size": image_size,
-        "image_processor": {
-            "image_processor_type": "Sam3ImageProcessor",
-            "do_convert_rgb": True,
-            "do_normalize": True,
-            "do_rescale": True,
-            "do_resize": True,
-            "image_mean": IMAGE_MEAN,
-            "image_std": IMAGE_STD,
-            "rescale_factor": 1 / 255,
-            "resample": 2,
-            "size": {"height": image_size, "width": image_size},
-            "mask_size": {"height": 288, "width": 288},
-        },
-    }
-
-
-def save_sam3(model, out_dir: Path) -> Path:
-    """Save `model` with the tiny tokenizer and its processor config: a directory laid out as a hub checkpoint."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tiny_tokenizer().save_pretrained(out_dir)
-    (out_dir / "processor_config.json").write_text(json.dumps(processor_config(int(model.config.image_size)), indent=2))
-    return out_dir
 
 
 def build_tiny_sam3(out_dir: Path, model_type: str = "sam3", seed: int = 0) -> Path:
