@@ -129,7 +129,7 @@ def thresholds_only(args) -> int:
     served = ProjectStore(state_dir).served(str(args.project), settings.model)
     predictor = load_on(replace(settings, model=served.model), device_names(settings)[0])
     version = predictor.model_version(snapshot.label_config, served.applied())
-    configured = configured_thresholds(predictor.mapping(snapshot.label_config), settings.box_threshold)
+    configured = configured_thresholds(predictor.mapping(snapshot.label_config), predictor.box_threshold)
     learned = learn_thresholds(snapshot.tasks, str(args.project), version, configured, args.min_reviewed_boxes,
                                model=served.model, earlier=served.applied())
     for warning in learned.warnings():

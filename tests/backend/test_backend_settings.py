@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_defaults():
     s = Settings.from_env({})
     assert (s.model, s.device, s.dtype, s.box_threshold, s.batch_size) == (
-        "IDEA-Research/grounding-dino-tiny", "auto", "fp32", 0.35, None)
+        "IDEA-Research/grounding-dino-tiny", "auto", "fp32", None, None)
     assert s.max_download_bytes == 50 * 1024 * 1024
     assert (s.label_studio_url, s.label_studio_api_key, s.allowed_media_hosts, s.auth_enabled) == (None, None, (), False)
     assert (s.polygon_max_parts, s.polygon_min_part_fraction) == (3, 0.05)
