@@ -159,7 +159,7 @@ def family_of_checkpoint(name: str, revision: str | None = None) -> DetectorFami
     """The family of a hub id or local directory, from its config.json's model_type (ModelLoadError else;
     a gated checkpoint the hub refuses says how to get access, whatever its family)."""
     try:
-        model_type = read_model_type(name, revision)
+        model_type = read_model_type(name, revision, what="model")
     except ModelLoadError as exc:
         status = hub_status(exc.__cause__)
         if status in (401, 403):
