@@ -9,13 +9,13 @@ images, any thread) and `run` (a batch of loaded tasks through the model -> item
 Mask controls (`<BrushLabels>`, `<PolygonLabels>`) get the detector's boxes turned into masks by the
 mask model (backend/serving/mask_stage.py); a smart tool's click or box is answered by the mask model alone.
 A family with masks of its own (SAM 3) gives boxes and masks from the same pass, never loads the mask model
-for them, and answers a smart box with every instance like it ("find all like this", `_answer_exemplars`).
+for them, and answers a smart box with every instance like it ("find all like this"); the interactive
+answers are in backend/serving/interactive.py.
 """
 from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -24,7 +24,6 @@ from typing import Mapping
 import torch
 
 from detection import PromptError
-from detection.masks import BOX_MARGIN, clip_to_boxes
 from labelstudio.label_config import (
     LabelConfigError,
     LabelMapping,
@@ -35,7 +34,8 @@ from labelstudio.label_config import (
     prompt_texts,
     resolve_text_prompt,
 )
-from .mask_stage import MaskModelHolder, MaskModelUnavailable, interactive_regions, mask_regions, masks_for
+from .interactive import answer_exemplars, answer_smart
+from .mask_stage import MaskModelHolder, MaskModelUnavailable, mask_regions, masks_for
 from labelstudio.media import MediaError, MediaFetcher
 from labelstudio.regions import make_region
 from backend.settings import Settings
@@ -437,51 +437,10 @@ class Predictor:
         return (label_set.to_name, id(prompt), per_class)
 
     def _answer_exemplars(self, works: list[TaskWork], prompts, urgent: bool) -> list[list[dict]]:
-        """"Find all like this": per image, every instance the model finds for the example box (and against
-        the negative ones), in each answering control with the picked label: boxes in <RectangleLabels>,
-        masks in <BrushLabels>/<PolygonLabels>, all from one pass. Fresh region ids, as for smart answers."""
-        regions: list[list[dict]] = [[] for _ in works]
-        for i, work in enumerate(works):
-            for prompt in prompts:
-                image = work.images.get(prompt.to_name)
-                if image is None:
-                    continue
-                positive, negatives = prompt.in_pixels(image.size)
-                masks = any(s.is_mask for s in prompt.answer_sets)
-                with self.gate.hold(urgent):
-                    dets = self.detector.find_like(image, positive, negatives, label=0, threshold=self.box_threshold,
-                                                   masks=masks)
-                for label_set in prompt.answer_sets:
-                    label = prompt.emitted(label_set)
-                    for k in range(len(dets)):
-                        score = float(dets.scores[k])
-                        if label_set.is_mask:
-                            regions[i].extend(interactive_regions(label_set, label, score, image.size, dets.masks[k],
-                                                                  self.masks.polygons))
-                        else:
-                            region = make_region(work.task_id, label_set, image.size, dets.boxes[k].tolist(), score,
-                                                 label, 0)
-                            regions[i].append({**region, "id": uuid.uuid4().hex[:10]})
-        return regions
+        return answer_exemplars(self.detector, self.gate, self.box_threshold, self.masks.polygons, works, prompts, urgent)
 
     def _answer_smart(self, works: list[TaskWork], prompts, urgent: bool) -> list[list[dict]]:
-        """Each smart prompt (a click, clicks and/or a box) -> the mask of that object, in its image's mask
-        control with the picked label; a box prompt's mask is cut to the box + BOX_MARGIN, as boxes are."""
-        model = self.masks.get()
-        regions: list[list[dict]] = [[] for _ in works]
-        for i, work in enumerate(works):
-            for prompt in prompts:
-                image = work.images.get(prompt.to_name)
-                if image is None:
-                    continue
-                points, labels, box = prompt.in_pixels(image.size)
-                with self.gate.hold(urgent):
-                    mask, score = model.mask_for_prompt(image, points, labels, box)
-                if box is not None:
-                    mask = clip_to_boxes(mask[None], torch.tensor([box]), BOX_MARGIN)[0]
-                regions[i].extend(interactive_regions(prompt.mask_set, prompt.label, score, image.size, mask,
-                                                      self.masks.polygons))
-        return regions
+        return answer_smart(self.masks, self.gate, works, prompts, urgent)
 
     @staticmethod
     def item(work: TaskWork, version: str, notice: str | None = None) -> dict:
