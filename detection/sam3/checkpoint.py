@@ -21,6 +21,7 @@ from pathlib import Path
 from ..families import hub_status, offline_recipe, refused_access
 from ..family import ModelLoadError, _weight_problems, use_cache_only_when_offline
 from .preprocess import Sam3Preprocessing
+from .text import VISUAL
 
 # model_type -> (transformers model class, config class) of the detector it holds.
 SAM3_MODEL_TYPES = {
@@ -84,6 +85,16 @@ def load_sam3(name: str, revision: str | None = None) -> Sam3Checkpoint:
         processor_dict, _ = ImageProcessingMixin.get_image_processor_dict(name, revision=revision)
     except Exception as exc:  # missing weight/tokenizer files, shape mismatches transformers refuses itself
         raise ModelLoadError(load_failure(name, exc)) from None
+    # Without tokenizer.json (or vocab.json + merges.txt) transformers still builds a CLIP tokenizer, with no
+    # vocabulary: every word becomes the unknown token and the model answers an empty prompt, silently. (CLIP's
+    # unknown token is also its end token: the check leaves the special tokens out.)
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is not None and unknown in tokenizer([VISUAL], add_special_tokens=False)["input_ids"][0]:
+        raise ModelLoadError(
+            f"could not load SAM 3 model {name!r}: its tokenizer has no vocabulary (the word {VISUAL!r} tokenizes to "
+            "the unknown token): tokenizer.json, or vocab.json and merges.txt, is missing or damaged; re-download "
+            "the checkpoint or point at the right directory"
+        )
     problems = _weight_problems({**info, "unexpected_keys": _without_tracker(info.get("unexpected_keys"))})
     if problems:
         raise ModelLoadError(

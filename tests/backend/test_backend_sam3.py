@@ -125,6 +125,20 @@ def test_a_partial_sam3_checkpoint_is_a_start_error_naming_it(checkpoint, tmp_pa
                                      f"(2 missing weights: {dropped[0]}, {dropped[1]})")
 
 
+@pytest.mark.slow
+def test_python_m_backend_stops_on_a_partial_sam3_checkpoint_with_one_line(checkpoint, tmp_path):
+    from tests.backend.test_backend_settings import run_backend
+
+    broken = shutil.copytree(checkpoint, tmp_path / "partial")
+    (broken / "tokenizer.json").unlink()  # transformers then builds a CLIP tokenizer without a vocabulary
+    result = run_backend({"MODEL": str(broken), "DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}, "--port", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line == (f"error: could not load SAM 3 model {str(broken)!r}: its tokenizer has no vocabulary (the word "
+                    "'visual' tokenizes to the unknown token): tokenizer.json, or vocab.json and merges.txt, is missing "
+                    "or damaged; re-download the checkpoint or point at the right directory")
+
+
 def test_a_gated_checkpoint_is_a_start_error_with_the_login_recipe(monkeypatch):
     import httpx2
     import transformers.utils.hub as hub
