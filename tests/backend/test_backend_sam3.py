@@ -98,7 +98,7 @@ def assert_brush(region, mask, score, label, from_name="brush"):
     assert np.array_equal(rle_to_mask(region["value"]["rle"], *SIZE), mask.numpy())
 
 
-def test_a_sam3_checkpoint_is_served_by_its_config_with_its_family_defaults(make_predictor, checkpoint):
+def test_a_sam3_checkpoint_is_served_by_its_config_with_its_family_defaults(make_predictor, checkpoint, caplog):
     predictor = make_predictor(BOX_THRESHOLD="")  # unset
     assert predictor.detector.family is SAM3
     assert predictor.box_threshold == 0.5  # BOX_THRESHOLD unset: the family's default
@@ -109,7 +109,9 @@ def test_a_sam3_checkpoint_is_served_by_its_config_with_its_family_defaults(make
     # GROUNDING_DINO_MODEL still works; MODEL wins when both are set.
     legacy = Settings.from_env({"GROUNDING_DINO_MODEL": str(checkpoint)})
     assert legacy.model == str(checkpoint)
-    assert Settings.from_env({"MODEL": str(checkpoint), "GROUNDING_DINO_MODEL": "other"}).model == str(checkpoint)
+    with caplog.at_level("WARNING"):
+        assert Settings.from_env({"MODEL": str(checkpoint), "GROUNDING_DINO_MODEL": "other"}).model == str(checkpoint)
+    assert f"MODEL={checkpoint} and GROUNDING_DINO_MODEL=other are both set: using MODEL" in caplog.text
 
 
 def test_a_partial_sam3_checkpoint_is_a_start_error_naming_it(checkpoint, tmp_path):
