@@ -125,6 +125,10 @@ class PredictorPool:
     def batch_size(self) -> int:
         return self.primary.batch_size
 
+    @property
+    def box_threshold(self) -> float:
+        return self.primary.box_threshold
+
     def model_version(self, label_config: str, thresholds=None) -> str:
         return self.primary.model_version(label_config, thresholds)
 

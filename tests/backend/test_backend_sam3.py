@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from backend.prelabel import prelabel
-from backend.serving.devices import load_on
+from backend.serving.devices import PredictorPool, load_on
 from backend.settings import Settings
 from detection import SAM3, ModelLoadError
 from detection.sam3 import Sam3Detector, Sam3DetectorConfig
@@ -106,6 +106,7 @@ def test_a_sam3_checkpoint_is_served_by_its_config_with_its_family_defaults(make
     assert predictor.model_name == "sam3-my-detector"  # model_version names the family and the checkpoint
     assert predictor.model_version(MIXED).startswith("sam3-my-detector-")
     assert predictor.masks.state == "not loaded"  # SAM_MODEL is not loaded at start for a family with own masks
+    assert PredictorPool.around(predictor).box_threshold == 0.5  # what the server (and Start Training) holds
     # GROUNDING_DINO_MODEL still works; MODEL wins when both are set.
     legacy = Settings.from_env({"GROUNDING_DINO_MODEL": str(checkpoint)})
     assert legacy.model == str(checkpoint)
