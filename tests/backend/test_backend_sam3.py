@@ -200,6 +200,7 @@ def test_boxes_and_own_masks_of_a_mixed_config_from_one_pass_equal_the_model_cod
     assert predictor.masks.state == "not loaded"
 
 
+@pytest.mark.slow
 def test_a_brush_only_project_gets_masks_without_any_mask_model(make_predictor, reference, media, monkeypatch):
     predictor = make_predictor()
     monkeypatch.setattr(predictor.masks, "_loader", lambda config: pytest.fail("the SAM mask model was loaded"))
@@ -276,3 +277,44 @@ def test_bulk_prelabel_stores_sam3_brush_predictions(make_predictor):
         assert stored["model_version"].startswith("sam3-my-detector-")
         assert [r["value"]["rle"] for r in stored["result"]] == [r["value"]["rle"] for r in expected["result"]]
         assert stored["result"] and all(r["type"] == "brushlabels" for r in stored["result"])
+
+
+def test_start_training_on_a_sam3_project_learns_thresholds_and_says_it_cannot_fine_tune(
+        make_client, checkpoint, tmp_path, monkeypatch):
+    """Through the webhook, as Label Studio's Start Training: a finished run, not a refusal; the status row says
+    why there is no fine-tuning, and the learned thresholds serve the project."""
+    import time
+
+    import backend.training.service as service
+    from backend.training.job import TrainingJob
+    from backend.training.store import ProjectStore
+    from backend.training.tasks import ProjectSnapshot
+    from detection import DetectorConfig, load_detector
+    from tests.backend.training.synthetic import LABEL_CONFIG, labelstudio_tasks, make_shapes_dataset
+
+    ann, _ = make_shapes_dataset(tmp_path / "shapes", num_images=24, size=64, seed=3)
+    detector = load_detector(DetectorConfig(model=str(checkpoint), device="cpu"))
+    state = tmp_path / "state"
+    client = make_client(detector=detector, MODEL=checkpoint, STATE_DIR=state, LABEL_STUDIO_URL="http://ls.invalid",
+                         LABEL_STUDIO_API_KEY="key")
+    version = client.post("/setup", json={"project": "7.1", "schema": LABEL_CONFIG}).json()["model_version"]
+    assert version.startswith("sam3-my-detector-")
+    snapshot = ProjectSnapshot("7", LABEL_CONFIG, tuple(labelstudio_tasks(ann, version)))
+    monkeypatch.setattr(service, "fetch_project", lambda client, project_id: snapshot)
+    monkeypatch.setattr(TrainingJob, "_fine_tune", lambda *a, **k: pytest.fail("fine-tuning started"))
+
+    start = {"action": "START_TRAINING", "project": {"id": 7, "label_config": LABEL_CONFIG}}
+    assert client.post("/webhook", json=start).status_code == 200
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        rows = [j for j in client.get("/status").json()["jobs"] if j.get("kind") == "training"]
+        if rows and rows[0]["state"] not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+    (row,) = rows
+    assert row["state"] == "done", row
+    assert row["message"].startswith(f"SAM 3 cannot be fine-tuned by this backend (model {checkpoint}): thresholds "
+                                     "only; thresholds learned for 3 of 3 labels (red_square, GreenDisk, blue triangle)")
+    assert ProjectStore(state).load_thresholds(7).learned_labels
+    # The project is served with its learned thresholds now: another version.
+    assert row["model_version"] != version
