@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.allocator import enable_thp_allocation
 
     enable_thp_allocation()  # before anything imports torch (the settings do)
-    parser = argparse.ArgumentParser(prog="python -m backend", description="Grounding DINO ML backend for Label Studio")
+    parser = argparse.ArgumentParser(prog="python -m backend", description="Grounding DINO / SAM 3 ML backend for Label Studio")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=9090, help="port to listen on (default 9090)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (default: LOG_LEVEL or INFO)")
@@ -43,8 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     log = logging.getLogger("backend")
-    log.info("model %s loaded%s; listening on %s:%d", settings.model,
-             f" with mask model {settings.sam_model}" if settings.sam_model else "", args.host, args.port)
+    family = predictor.detector.family
+    masks = ""
+    if settings.sam_model:  # a family with its own masks loads SAM_MODEL only for smart clicks, on first use
+        masks = (f" (SAM_MODEL {settings.sam_model}: loaded on the first smart click)" if family.capabilities.own_masks
+                 else f" with mask model {settings.sam_model}")
+    log.info("%s model %s loaded%s; listening on %s:%d", family.title, settings.model, masks, args.host, args.port)
     from runtime.allocator import cpu_allocator_hint
 
     hint = cpu_allocator_hint(predictor.detector.device.type)

@@ -378,7 +378,7 @@ def _run(args, settings, dist) -> int:
         versions = sorted(set(dist.gather(run.version)))
         if len(versions) > 1:  # several machines with different models or settings
             error = (f"the processes disagree on the model_version ({', '.join(versions)}): give every machine "
-                     "the same GROUNDING_DINO_MODEL, thresholds and DTYPE")
+                     "the same MODEL, thresholds and DTYPE")
     if error is not None:
         if dist.is_main:
             print(f"error: {error}", file=sys.stderr)

@@ -23,13 +23,16 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
+    # MODEL (alias GROUNDING_DINO_MODEL; MODEL wins when both are set): a checkpoint of any detector family
+    # (Grounding DINO or SAM 3), recognised by its config.json.
     model: str = DEFAULT_MODEL
     device: str = "auto"
     # Several devices in one backend (one model each, work spread over them): e.g. ("cuda:0", "cuda:1").
     # Empty: DEVICE, or every visible GPU when DEVICE is auto/cuda (backend/serving/devices.py).
     devices: tuple[str, ...] = ()
     dtype: str = "fp32"
-    box_threshold: float = 0.35
+    # None: the model family's default (Grounding DINO 0.35, SAM 3 0.5): `Predictor.box_threshold`.
+    box_threshold: float | None = None
     nms_iou: float | None = None
     # None: 1 on the CPU (padding costs more than batching saves there, and batch 1 is exact),
     # 4 on a GPU, where batching is the main speed lever.
@@ -79,11 +82,11 @@ class Settings:
         env = os.environ if environ is None else environ
         get = _Reader(env)
         settings = cls(
-            model=get.str("GROUNDING_DINO_MODEL") or DEFAULT_MODEL,
+            model=model_setting(env),
             device=get.choice_prefix("DEVICE", "auto", ("auto", "cpu", "cuda", "mps")),
             devices=get.devices("DEVICES"),
             dtype=get.choice("DTYPE", "fp32", ("fp32", "bf16", "fp16")),
-            box_threshold=get.float("BOX_THRESHOLD", 0.35, lo=0.0, hi=1.0),
+            box_threshold=get.float("BOX_THRESHOLD", None, lo=0.0, hi=1.0),
             nms_iou=get.float("NMS_IOU", None, lo=0.0, hi=1.0),
             batch_size=get.int("BATCH_SIZE", None, lo=1, hi=1024),
             label_studio_url=label_studio_url(env),
@@ -112,6 +115,17 @@ class Settings:
                 "BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together (both for HTTP Basic auth, or neither)"
             )
         return settings
+
+
+def model_setting(environ: Mapping[str, str]) -> str:
+    """MODEL, else its older name GROUNDING_DINO_MODEL, else the default. MODEL wins when both are set
+    (a warning names both when they differ)."""
+    get = _Reader(environ)
+    model, legacy = get.str("MODEL"), get.str("GROUNDING_DINO_MODEL")
+    if model and legacy and model != legacy:
+        logging.getLogger(__name__).warning("MODEL=%s and GROUNDING_DINO_MODEL=%s are both set: using MODEL (%s); "
+                                            "unset GROUNDING_DINO_MODEL", model, legacy, model)
+    return model or legacy or DEFAULT_MODEL
 
 
 def label_studio_url(environ: Mapping[str, str]) -> str | None:

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--ann", help="COCO-format annotation file (category names are the phrases)")
     src.add_argument("--images", help="image directory of --ann")
     p.add_argument("--model", default=None,
-                   help="base checkpoint, hub id or directory (default: GROUNDING_DINO_MODEL or grounding-dino-tiny)")
+                   help="base checkpoint, hub id or directory (default: MODEL, alias GROUNDING_DINO_MODEL, or grounding-dino-tiny)")
     p.add_argument("--out", help="output model directory (also holds checkpoint/, heldout/ and training.json)")
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate of the heads and fusion layers (default 1e-4)")
@@ -129,7 +129,7 @@ def thresholds_only(args) -> int:
     served = ProjectStore(state_dir).served(str(args.project), settings.model)
     predictor = load_on(replace(settings, model=served.model), device_names(settings)[0])
     version = predictor.model_version(snapshot.label_config, served.applied())
-    configured = configured_thresholds(predictor.mapping(snapshot.label_config), settings.box_threshold)
+    configured = configured_thresholds(predictor.mapping(snapshot.label_config), predictor.box_threshold)
     learned = learn_thresholds(snapshot.tasks, str(args.project), version, configured, args.min_reviewed_boxes,
                                model=served.model, earlier=served.applied())
     for warning in learned.warnings():
@@ -143,7 +143,8 @@ def thresholds_only(args) -> int:
 def train(args) -> int:
     from runtime.distributed import Dist
 
-    from detection import DEFAULT_MODEL, resolve_device
+    from detection import resolve_device
+    from .settings import model_setting
     from .training.data import load_training_data
     from .training.threads import choose_threads
     from .training.trainer import Trainer, TrainConfig
@@ -162,7 +163,7 @@ def train(args) -> int:
             ann, images = args.ann, args.images
         data = load_training_data(ann, images)
         config = TrainConfig(
-            model=args.model or os.environ.get("GROUNDING_DINO_MODEL") or DEFAULT_MODEL, out=out, steps=args.steps,
+            model=args.model or model_setting(os.environ), out=out, steps=args.steps,
             lr=args.lr, batch_size=args.batch_size, image_size=args.image_size, val_fraction=args.val_fraction,
             seed=args.seed, checkpoint_every=args.checkpoint_every, resume=not args.no_resume, device=args.device,
             encoder_lr_factor=args.encoder_lr_factor, dropout=not args.no_dropout)

@@ -3,7 +3,7 @@ caption and logits into boxes.
 
 Both the Label Studio backend and the evaluation use it, through the detector-family interface
 (`families.py`: `load_detector`, `FamilyDetector`, `DetectorFamily`, `Capabilities`); the Grounding DINO
-family (GD, MM-Grounding-DINO, LLMDet) is `detector.py`. Imports nothing of ours but `runtime`.
+family (GD, MM-Grounding-DINO, LLMDet) is `detector.py`, the SAM 3 family `sam3/family.py`. Imports nothing of ours but `runtime`.
 """
 from .detector import DEFAULT_MODEL, GROUNDING_DINO, Detector, DetectorConfig, resolve_device
 from .families import (
@@ -28,6 +28,7 @@ from .postprocess import (
     merge_labelled,
     rank_detections,
 )
+from .sam3.family import SAM3, Sam3FamilyDetector, Sam3Prompt  # registers the SAM 3 family
 from .preprocess import OfficialPreprocessing, PixelBatch, official_output_size
 from .prompt import (
     MAX_TEXT_LEN,

@@ -60,10 +60,23 @@ class FamilyDetector(Protocol):
 
     def detect(self, images: Sequence["Image.Image"], prompt: "Prompt", box_threshold: float,
                nms_iou: float | None = None) -> "list[Detections]":
-        """Labelling mode: per image the boxes over `box_threshold` with their best class."""
+        """Labelling mode: per image the boxes over `box_threshold` with their best class.
+
+        A family with `capabilities.own_masks` also takes `masks=True` (keyword) and then returns
+        detections with `.masks` ((N, H, W) bool at the image's size); callers pass it to no other family."""
 
     def rank(self, images: Sequence["Image.Image"], prompt: "Prompt", num_select: int = 300) -> "list[Detections]":
-        """Ranking mode (evaluation): per image the top `num_select` scored boxes, no threshold."""
+        """Ranking mode (evaluation): per image the top `num_select` scored boxes, no threshold (a family's
+        own default when not given; `masks=True` as for `detect`, own_masks families only)."""
+
+
+class ExemplarDetector(FamilyDetector, Protocol):
+    """A detector whose family has `capabilities.exemplar_prompts`: "find all like this"."""
+
+    def find_like(self, image: "Image.Image", positive: Sequence[float], negatives: Sequence[Sequence[float]] = (),
+                  label: int = 0, threshold: float | None = None, masks: bool = True) -> "Detections":
+        """Every instance in `image` like the example box `positive` (xyxy pixels) and unlike the
+        `negatives`, labelled `label`, score over `threshold` (the family's default when None)."""
 
 
 @dataclass(frozen=True)
@@ -76,11 +89,17 @@ class DetectorFamily:
     default_box_threshold: float  # labelling mode's threshold when none is configured
     capabilities: Capabilities
     load: Callable[["DetectorConfig"], FamilyDetector]  # raises ModelLoadError with what to do
+    # Put before a checkpoint name that does not start with it, in model_version ("sam3-<checkpoint>");
+    # "" for a family whose checkpoint names say it (grounding-dino-tiny, mm_grounding_dino_..., llmdet_...).
+    version_prefix: str = ""
 
     def version_name(self, checkpoint: str) -> str:
-        """The family-and-checkpoint part of a model_version: the checkpoint's last path part (a Grounding
-        DINO checkpoint's name says its family; a family whose names do not should prefix its own name)."""
-        return PurePath(checkpoint).name or checkpoint
+        """The family-and-checkpoint part of a model_version: the checkpoint's last path part, after
+        `version_prefix` unless the name already starts with it (facebook/sam3 -> "sam3", DIR/tiny -> "sam3-tiny")."""
+        name = PurePath(checkpoint).name or checkpoint
+        if self.version_prefix and not name.lower().startswith(self.version_prefix.lower()):
+            return f"{self.version_prefix}-{name}"
+        return name
 
 
 FAMILIES: list[DetectorFamily] = []  # filled by the family modules as the package is imported
@@ -102,9 +121,50 @@ def supported_model_types() -> str:
     return ", ".join(f"{t!r}" for f in FAMILIES for t in f.model_types)
 
 
+MODEL_SETTING = "MODEL (backend) or --model (evaluation)"
+
+
+def hub_status(exc: BaseException | None) -> int | None:
+    """The HTTP status of a hub error anywhere in the exception's chain (transformers wraps them in OSError)."""
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, HfHubHTTPError):
+            code = getattr(getattr(exc, "response", None), "status_code", None)
+            if code is not None:
+                return int(code)
+            if isinstance(exc, GatedRepoError):
+                return 403
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def offline_recipe(name: str) -> str:
+    return (f"to run offline, download it where there is internet (`hf download {name} --local-dir DIR`) and point "
+            f"{MODEL_SETTING} at DIR")
+
+
+def refused_access(name: str, status: int, what: str = "model") -> str:
+    """A 401/403 from the hub: the checkpoint is gated (facebook/sam3): the licence, the login, the offline way."""
+    return (
+        f"could not load {what} {name!r}: the hub refused access ({status}): the checkpoint is gated. Accept "
+        f"the licence on the model page (https://huggingface.co/{name}) and log in (`hf auth login` or HF_TOKEN) "
+        f"with the account that accepted it; or {offline_recipe(name)}"
+    )
+
+
 def family_of_checkpoint(name: str, revision: str | None = None) -> DetectorFamily:
-    """The family of a hub id or local directory, from its config.json's model_type (ModelLoadError else)."""
-    model_type = read_model_type(name, revision)
+    """The family of a hub id or local directory, from its config.json's model_type (ModelLoadError else;
+    a gated checkpoint the hub refuses says how to get access, whatever its family)."""
+    try:
+        model_type = read_model_type(name, revision, what="model")
+    except ModelLoadError as exc:
+        status = hub_status(exc.__cause__)
+        if status in (401, 403):
+            raise ModelLoadError(refused_access(name, status)) from None
+        raise
     family = family_of_model_type(model_type)
     if family is None:
         raise ModelLoadError(

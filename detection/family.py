@@ -87,18 +87,18 @@ def architecture_of(model) -> Architecture:
     return ARCHITECTURES[model_type]
 
 
-def read_model_type(name: str, revision: str | None = None) -> str | None:
+def read_model_type(name: str, revision: str | None = None, what: str = "Grounding DINO model") -> str | None:
     """config.json's model_type of a hub id or local directory (what picks the detector family);
-    ModelLoadError saying where to get the model when there is no config.json to read."""
+    ModelLoadError saying where to get the model (`what`, in words) when there is no config.json to read."""
     from transformers import PretrainedConfig
 
     use_cache_only_when_offline(name)
     try:
         config_dict, _ = PretrainedConfig.get_config_dict(name, revision=revision)
     except Exception as exc:  # OSError, hub errors: no config.json there
-        raise ModelLoadError(_not_found(name, exc)) from exc
+        raise ModelLoadError(_not_found(name, exc, what)) from exc
     if not config_dict:  # transformers reads a directory without config.json as an empty config
-        raise ModelLoadError(_not_found(name, FileNotFoundError("no config.json")))
+        raise ModelLoadError(_not_found(name, FileNotFoundError("no config.json"), what))
     return config_dict.get("model_type")
 
 
@@ -171,20 +171,20 @@ def use_cache_only_when_offline(name: str, timeout: float = 3.0) -> bool:
         return True
 
 
-def _not_found(name: str, exc: Exception) -> str:
+def _not_found(name: str, exc: Exception, what: str = "Grounding DINO model") -> str:
     local = Path(name).expanduser()
     hint = (
-        f"the directory {local} has no loadable Grounding DINO model (config.json, weights and "
+        f"the directory {local} has no loadable {what} (config.json, weights and "
         "processor files saved with save_pretrained)"
         if local.exists()
         else ("it is not in this machine's Hugging Face cache and the hub cannot be reached (offline); "
               if _offline() else "check the hub id, or if this machine is offline, ")
         + "download it where there is internet "
-        f"(`hf download {name} --local-dir DIR`) and point GROUNDING_DINO_MODEL "
+        f"(`hf download {name} --local-dir DIR`) and point MODEL "
         "(backend) or --model (evaluation) at DIR"
     )
     detail = " ".join(str(exc).split())
-    return f"could not load Grounding DINO model {name!r}: {hint}. ({type(exc).__name__}: {detail})"
+    return f"could not load {what} {name!r}: {hint}. ({type(exc).__name__}: {detail})"
 
 
 def _offline() -> bool:

@@ -11,6 +11,8 @@
 - A `<KeyPointLabels>` or `<RectangleLabels>` with `smart="true"` is a smart tool: a click or a drawn box
   becomes a SAM prompt answered in the mask control of its image (`SmartTool`, labelstudio/smart_tools.py). A
   smart `<RectangleLabels>` is also a label set like any other (`model_skip="true"` keeps it a tool only).
+  With a model that takes example boxes (SAM 3), a smart box is "find all like this" (`exemplar_tools`),
+  unless its control says `model_smart="one"` (the mask of this one object, as above).
 - What cannot be served (a blank, wordless or repeated label, a control bound to no image, a bad
   threshold, a `<Brush>`, `<Polygon>` or other control without labels to prompt with) is skipped and
   listed in `LabelMapping.skipped` with its reason; only a config with nothing usable is refused
@@ -123,6 +125,12 @@ class SmartTool:
     from_name: str
     to_name: str
     kind: str  # "keypointlabels" | "rectanglelabels"
+    # The control's model_smart: "all" (find all like this, with a model that takes example boxes), "one"
+    # (the mask of this one object), "" (not said: "all" where the model can, else "one").
+    mode: str = ""
+
+
+SMART_MODES = ("all", "one")
 
 
 @dataclass(frozen=True)
@@ -139,7 +147,10 @@ class LabelMapping:
     text_prompts: tuple[TextPromptControl, ...] = ()
     images: dict = field(default_factory=dict)  # image name -> data key
     skipped: tuple[SkippedItem, ...] = ()
-    smart_tools: tuple[SmartTool, ...] = ()
+    smart_tools: tuple[SmartTool, ...] = ()  # answered with a mask of one object (a mask control on their image)
+    # Smart <RectangleLabels> not set to model_smart="one": "find all like this" where the model takes example
+    # boxes (answered in the image's controls with the picked label, boxes and/or masks), whatever else is bound.
+    exemplar_tools: tuple[SmartTool, ...] = ()
 
     @property
     def active(self) -> tuple[LabelSet, ...]:
@@ -195,7 +206,8 @@ class LabelMapping:
         skipped = self.skipped + (SkippedItem(from_name, found.value, reason, tag),)
         if not label_sets:
             raise LabelConfigError(_nothing_usable(skipped, has_box_control=True))
-        return LabelMapping(tuple(label_sets), self.text_prompts, self.images, skipped, self.smart_tools)
+        return LabelMapping(tuple(label_sets), self.text_prompts, self.images, skipped, self.smart_tools,
+                            self.exemplar_tools)
 
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -249,7 +261,13 @@ def parse_label_config(config: str) -> LabelMapping:
         tag = control.tag.lower()
         targets = [t for t in (control.to_name or []) if t in images]
         if tag in _SMART_TAGS and _is_smart(control, raw_labels.get(control.name, [])):
-            smart.extend(SmartTool(control.name, t, tag) for t in targets)
+            mode = str((control.attr or {}).get("model_smart") or "").strip().lower()
+            if mode and mode not in SMART_MODES:
+                skipped.append(SkippedItem(control.name, None, f'model_smart="{mode}" is not "all" (find all like '
+                                           'this) or "one" (the mask of this one object); its smart boxes answer as '
+                                           'if it were not set', control.tag))
+                mode = ""
+            smart.extend(SmartTool(control.name, t, tag, mode) for t in targets)
         if tag == "textarea":
             prompts.extend(TextPromptControl(control.name, t) for t in targets)
         elif tag in _BOX_TAGS:
@@ -262,11 +280,12 @@ def parse_label_config(config: str) -> LabelMapping:
         elif targets and not _is_true((control.attr or {}).get("model_skip")):
             reason = f"this backend predicts {SERVED}, not <{control.tag}>"
             skipped.append(SkippedItem(control.name, None, reason, control.tag))
+    exemplar = tuple(t for t in smart if t.kind == "rectanglelabels" and t.mode != "one")
     smart, smart_skips = _answerable(smart, label_sets)
     skipped.extend(smart_skips)
     if not label_sets:
         raise LabelConfigError(_nothing_usable(skipped, has_box_control))
-    return LabelMapping(tuple(label_sets), tuple(prompts), images, tuple(skipped), tuple(smart))
+    return LabelMapping(tuple(label_sets), tuple(prompts), images, tuple(skipped), tuple(smart), exemplar)
 
 
 def _is_smart(control, raw: Sequence["_RawLabel"]) -> bool:

@@ -100,3 +100,76 @@ def _number(value: dict, key: str) -> float:
     if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
         raise SmartPromptError(f"a smart region's value.{key} must be a number (percent of the image), got {number!r}")
     return min(100.0, max(0.0, float(number)))
+
+
+# ----- "find all like this": a smart box as an example (models that take example boxes: SAM 3) -------------
+
+
+@dataclass(frozen=True)
+class ExemplarPrompt:
+    """One image's example box (and negative boxes), the picked label, and the controls that answer."""
+
+    to_name: str
+    data_key: str
+    label: str  # as the labeller picked it (each answering control emits its own form of it)
+    positive: tuple[float, float, float, float]  # percent, x0 y0 x1 y1
+    negatives: tuple[tuple[float, float, float, float], ...]
+    answer_sets: tuple[LabelSet, ...]  # boxes in <RectangleLabels>, masks in <BrushLabels>/<PolygonLabels>
+
+    def in_pixels(self, size: tuple[int, int]) -> tuple[list[float], list[list[float]]]:
+        """(positive, negatives) as xyxy pixels of an image of (width, height) `size`."""
+        scale = size * 2
+        return ([v / 100 * s for v, s in zip(self.positive, scale)],
+                [[v / 100 * s for v, s in zip(box, scale)] for box in self.negatives])
+
+    def emitted(self, label_set: LabelSet) -> str:
+        """The picked label as `label_set` emits it."""
+        return next(c.label for c in label_set.classes if c.matches(self.label))
+
+
+def exemplar_prompts(mapping: LabelMapping, context: dict | None) -> tuple[ExemplarPrompt, ...]:
+    """The "find all like this" prompts of an interactive context: per image the last positive box drawn with
+    an exemplar tool (`mapping.exemplar_tools`) and every negative one (`is_positive: false`); () when none."""
+    if not mapping.exemplar_tools or not isinstance(context, dict) or not isinstance(context.get("result"), list):
+        return ()
+    tools = {(t.from_name, t.to_name) for t in mapping.exemplar_tools}
+    by_image: dict[str, list[dict]] = {}
+    for item in context["result"]:
+        if (isinstance(item, dict) and (item.get("from_name"), item.get("to_name")) in tools
+                and str(item.get("type", "")).lower() == "rectanglelabels"):
+            by_image.setdefault(item["to_name"], []).append(item)
+    return tuple(_exemplar(mapping, image, items) for image, items in by_image.items())
+
+
+def _exemplar(mapping: LabelMapping, image: str, items: list[dict]) -> ExemplarPrompt:
+    positive, negatives, label, tool = None, [], None, None
+    for item in items:
+        value = item.get("value") if isinstance(item.get("value"), dict) else {}
+        x, y = _number(value, "x"), _number(value, "y")
+        x1, y1 = min(100.0, x + _number(value, "width")), min(100.0, y + _number(value, "height"))
+        box = (min(x, x1), min(y, y1), max(x, x1), max(y, y1))
+        if item.get("is_positive") is False:
+            negatives.append(box)
+            continue
+        labels = value.get("rectanglelabels")
+        if not labels or not isinstance(labels[0], str):
+            raise SmartPromptError(f"a smart box on {image!r} has no label: pick a label first, then draw the example")
+        positive, label, tool = box, labels[0], item.get("from_name")
+    if positive is None:
+        raise SmartPromptError(f"only negative example boxes on {image!r}: draw one box around an example to find")
+    if positive[2] <= positive[0] or positive[3] <= positive[1]:
+        raise SmartPromptError(f"the example box on {image!r} has no area: draw it around the object")
+    return ExemplarPrompt(image, mapping.images[image], label, positive, tuple(negatives),
+                          _answer_sets(mapping, image, label, tool))
+
+
+def _answer_sets(mapping: LabelMapping, image: str, label: str, tool: str | None) -> tuple[LabelSet, ...]:
+    """The image's controls with the picked label (not model_skip ones); else the smart control itself."""
+    labelled = [s for s in mapping.label_sets if s.to_name == image and s.is_labelled
+                and any(c.matches(label) for c in s.classes)]
+    chosen = [s for s in labelled if not s.skip] or [s for s in labelled if s.from_name == tool]
+    if not chosen:
+        raise SmartPromptError(f"the smart box's label {label!r} is not a label of a <RectangleLabels>, <BrushLabels> "
+                               f'or <PolygonLabels> on "{image}": add <Label value="{label}"/> to the control that '
+                               "should receive the instances found")
+    return tuple(chosen)

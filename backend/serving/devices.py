@@ -39,10 +39,11 @@ def device_names(settings: Settings, cuda_count: int | None = None) -> tuple[str
 
 def load_on(settings: Settings, device: str, fetcher=None) -> Predictor:
     """The detector on one device with a mask model of its own on that device, loaded now when SAM_MODEL
-    chooses one, else on first need (raises ModelLoadError, MaskModelLoadError or ValueError)."""
+    chooses one, else on first need (raises ModelLoadError, MaskModelLoadError or ValueError). A family with
+    masks of its own (SAM 3) needs the mask model only for smart clicks: it is then loaded on first need."""
     detector = load_detector(DetectorConfig(model=settings.model, device=device, dtype=settings.dtype))
     masks = MaskModelHolder(replace(settings, device=device))
-    if settings.sam_model:
+    if settings.sam_model and not detector.family.capabilities.own_masks:
         masks.load_now()
     return Predictor(detector, settings, fetcher, masks=masks)
 
@@ -123,6 +124,10 @@ class PredictorPool:
     @property
     def batch_size(self) -> int:
         return self.primary.batch_size
+
+    @property
+    def box_threshold(self) -> float:
+        return self.primary.box_threshold
 
     def model_version(self, label_config: str, thresholds=None) -> str:
         return self.primary.model_version(label_config, thresholds)

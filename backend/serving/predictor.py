@@ -8,6 +8,9 @@ images, any thread) and `run` (a batch of loaded tasks through the model -> item
 
 Mask controls (`<BrushLabels>`, `<PolygonLabels>`) get the detector's boxes turned into masks by the
 mask model (backend/serving/mask_stage.py); a smart tool's click or box is answered by the mask model alone.
+A family with masks of its own (SAM 3) gives boxes and masks from the same pass, never loads the mask model
+for them, and answers a smart box with every instance like it ("find all like this"); the interactive
+answers are in backend/serving/interactive.py.
 """
 from __future__ import annotations
 
@@ -15,13 +18,12 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Mapping
 
 import torch
 
 from detection import PromptError
-from detection.masks import BOX_MARGIN, clip_to_boxes
 from labelstudio.label_config import (
     LabelConfigError,
     LabelMapping,
@@ -32,11 +34,12 @@ from labelstudio.label_config import (
     prompt_texts,
     resolve_text_prompt,
 )
-from .mask_stage import MaskModelHolder, MaskModelUnavailable, interactive_regions, mask_regions, masks_for
+from .interactive import answer_exemplars, answer_smart
+from .mask_stage import MaskModelHolder, MaskModelUnavailable, mask_regions, masks_for
 from labelstudio.media import MediaError, MediaFetcher
 from labelstudio.regions import make_region
 from backend.settings import Settings
-from labelstudio.smart_tools import SmartPromptError, smart_prompts
+from labelstudio.smart_tools import SmartPromptError, exemplar_prompts, smart_prompts
 from backend.app.state import LabelStudioAccess
 
 log = logging.getLogger(__name__)
@@ -98,12 +101,14 @@ class PredictionPlan:
     error: str | None = None  # every task fails with this (e.g. a typed prompt that maps to nothing)
     notice: str | None = None  # said with every answer (e.g. typed phrases that map to no label)
     smart: tuple = ()  # (SmartPrompt, ...): an interactive smart-tool request, answered by the mask model
+    exemplars: tuple = ()  # (ExemplarPrompt, ...): "find all like this", answered by an exemplar family
     label_thresholds: dict = field(default_factory=dict)  # label -> threshold learned for the project
 
     @property
     def images(self) -> dict[str, str]:
         """image name -> task data key, for the images some label set or smart prompt needs."""
-        return {**{s.to_name: s.data_key for s, _ in self.prompts}, **{p.to_name: p.data_key for p in self.smart}}
+        return {**{s.to_name: s.data_key for s, _ in self.prompts}, **{p.to_name: p.data_key for p in self.smart},
+                **{p.to_name: p.data_key for p in self.exemplars}}
 
 
 @dataclass
@@ -145,7 +150,12 @@ class Predictor:
         self._prompt_lock = threading.RLock()
         self._mappings: dict[str, LabelMapping] = {}
         model = settings.model.rstrip("/\\")
-        self.model_name = detector.family.version_name(model)  # model_version's family-and-checkpoint part
+        family = detector.family
+        self.model_name = family.version_name(model)  # model_version's family-and-checkpoint part
+        # BOX_THRESHOLD, else the family's default (Grounding DINO 0.35, SAM 3 0.5).
+        self.box_threshold = settings.box_threshold if settings.box_threshold is not None else family.default_box_threshold
+        self.own_masks = family.capabilities.own_masks  # masks from the detector: no SAM stage for mask controls
+        self.exemplars = family.capabilities.exemplar_prompts  # a smart box is "find all like this"
 
     # ----- versions ---------------------------------------------------------------------------
 
@@ -202,19 +212,28 @@ class Predictor:
         extra = {
             "model": self.settings.model,
             "revision": revision,
-            "box_threshold": self.settings.box_threshold,
+            "box_threshold": self.box_threshold,
             "nms_iou": self.settings.nms_iou,
             "dtype": self.settings.dtype,
         }
-        if mapping.needs_masks:  # box-only projects keep their version whatever SAM_MODEL is
+        if self._needs_mask_model(mapping):  # box-only projects keep their version whatever SAM_MODEL is
             extra.update(self.masks.version_info())
+        elif mapping.needs_masks:  # the family's own masks: only how they become regions
+            extra["polygons"] = asdict(self.masks.polygons)
         if thresholds:  # learned per label by Start Training (STATE_DIR): other predictions, another version
             extra["label_thresholds"] = sorted((label, float(t)) for label, t in thresholds.items())
         return f"{self.model_name}-{model_version_hash(mapping, extra)}"
 
+    def _needs_mask_model(self, mapping: LabelMapping) -> bool:
+        """The SAM mask model is needed: for mask controls and smart tools, unless the family makes masks
+        itself; then only for the "mask of this one object" tools (smart clicks, model_smart="one")."""
+        if not self.own_masks:
+            return mapping.needs_masks
+        return any(t.kind == "keypointlabels" or t.mode == "one" or not self.exemplars for t in mapping.smart_tools)
+
     def _start_masks(self, mapping: LabelMapping) -> str | None:
         """Start loading the mask model when the mapping needs it; the reason if it cannot be had."""
-        if not mapping.needs_masks:
+        if not self._needs_mask_model(mapping):
             return None
         self.masks.ensure_loading()
         return self.masks.error
@@ -233,9 +252,12 @@ class Predictor:
         if problem:
             return PredictionPlan(mapping, version, error=problem)
         try:
-            smart = smart_prompts(mapping, context)
+            exemplars = exemplar_prompts(mapping, context) if self.exemplars else ()
+            smart = () if exemplars else smart_prompts(mapping, context)
         except SmartPromptError as exc:
             return PredictionPlan(mapping, version, error=str(exc))
+        if exemplars:
+            return PredictionPlan(mapping, version, exemplars=exemplars)
         if smart:
             return PredictionPlan(mapping, version, smart=smart)
         typed = prompt_texts(mapping, context)
@@ -358,28 +380,34 @@ class Predictor:
     def _detect(self, works: list[TaskWork], plan: PredictionPlan, urgent: bool) -> list[list[dict]]:
         if plan.smart:
             return self._answer_smart(works, plan.smart, urgent)
+        if plan.exemplars:
+            return self._answer_exemplars(works, plan.exemplars, urgent)
         regions: list[list[dict]] = [[] for _ in works]
         # One detector pass (and one set of masks) per image and prompt: controls with the same labels and
         # threshold on the same image (a rectangle and a brush control, say) share them.
         found: dict[tuple, dict] = {}
         masked: dict[tuple, dict] = {}
-        for label_set, prompt in plan.prompts:
+        keyed = [(label_set, prompt, self._key(plan, label_set, prompt)) for label_set, prompt in plan.prompts]
+        # A family with its own masks makes them in the detector's pass, for every key a mask control needs.
+        own_mask_keys = {key for label_set, _, key in keyed if label_set.is_mask} if self.own_masks else set()
+        for label_set, prompt, key in keyed:
             # Only the tasks whose image for this label set loaded (a task may have lost one of several).
             members = [i for i, w in enumerate(works) if label_set.to_name in w.images]
             if not members:
                 continue
-            base = label_set.threshold if label_set.threshold is not None else self.settings.box_threshold
-            per_class = [plan.label_thresholds.get(c.label, base) for c in label_set.classes]
+            per_class = list(key[2])
             threshold = min(per_class)  # then each class is held to its own
-            key = (label_set.to_name, id(prompt), tuple(per_class))
             detections = found.setdefault(key, {})
             todo = [i for i in members if i not in detections]
             if todo:
                 images = [works[i].images[label_set.to_name] for i in todo]
+                extra = {"masks": True} if key in own_mask_keys else {}  # only families with own_masks take it
                 with self.gate.hold(urgent):
-                    found_now = self.detector.detect(images, prompt, threshold, nms_iou=self.settings.nms_iou)
+                    found_now = self.detector.detect(images, prompt, threshold, nms_iou=self.settings.nms_iou, **extra)
                 detections.update(zip(todo, (_held_to(d, per_class) for d in found_now)))
-            if label_set.is_mask:
+            if label_set.is_mask and self.own_masks:
+                masks = {i: detections[i].masks for i in members}
+            elif label_set.is_mask:
                 masks = masked.setdefault(key, {})
                 todo = [i for i in members if i not in masks]
                 if todo:
@@ -402,24 +430,17 @@ class Predictor:
                     )
         return regions
 
+    def _key(self, plan: PredictionPlan, label_set: LabelSet, prompt) -> tuple:
+        """What makes two label sets share a detector pass: image, prompt and per-class thresholds."""
+        base = label_set.threshold if label_set.threshold is not None else self.box_threshold
+        per_class = tuple(plan.label_thresholds.get(c.label, base) for c in label_set.classes)
+        return (label_set.to_name, id(prompt), per_class)
+
+    def _answer_exemplars(self, works: list[TaskWork], prompts, urgent: bool) -> list[list[dict]]:
+        return answer_exemplars(self.detector, self.gate, self.box_threshold, self.masks.polygons, works, prompts, urgent)
+
     def _answer_smart(self, works: list[TaskWork], prompts, urgent: bool) -> list[list[dict]]:
-        """Each smart prompt (a click, clicks and/or a box) -> the mask of that object, in its image's mask
-        control with the picked label; a box prompt's mask is cut to the box + BOX_MARGIN, as boxes are."""
-        model = self.masks.get()
-        regions: list[list[dict]] = [[] for _ in works]
-        for i, work in enumerate(works):
-            for prompt in prompts:
-                image = work.images.get(prompt.to_name)
-                if image is None:
-                    continue
-                points, labels, box = prompt.in_pixels(image.size)
-                with self.gate.hold(urgent):
-                    mask, score = model.mask_for_prompt(image, points, labels, box)
-                if box is not None:
-                    mask = clip_to_boxes(mask[None], torch.tensor([box]), BOX_MARGIN)[0]
-                regions[i].extend(interactive_regions(prompt.mask_set, prompt.label, score, image.size, mask,
-                                                      self.masks.polygons))
-        return regions
+        return answer_smart(self.masks, self.gate, works, prompts, urgent)
 
     @staticmethod
     def item(work: TaskWork, version: str, notice: str | None = None) -> dict:

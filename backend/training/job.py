@@ -63,6 +63,9 @@ class TrainingJobConfig:
     min_reviewed_boxes: int = 20
     nms_iou: float | None = None  # the server's NMS_IOU: held-out boxes as the server shows them
     device_defaults: tuple[str, ...] = ()  # which of steps / image_size are the device's defaults (plan text)
+    # Why the served model cannot be fine-tuned (its family: SAM 3), or None: the job then learns thresholds
+    # only and says this sentence in its result.
+    not_tunable: str | None = None
 
     @classmethod
     def for_device(cls, state_dir, base_model: str, device: str, steps: int | None = None,
@@ -103,6 +106,7 @@ class TrainingResult:
     adopted: bool = False  # recorded as the project's model
     why_not: str = ""  # why a fine-tuned model was not adopted
     notes: list[str] = field(default_factory=list)
+    statement: str | None = None  # said first (a model this backend cannot fine-tune: thresholds only)
 
     @property
     def model_dir(self) -> Path | None:
@@ -110,7 +114,8 @@ class TrainingResult:
 
     def summary(self) -> str:
         learned = self.thresholds.learned_labels
-        lines = [f"thresholds learned for {len(learned)} of {len(self.thresholds.labels)} labels"
+        lines = [self.statement] if self.statement else []
+        lines += [f"thresholds learned for {len(learned)} of {len(self.thresholds.labels)} labels"
                  + (f" ({', '.join(learned)})" if learned else "")]
         # Still applied: without this, "learned for 0 of 2" after a second run reads as thresholds dropped.
         earlier = [f"{label} {t.threshold:.2f}" for label, t in sorted(self.thresholds.labels.items())
@@ -169,6 +174,13 @@ class TrainingJob:
         thresholds = learn_thresholds(snapshot.tasks, self.project, self.model_version, self.configured,
                                       c.min_reviewed_boxes, model=self.served_model, earlier=self.served_thresholds)
         result = TrainingResult(self.project, thresholds)
+        if c.not_tunable:
+            if not thresholds.learned_labels:
+                raise NotEnoughAnnotations(f"{c.not_tunable}; no label has enough reviewed boxes yet: thresholds need "
+                                           f"{c.min_reviewed_boxes} reviewed boxes per label on tasks predicted by "
+                                           f"{self.model_version} ({self._reviewed(thresholds)})")
+            result.statement = c.not_tunable
+            return self._commit(result, cancel, report)
 
         annotated = len(snapshot.annotated_tasks())
         if annotated < c.min_annotated_tasks:
@@ -249,11 +261,15 @@ class TrainingJob:
                                         self.configured, self.config.min_reviewed_boxes)
 
     def _too_few(self, annotated: int, thresholds: LearnedThresholds, extra: str = "") -> str:
-        boxes = ", ".join(f"{label} {t.reviewed_boxes}" for label, t in sorted(thresholds.labels.items()))
         message = (f"project {self.project} has {annotated} annotated tasks; at least {self.config.min_annotated_tasks} "
                    f"are needed to fine-tune; thresholds need {self.config.min_reviewed_boxes} reviewed boxes per "
-                   f"label on tasks predicted by {self.model_version} (now: {boxes or 'no labels'})")
+                   f"label on tasks predicted by {self.model_version} ({self._reviewed(thresholds)})")
         return message + (f" ({extra})" if extra else "")
+
+    @staticmethod
+    def _reviewed(thresholds: LearnedThresholds) -> str:
+        boxes = ", ".join(f"{label} {t.reviewed_boxes}" for label, t in sorted(thresholds.labels.items()))
+        return f"now: {boxes or 'no labels'}"
 
     def _check(self, cancel: threading.Event) -> None:
         if cancel.is_set():

@@ -174,16 +174,16 @@ def make_job_factory(settings, serving, import_target):
         engine = serving(str(project_id))
         predictor = engine.predictor
         family = predictor.detector.family
-        if not family.capabilities.fine_tuning:
-            raise TrainingRefused(f"the model {settings.model} is a {family.title} model, which this backend cannot "
-                                  "fine-tune: Start Training needs a model of a family that supports it")
+        # A family this backend cannot fine-tune still learns per-label thresholds; the job says so.
+        not_tunable = None if family.capabilities.fine_tuning else (
+            f"{family.title} cannot be fine-tuned by this backend (model {settings.model}): thresholds only")
         target = import_target(settings, access)
         if target is None:
             raise TrainingRefused("training reads the project's annotations through Label Studio's API: set "
                                   "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
         client = LabelStudio(base_url=target.url, api_key=target.api_key, timeout=120)
         version = predictor.model_version(label_config, engine.thresholds)
-        configured = configured_thresholds(predictor.mapping(label_config), settings.box_threshold)
+        configured = configured_thresholds(predictor.mapping(label_config), predictor.box_threshold)
 
         def fetch_image(url, task_id):
             return predictor.fetcher.fetch(url, task_id=task_id, hostname=access.hostname,
@@ -191,7 +191,7 @@ def make_job_factory(settings, serving, import_target):
 
         config = TrainingJobConfig.for_device(settings.state_dir, settings.model, settings.device,
                                               steps=settings.train_steps, image_size=settings.train_image_size,
-                                              nms_iou=settings.nms_iou)
+                                              nms_iou=settings.nms_iou, not_tunable=not_tunable)
         job = TrainingJob(project_id, lambda: fetch_project(client, project_id), version, configured,
                           fetch_image, config, served_model=engine.model, served_thresholds=engine.thresholds)
         return job, version

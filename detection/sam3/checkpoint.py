@@ -18,8 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..families import hub_status, offline_recipe, refused_access
 from ..family import ModelLoadError, _weight_problems, use_cache_only_when_offline
 from .preprocess import Sam3Preprocessing
+from .text import VISUAL
 
 # model_type -> (transformers model class, config class) of the detector it holds.
 SAM3_MODEL_TYPES = {
@@ -27,7 +29,6 @@ SAM3_MODEL_TYPES = {
     "sam3_video": ("Sam3Model", "Sam3Config"),  # the detector's config is its `detector_config`
     "sam3_lite_text": ("Sam3LiteTextModel", "Sam3LiteTextConfig"),
 }
-MODEL_SETTING = "GROUNDING_DINO_MODEL (backend) or --model (evaluation)"
 
 
 @dataclass
@@ -84,6 +85,16 @@ def load_sam3(name: str, revision: str | None = None) -> Sam3Checkpoint:
         processor_dict, _ = ImageProcessingMixin.get_image_processor_dict(name, revision=revision)
     except Exception as exc:  # missing weight/tokenizer files, shape mismatches transformers refuses itself
         raise ModelLoadError(load_failure(name, exc)) from None
+    # Without tokenizer.json (or vocab.json + merges.txt) transformers still builds a CLIP tokenizer, with no
+    # vocabulary: every word becomes the unknown token and the model answers an empty prompt, silently. (CLIP's
+    # unknown token is also its end token: the check leaves the special tokens out.)
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is not None and unknown in tokenizer([VISUAL], add_special_tokens=False)["input_ids"][0]:
+        raise ModelLoadError(
+            f"could not load SAM 3 model {name!r}: its tokenizer has no vocabulary (the word {VISUAL!r} tokenizes to "
+            "the unknown token): tokenizer.json, or vocab.json and merges.txt, is missing or damaged; re-download "
+            "the checkpoint or point at the right directory"
+        )
     problems = _weight_problems({**info, "unexpected_keys": _without_tracker(info.get("unexpected_keys"))})
     if problems:
         raise ModelLoadError(
@@ -106,17 +117,9 @@ def _without_tracker(keys) -> list:
 
 def load_failure(name: str, exc: BaseException) -> str:
     """One sentence: why `name` did not load and what to do (gated: the licence and login; offline: the recipe)."""
-    offline_recipe = (
-        f"to run offline, download it where there is internet (`hf download {name} --local-dir DIR`) and point "
-        f"{MODEL_SETTING} at DIR"
-    )
     status = hub_status(exc)
     if status in (401, 403):
-        return (
-            f"could not load SAM 3 model {name!r}: the hub refused access ({status}): the checkpoint is gated. Accept "
-            f"the licence on the model page (https://huggingface.co/{name}) and log in (`hf auth login` or HF_TOKEN) "
-            f"with the account that accepted it; or {offline_recipe}"
-        )
+        return refused_access(name, status, what="SAM 3 model")
     local = Path(name).expanduser()
     if local.exists():
         hint = (
@@ -129,24 +132,6 @@ def load_failure(name: str, exc: BaseException) -> str:
         hint = (
             "it is not in this machine's Hugging Face cache and the hub cannot be reached (offline); "
             if constants.HF_HUB_OFFLINE else "check the hub id, or "
-        ) + offline_recipe
+        ) + offline_recipe(name)
     detail = " ".join(str(exc).split())
     return f"could not load SAM 3 model {name!r}: {hint}. ({type(exc).__name__}: {detail})"
-
-
-def hub_status(exc: BaseException) -> int | None:
-    """The HTTP status of a hub error anywhere in the exception's chain (transformers wraps them in OSError)."""
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
-
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, HfHubHTTPError):
-            response = getattr(exc, "response", None)
-            code = getattr(response, "status_code", None)
-            if code is not None:
-                return int(code)
-            if isinstance(exc, GatedRepoError):
-                return 403
-        exc = exc.__cause__ or exc.__context__
-    return None

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_defaults():
     s = Settings.from_env({})
     assert (s.model, s.device, s.dtype, s.box_threshold, s.batch_size) == (
-        "IDEA-Research/grounding-dino-tiny", "auto", "fp32", 0.35, None)
+        "IDEA-Research/grounding-dino-tiny", "auto", "fp32", None, None)
     assert s.max_download_bytes == 50 * 1024 * 1024
     assert (s.label_studio_url, s.label_studio_api_key, s.allowed_media_hosts, s.auth_enabled) == (None, None, (), False)
     assert (s.polygon_max_parts, s.polygon_min_part_fraction) == (3, 0.05)
@@ -80,7 +80,7 @@ def run_backend(env, *args, timeout=120):
 def test_main_exits_with_a_clear_message(tmp_path):
     result = run_backend({"GROUNDING_DINO_MODEL": str(tmp_path), "DEVICE": "cpu"}, "--port", "1")
     assert result.returncode == 1
-    assert "could not load Grounding DINO model" in result.stderr and "Traceback" not in result.stderr
+    assert f"could not load model {str(tmp_path)!r}: the directory" in result.stderr and "Traceback" not in result.stderr
     result = run_backend({"BOX_THRESHOLD": "x"})
     assert result.returncode == 2 and "BOX_THRESHOLD" in result.stderr and "Traceback" not in result.stderr
 

@@ -48,6 +48,7 @@ def compose() -> dict:
 
 @pytest.fixture(scope="module")
 def backend_env_names() -> set[str]:
+    # The settings (get.X("NAME") calls) and Label Studio's env names, read once in labelstudio/environment.py.
     text = (ROOT / "backend" / "settings.py").read_text()
     names: set[str] = set()
     for match in re.finditer(r'get\.\w+\(([^)]*)\)', text):
@@ -56,8 +57,9 @@ def backend_env_names() -> set[str]:
     shared = (ROOT / "labelstudio" / "environment.py").read_text()
     for match in re.finditer(r'_first\(environ, ([^)]*)\)', shared):
         names.update(re.findall(r'"([A-Z][A-Z0-9_]+)"', match.group(1)))
-    assert {"GROUNDING_DINO_MODEL", "LABEL_STUDIO_URL", "BASIC_AUTH_USER"} <= names, names
-    return names
+    assert {"MODEL", "GROUNDING_DINO_MODEL", "LABEL_STUDIO_URL", "BASIC_AUTH_USER"} <= names, names
+    # Read by huggingface_hub itself: the token for gated checkpoints (facebook/sam3).
+    return names | {"HF_TOKEN"}
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 from detection import (
     FAMILIES,
     GROUNDING_DINO,
+    SAM3,
     Capabilities,
     Detector,
     DetectorConfig,
@@ -46,13 +47,14 @@ def test_a_checkpoint_of_no_family_is_refused_with_the_supported_types(tiny_mode
         load_detector(DetectorConfig(model=str(checkpoint), device="cpu"))
     assert str(err.value) == (
         f"could not load '{checkpoint}': config.json says model_type 'owlv2': not a checkpoint of a detector "
-        "family this core runs (supported model types: 'grounding-dino', 'mm-grounding-dino')")
+        "family this core runs (supported model types: 'grounding-dino', 'mm-grounding-dino', 'sam3', 'sam3_video', "
+        "'sam3_lite_text')")
 
 
 def test_a_model_type_belongs_to_one_family():
     with pytest.raises(ValueError, match="mm-grounding-dino"):
         register(replace(GROUNDING_DINO, name="other", model_types=("mm-grounding-dino",)))
-    assert FAMILIES == [GROUNDING_DINO]
+    assert FAMILIES == [GROUNDING_DINO, SAM3]
 
 
 def test_describe_prompt_names_the_chunks(tiny_detector):

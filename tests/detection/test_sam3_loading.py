@@ -106,7 +106,7 @@ def test_a_gated_checkpoint_says_accept_the_licence_and_log_in_with_the_offline_
         "could not load SAM 3 model 'facebook/sam3': the hub refused access (403): the checkpoint is gated. Accept "
         "the licence on the model page (https://huggingface.co/facebook/sam3) and log in (`hf auth login` or "
         "HF_TOKEN) with the account that accepted it; or to run offline, download it where there is internet "
-        "(`hf download facebook/sam3 --local-dir DIR`) and point GROUNDING_DINO_MODEL (backend) or --model "
+        "(`hf download facebook/sam3 --local-dir DIR`) and point MODEL (backend) or --model "
         "(evaluation) at DIR"
     )
     assert err.value.__cause__ is None  # the message is the whole story: no chained traceback
