@@ -47,13 +47,25 @@ class CocoScorer:
 
     phrase_rule = PHRASE_RULE
     outputs = "detections.json, metrics.json, per_class.csv"
+    benchmark_kind = "coco"
 
     def __init__(self, dataset: CocoDataset, model: str, iou_type: str = "bbox"):
         self.dataset = dataset
         self.model = model
-        self.iou_type = iou_type
+        self.iou_type = "bbox"
         if iou_type == "segm":
-            check_masks(dataset)
+            self.use_masks()
+
+    def has_masks(self) -> bool:
+        """Every annotation has an instance mask (and every image its size): mask AP can be scored."""
+        data = self.dataset.data
+        return all(a.get("segmentation") for a in data["annotations"]) and all(
+            "width" in img and "height" in img for img in data["images"])
+
+    def use_masks(self) -> None:
+        """Score masks too (segm); refused with what to change when the dataset has none."""
+        check_masks(self.dataset)
+        self.iou_type = "segm"
 
     def classes(self) -> list[tuple[str, ...]]:
         return [class_phrases(name) for name in self.dataset.category_names]

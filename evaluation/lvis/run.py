@@ -13,6 +13,7 @@ import pandas as pd
 
 from evaluation.coco.dataset import CocoDataset
 from evaluation.coco.scoring import non_parity_reasons
+from evaluation.protocols import GROUNDING_DINO_PROTOCOL
 from evaluation.published import comparison_lines, published_for
 
 from . import fixed_ap
@@ -20,7 +21,7 @@ from .dataset import benchmark_of
 from .lvis_eval import METRICS, LvisEvaluator
 from .names import PHRASE_RULE, clean_name
 
-PARITY_CHUNK_SIZE = 40  # mmdetection's chunked_size for LVIS: the published figures' setting
+PARITY_CHUNK_SIZE = GROUNDING_DINO_PROTOCOL.lvis_chunk_size  # mmdetection's chunked_size (40): the published figures'
 
 
 class LvisScorer:
@@ -28,6 +29,7 @@ class LvisScorer:
 
     phrase_rule = PHRASE_RULE
     outputs = "detections.npz, metrics.json, per_class.csv"
+    benchmark_kind = "lvis"
 
     def __init__(self, dataset: CocoDataset, model: str, topk: int = fixed_ap.FIXED_AP_TOPK):
         self.dataset, self.model, self.topk = dataset, model, topk
@@ -63,7 +65,9 @@ class LvisScorer:
         })
         full = not config.get("limit")
         config["published"] = [p.as_dict() for p in published_for(self.model, self.benchmark)] if full else []
-        config["non_parity"] = non_parity_reasons(config, PARITY_CHUNK_SIZE)
+        protocol = config.get("protocol") or {}
+        config["non_parity"] = non_parity_reasons(config, protocol.get("lvis_chunk_size", PARITY_CHUNK_SIZE),
+                                                  protocol.get("lvis_num_select"))
         config["parity"] = not config["non_parity"]
         pd.DataFrame(evaluator.per_class(ev)).to_csv(run_dir / "per_class.csv", index=False)
         print(summary_text(metrics, config))
@@ -84,8 +88,10 @@ def summary_text(metrics: dict, config: dict) -> str:
         f"model {config.get('model')} (revision {config.get('revision')}) on {config.get('num_images')} images "
         f"of {config.get('ann')} ({config.get('benchmark')})",
         f"device {config.get('device')}, dtype {config.get('dtype')}, batch size {config.get('batch_size')}, "
-        f"num_select {config.get('num_select')} per chunk, {config.get('num_chunks')} prompt chunks of "
-        f"{config.get('chunk_size')} categories; {config.get('metric')}",
+        + (f"num_select {config.get('num_select')} per chunk, {config.get('num_chunks')} prompt chunks of "
+           f"{config.get('chunk_size')} categories; " if config.get("chunk_size") else
+           f"num_select {config.get('num_select')} per image, one prompt per category; ")
+        + f"{config.get('metric')}",
     ]
     if config.get("non_parity"):
         lines.append("NON-PARITY run (" + "; ".join(config["non_parity"]) + "): not comparable with the published figures")
