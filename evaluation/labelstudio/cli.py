@@ -56,6 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "backend's threshold when it predicted)")
     p.add_argument("--out", metavar="RUN_DIR",
                    help="run directory (default runs/labelstudio-<export name>-<date>)")
+    which = p.add_argument_group(
+        "which model for this project (--model, repeatable): run each model over the annotated tasks' images "
+        "instead of scoring the stored pre-labels, and recommend per label the model and threshold that save "
+        "the most work")
+    which.add_argument("--model", action="append", metavar="ID_OR_DIR",
+                       help="a detector checkpoint (Grounding DINO family, SAM 3); give it once per model")
+    which.add_argument("--images", metavar="DIR",
+                       help="the tasks' image files (by the file name in each task's URL); default: fetched from "
+                            "Label Studio with --label-studio-url/--api-key, as the backend fetches them")
+    which.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    which.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    which.add_argument("--delete-cost", type=float, default=1.0,
+                       help="deleting a wrong pre-label, in regions drawn (the work-saved rule; default 1)")
     return p
 
 
@@ -105,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
 def run(args, argv) -> int:
     if not 0 < args.iou <= 1:
         raise InputError(f"--iou must be in (0, 1], got {args.iou}")
+    if args.model:
+        from .which_model import run_models
+
+        return run_models(args, argv)
+    if args.images:
+        raise InputError("--images is used only with --model (the images the models run on): add --model, or drop "
+                         "--images to score the stored pre-labels")
     export = Path(args.export).expanduser().resolve()
     t0 = time.perf_counter()
     access = LabelStudioAccess.from_options(args.label_studio_url, args.api_key, os.environ)
