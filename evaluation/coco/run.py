@@ -57,10 +57,7 @@ class CocoScorer:
             self.use_masks()
 
     def has_masks(self) -> bool:
-        """Every annotation has an instance mask (and every image its size): mask AP can be scored."""
-        data = self.dataset.data
-        return all(a.get("segmentation") for a in data["annotations"]) and all(
-            "width" in img and "height" in img for img in data["images"])
+        return has_instance_masks(self.dataset)
 
     def use_masks(self) -> None:
         """Score masks too (segm); refused with what to change when the dataset has none."""
@@ -72,13 +69,7 @@ class CocoScorer:
 
     def encode(self, image_id: int, detections, masks=None) -> list[dict]:
         if masks is not None:
-            declared = self.dataset.sizes.get(image_id)
-            height, width = masks.shape[-2:]
-            if declared and declared != (width, height):
-                raise InputError(
-                    f"{self.dataset.files[image_id]} is {width}x{height} pixels but the annotation file declares "
-                    f"{declared[0]}x{declared[1]}: masks must be in the frame the ground-truth masks were drawn in"
-                )
+            check_mask_frame(self.dataset, image_id, masks)
         return to_coco(image_id, detections, self.dataset.category_ids, masks)
 
     def finish(self, run_dir: Path, records, ids: list[int], config: dict) -> dict:
@@ -104,6 +95,24 @@ class CocoScorer:
         metrics = {**metrics, "config": config}
         print(summary_text(metrics, config, text))
         return metrics
+
+
+def check_mask_frame(dataset: CocoDataset, image_id: int, masks) -> None:
+    """Masks must be in the frame the annotation file declares for the image (its ground truth's)."""
+    declared = dataset.sizes.get(image_id)
+    height, width = masks.shape[-2:]
+    if declared and declared != (width, height):
+        raise InputError(
+            f"{dataset.files[image_id]} is {width}x{height} pixels but the annotation file declares "
+            f"{declared[0]}x{declared[1]}: masks must be in the frame the ground-truth masks were drawn in"
+        )
+
+
+def has_instance_masks(dataset: CocoDataset) -> bool:
+    """Every annotation has an instance mask and every image its size: mask AP can be scored."""
+    data = dataset.data
+    return all(a.get("segmentation") for a in data["annotations"]) and all(
+        "width" in img and "height" in img for img in data["images"])
 
 
 def check_masks(dataset: CocoDataset) -> None:

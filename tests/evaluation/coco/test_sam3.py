@@ -170,16 +170,49 @@ def test_sam3_box_only_dataset_scores_boxes_and_other_settings_are_flagged(sam3_
     assert len(load_json(out / "detections.json")) == 2 * 7
 
 
-def test_lvis_with_sam3_prompts_each_category_and_keeps_300(sam3_dir, tmp_path):
-    from tests.evaluation.lvis.lvis_data import make_lvis_dataset
+def lvis_from_coco(ann, images, root):
+    """The SAM 3 dataset in LVIS's format: images under val2017/ named by coco_url, a frequency per category,
+    every category absent from an image listed as negative there (then LVIS's rules equal COCOeval's)."""
+    data = json.loads(ann.read_text())
+    (root / "val2017").mkdir(parents=True)
+    present = {}
+    for a in data["annotations"]:
+        present.setdefault(a["image_id"], set()).add(a["category_id"])
+    for img in data["images"]:
+        (root / "val2017" / img["file_name"]).write_bytes((images / img["file_name"]).read_bytes())
+        img["coco_url"] = f"http://images.cocodataset.org/val2017/{img.pop('file_name')}"
+        img["neg_category_ids"] = [c["id"] for c in data["categories"] if c["id"] not in present.get(img["id"], ())]
+        img["not_exhaustive_category_ids"] = []
+    for c, frequency in zip(data["categories"], "rcff"):
+        c["frequency"] = frequency
+    out = root / "lvis_sam3.json"
+    out.write_text(json.dumps(data))
+    return out
 
-    ann, root = make_lvis_dataset(tmp_path / "lvis", num_images=2)
+
+def test_lvis_with_sam3_box_and_mask_fixed_ap_equal_cocoeval(sam3_dataset, sam3_dir, tmp_path):
+    ann = lvis_from_coco(*sam3_dataset, tmp_path / "lvis")
     out = tmp_path / "run"
-    done = run_sam3("evaluation.lvis", ["--ann", str(ann), "--images", str(root), "--model", str(sam3_dir),
-                                        "--out", str(out), "--device", "cpu"])
+    done = run_sam3("evaluation.lvis", ["--ann", str(ann), "--images", str(tmp_path / "lvis"), "--model",
+                                        str(sam3_dir), "--out", str(out), "--device", "cpu"])
     assert done.returncode == 0, done.stderr
-    config = load_json(out / "metrics.json")["config"]
-    assert config["num_select"] == 300 and config["chunk_size"] is None and config["non_parity"] == []
     assert "num_select 300 per image, one prompt per category" in done.stdout
+    assert "masks (the detector's own (SAM 3)): mask AP" in done.stdout
+    metrics = load_json(out / "metrics.json")
+    config = metrics["config"]
+    assert config["num_select"] == 300 and config["chunk_size"] is None and config["non_parity"] == []
+    assert config["iou_type"] == "segm"
     # the tiny model has 20 queries per prompt: 4 categories give 80 candidates per image, all under 300
-    assert config["detections_stored"] == 2 * 4 * 20
+    assert config["detections_stored"] == NUM_IMAGES * 4 * 20
+    # Every absent category is a negative and nothing is capped: LVIS's rules are COCOeval's, box and mask.
+    stored = np.load(out / "detections.npz")
+    rles = json.loads(str(stored["segmentation_json"]))
+    detections = [{"image_id": int(i), "category_id": int(c), "score": float(s), "bbox": [float(v) for v in b],
+                   "segmentation": r}
+                  for i, c, s, b, r in zip(stored["image_id"], stored["category_id"], stored["score"],
+                                           stored["bbox_xywh"], rles)]
+    ids = config["image_ids"]
+    box, segm = cocoeval_stats(ann, detections, ids, "bbox"), cocoeval_stats(ann, detections, ids, "segm")
+    assert [metrics[k] for k in ("AP", "AP50", "AP75")] == pytest.approx(box[:3], abs=1e-12)
+    assert [metrics["segm"][k] for k in ("AP", "AP50", "AP75")] == pytest.approx(segm[:3], abs=1e-12)
+    assert 0 < metrics["segm"]["AP"] < 1
