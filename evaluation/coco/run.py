@@ -11,6 +11,7 @@ from pathlib import Path
 from detection.boxes import xyxy_to_xywh
 from detection.phrases import class_phrases
 from evaluation.masks import masks_to_coco_rle
+from evaluation.runner.summary import add_mask_columns, record_parity
 from runtime.errors import InputError
 from runtime.files import atomic_write
 
@@ -84,13 +85,10 @@ class CocoScorer:
             segm, segm_ev, segm_text = score(gt, detections, ids, "segm")
             metrics["segm"] = segm
             text = f"boxes (COCOeval bbox):\n{text.rstrip()}\nmasks (COCOeval segm):\n{segm_text}"
-            masks = per_class_table(segm_ev, self.dataset.categories)
-            for column in ("AP", "AP50", "AP75"):
-                per_class[f"segm_{column}"] = masks[column]
+            add_mask_columns(per_class, per_class_table(segm_ev, self.dataset.categories))
         config["timings"]["scoring_s"] = round(time.perf_counter() - t0, 3)
         config["published"] = published_rows(self.model, len(ids), self.dataset.ann_path.name)
-        config["non_parity"] = non_parity_reasons(config)
-        config["parity"] = not config["non_parity"]
+        record_parity(config, non_parity_reasons(config))
         per_class.to_csv(run_dir / "per_class.csv", index=False)
         metrics = {**metrics, "config": config}
         print(summary_text(metrics, config, text))

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.published import COCO_VAL2017, comparison_lines, published_for
+from evaluation.runner.summary import header_lines, non_parity_lines
 
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 PER_CLASS_COLUMNS = ["category_id", "name", "AP", "AP50", "AP75", "num_gt"]
@@ -107,17 +108,10 @@ def published_rows(model: str, num_images: int, ann_name: str) -> list[dict]:
 
 def summary_text(metrics: dict, config: dict, cocoeval_text: str = "") -> str:
     ap = 100 * metrics["AP"]
-    lines = [
-        f"model {config.get('model')} (revision {config.get('revision')}) on {config.get('num_images')} images "
-        f"of {config.get('ann')}",
-        f"device {config.get('device')}, dtype {config.get('dtype')}, batch size {config.get('batch_size')}, "
-        f"num_select {config.get('num_select')}, "
-        + (f"{config.get('num_chunks', 1)} prompt chunk(s)" if (config.get("protocol") or {}).get("chunks_prompts", True)
-           else "one prompt per category"),
-    ]
-    reasons = non_parity_reasons(config)
-    if reasons:
-        lines.append("NON-PARITY run (" + "; ".join(reasons) + "): not comparable with the published figures")
+    chunked = (config.get("protocol") or {}).get("chunks_prompts", True)
+    lines = header_lines(config, f"num_select {config.get('num_select')}, "
+                         + (f"{config.get('num_chunks', 1)} prompt chunk(s)" if chunked else "one prompt per category"))
+    lines += non_parity_lines(non_parity_reasons(config))
     if config.get("iou_type") == "segm" and config.get("masks"):
         lines.append(f"masks: {config['masks']}, as the model gives them")
     elif config.get("iou_type") == "segm":

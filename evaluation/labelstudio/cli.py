@@ -17,7 +17,9 @@ import pandas as pd
 
 from evaluation.analysis_sweep import match_detections, threshold_sweep
 from evaluation.coco.scoring import coco_gt, per_class_table, score
+from evaluation.runner.cli import exit_code
 from evaluation.runner.run import library_versions
+from evaluation.runner.summary import add_mask_columns
 from runtime.errors import InputError
 from runtime.files import atomic_write
 
@@ -107,12 +109,8 @@ def treatment_table(tasks: list[Task], iou: float) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        # the command is recorded in metrics.json: without the key
-        return run(args, [a.replace(args.api_key, "***") if args.api_key else a for a in argv])
-    except InputError as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
-        return 2
+    # the command is recorded in metrics.json: without the key
+    return exit_code(lambda: run(args, [a.replace(args.api_key, "***") if args.api_key else a for a in argv]))
 
 
 def run(args, argv) -> int:
@@ -151,9 +149,7 @@ def run(args, argv) -> int:
     if iou_type == "segm":
         metrics["segm"], segm_ev, segm_text = score(gt_coco, dets, ids, "segm")
         text = f"boxes (COCOeval bbox):\n{text.rstrip()}\nmasks (COCOeval segm):\n{segm_text}"
-        masks = per_class_table(segm_ev, gt["categories"])
-        for column in ("AP", "AP50", "AP75"):
-            per_class[f"segm_{column}"] = masks[column]
+        add_mask_columns(per_class, per_class_table(segm_ev, gt["categories"]))
     per_class.to_csv(out / "per_class.csv", index=False)
     scores = [d["score"] for d in dets]
     threshold = args.threshold if args.threshold is not None else (min(scores) if scores else 0.0)

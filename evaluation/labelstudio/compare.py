@@ -27,7 +27,7 @@ from runtime.errors import InputError
 from runtime.files import atomic_write
 
 from .coco import coco_files
-from .export import Task, is_mask_export
+from .export import Task
 
 COLUMNS = ["label", "model", "num_gt", "AP", "AP50", "mask_AP", "matched_by", "threshold", "saved", "tp", "fp",
            "precision", "recall"]

@@ -17,6 +17,7 @@ from evaluation.coco.run import check_mask_frame, check_masks, has_instance_mask
 from evaluation.coco.scoring import non_parity_reasons
 from evaluation.protocols import GROUNDING_DINO_PROTOCOL
 from evaluation.published import comparison_lines, published_for
+from evaluation.runner.summary import add_mask_columns, header_lines, non_parity_lines, record_parity
 
 from . import fixed_ap
 from .dataset import benchmark_of
@@ -72,9 +73,7 @@ class LvisScorer:
         per_class = pd.DataFrame(evaluator.per_class(ev))
         if self.iou_type == "segm":
             metrics["segm"], segm_ev = evaluator.evaluate(dets, max_dets_per_image=None, iou_type="segm")
-            masks = pd.DataFrame(evaluator.per_class(segm_ev))
-            for column in ("AP", "AP50", "AP75"):
-                per_class[f"segm_{column}"] = masks[column]
+            add_mask_columns(per_class, pd.DataFrame(evaluator.per_class(segm_ev)))
         config["timings"]["scoring_s"] = round(time.perf_counter() - t0, 3)
         short = sorted(c for c, n in zip(*np.unique(dets.category_id, return_counts=True)) if n < self.topk)
         config.update({
@@ -85,9 +84,8 @@ class LvisScorer:
         full = not config.get("limit")
         config["published"] = [p.as_dict() for p in published_for(self.model, self.benchmark)] if full else []
         protocol = config.get("protocol") or {}
-        config["non_parity"] = non_parity_reasons(config, protocol.get("lvis_chunk_size", PARITY_CHUNK_SIZE),
-                                                  protocol.get("lvis_num_select"))
-        config["parity"] = not config["non_parity"]
+        record_parity(config, non_parity_reasons(config, protocol.get("lvis_chunk_size", PARITY_CHUNK_SIZE),
+                                                 protocol.get("lvis_num_select")))
         per_class.to_csv(run_dir / "per_class.csv", index=False)
         print(summary_text(metrics, config))
         return {**metrics, "config": config}
@@ -104,17 +102,11 @@ def _save_detections(path: Path, dets) -> None:
 
 def summary_text(metrics: dict, config: dict) -> str:
     pct = {k: 100 * v if v >= 0 else float("nan") for k, v in metrics.items() if k in METRICS}
-    lines = [
-        f"model {config.get('model')} (revision {config.get('revision')}) on {config.get('num_images')} images "
-        f"of {config.get('ann')} ({config.get('benchmark')})",
-        f"device {config.get('device')}, dtype {config.get('dtype')}, batch size {config.get('batch_size')}, "
-        + (f"num_select {config.get('num_select')} per chunk, {config.get('num_chunks')} prompt chunks of "
-           f"{config.get('chunk_size')} categories; " if config.get("chunk_size") else
-           f"num_select {config.get('num_select')} per image, one prompt per category; ")
-        + f"{config.get('metric')}",
-    ]
-    if config.get("non_parity"):
-        lines.append("NON-PARITY run (" + "; ".join(config["non_parity"]) + "): not comparable with the published figures")
+    lines = header_lines(config, (f"num_select {config.get('num_select')} per chunk, {config.get('num_chunks')} prompt "
+                                  f"chunks of {config.get('chunk_size')} categories; " if config.get("chunk_size") else
+                                  f"num_select {config.get('num_select')} per image, one prompt per category; ")
+                         + f"{config.get('metric')}")
+    lines += non_parity_lines(config.get("non_parity") or [])
     lines.append("  ".join(f"{k} {pct[k]:.1f}" for k in ("AP", "AP50", "AP75", "APr", "APc", "APf")))
     lines.append("  ".join(f"{k} {pct[k]:.1f}" for k in ("APs", "APm", "APl", "AR")))
     if "segm" in metrics:

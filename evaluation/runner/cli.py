@@ -77,17 +77,35 @@ def dataset_main(argv: list[str] | None, build_parser, download_main, load_for) 
     return run_command(args, argv, load_for(args))
 
 
+def exit_code(action: Callable[[], int]) -> int:
+    """`action()`'s exit code; an InputError is one line on stderr ("error: ...") and exit code 2."""
+    try:
+        return action()
+    except InputError as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the cause
+        return 2
+
+
+def dataset_paths(root: str | None, ann: str | None, images: str | None, root_option: str, root_usage: str,
+                  files_usage: str, from_root: Callable[[Path], tuple[Path, Path]]) -> tuple[Path, Path]:
+    """(annotation file, image directory): from a dataset root laid out as `download` makes it, or given as
+    --ann and --images (either, not both)."""
+    if root and (ann or images):
+        raise InputError(f"give either {root_option} or --ann with --images, not both")
+    if root:
+        return from_root(Path(root).expanduser())
+    if not ann or not images:
+        raise InputError(f"give {root_usage}, or both {files_usage}")
+    return Path(ann).expanduser(), Path(images).expanduser()
+
+
 def run_command(args, argv: list[str], load: Callable[[], tuple[object, object]]) -> int:
     """Start a run: torchrun group, dataset and scorer (`load()`), detector, run directory; then evaluate.
 
     Every rank loads and checks the same things; the first error on any rank stops all of them with
     one line (exit code 2).
     """
-    try:
-        return _run(args, argv, load)
-    except InputError as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the cause
-        return 2
+    return exit_code(lambda: _run(args, argv, load))
 
 
 def _run(args, argv, load) -> int:
