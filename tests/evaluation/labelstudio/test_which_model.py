@@ -184,3 +184,54 @@ def test_missing_image_and_images_without_model_are_one_line_errors(project, fas
     err = capsys.readouterr().err.strip()
     assert err == (f"error: task 100: its image '/data/upload/3/shot-0.png' is not in --images {empty} "
                    "(looked for shot-0.png)")
+
+
+def polygon(rid, label, box, size):
+    """The rectangle `box` as a polygon region (percent points): a mask project."""
+    w, h = size
+    x0, y0, x1, y1 = box
+    points = [[100 * x / w, 100 * y / h] for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))]
+    return {"id": rid, "type": "polygonlabels", "from_name": "poly", "to_name": "image", "original_width": w,
+            "original_height": h, "image_rotation": 0, "value": {"points": points, "polygonlabels": [label]}}
+
+
+def test_a_mask_project_scores_own_masks_by_mask_iou_and_box_only_models_by_box(project, fast_model_dir, sam3_dir,
+                                                                                tmp_path, capsys):
+    export, images = project
+    tasks = json.loads(export.read_text())
+    for task in tasks:
+        for ann in task["annotations"]:
+            for r in ann["result"]:
+                v, size = r["value"], (r["original_width"], r["original_height"])
+                box = [v["x"] * size[0] / 100, v["y"] * size[1] / 100, (v["x"] + v["width"]) * size[0] / 100,
+                       (v["y"] + v["height"]) * size[1] / 100]
+                r.update(polygon(r["id"], v["rectanglelabels"][0], box, size))
+    masked = tmp_path / "masks.json"
+    masked.write_text(json.dumps(tasks))
+    out = tmp_path / "run"
+    models = [str(fast_model_dir), str(sam3_dir)]
+    assert main([str(masked), "--model", models[0], "--model", models[1], "--images", str(images), "--device", "cpu",
+                 "--out", str(out)]) == 0
+    metrics = load_json(out / "metrics.json")
+    assert metrics["config"]["iou_type"] == "segm"
+    rows = {(r["model"], r["label"]): r for r in metrics["comparison"]}
+    # Grounding DINO makes no masks: its rows are matched by box and have no mask AP; SAM 3's by its masks.
+    assert {rows[(models[0], label)]["matched_by"] for label in LABELS} == {"box"}
+    assert all(rows[(models[0], label)]["mask_AP"] != rows[(models[0], label)]["mask_AP"] for label in LABELS)  # NaN
+    assert {rows[(models[1], label)]["matched_by"] for label in LABELS} == {"mask"}
+    sam3_dets = load_json(out / "models" / "sam3-0" / "detections.json")
+    assert all("segmentation" in d for d in sam3_dets)
+    gt = load_json(out / "ground_truth.json")
+    assert all("segmentation" in a for a in gt["annotations"])  # the polygons, rasterised
+    for cat in gt["categories"]:  # mask AP per label = pycocotools segm on the same detections
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(out / "ground_truth.json"))
+            ev = COCOeval(coco, coco.loadRes([{k: v for k, v in d.items() if k != "bbox"} for d in sam3_dets]), "segm")
+            ev.params.catIds = [cat["id"]]
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        assert rows[(models[1], cat["name"])]["mask_AP"] == pytest.approx(ev.stats[0], abs=1e-12)
