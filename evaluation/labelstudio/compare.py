@@ -157,34 +157,52 @@ def write_comparison(out: Path, gt: dict, runs: list[ModelRun], table: pd.DataFr
                      config: dict) -> None:
     """comparison.csv, recommendation.csv, comparison.png, comparison.md, metrics.json and each model's
     detections (models/<name>/detections.json) in the run directory."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     atomic_write(out / "ground_truth.json", json.dumps(gt))
     for run in runs:
         (out / "models" / safe_name(run.model)).mkdir(parents=True, exist_ok=True)
         atomic_write(out / "models" / safe_name(run.model) / "detections.json", json.dumps(run.detections))
     table.to_csv(out / "comparison.csv", index=False)
     best.to_csv(out / "recommendation.csv", index=False)
-    labels = sorted(table["label"].unique())
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(labels) * len(runs)), 3.5))
-    width = 0.8 / len(runs)
-    for k, run in enumerate(runs):
-        saved = table[table["model"] == run.model].set_index("label").reindex(labels)["saved"]
-        ax.bar(np.arange(len(labels)) + k * width, saved, width, label=safe_name(run.model))
-    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=30, ha="right")
-    ax.set_ylabel("regions saved at the best threshold")
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plot_comparison(table)
     fig.savefig(out / "comparison.png", dpi=100)
     plt.close(fig)
     atomic_write(out / "comparison.md", comparison_markdown(table, best, config))
     atomic_write(out / "metrics.json", json.dumps({"recommendation": best.to_dict("records"),
                                                    "comparison": table.to_dict("records"), "config": config},
                                                   indent=2, default=str))
+
+
+def plot_comparison(table: pd.DataFrame):
+    """Regions saved per label at each model's best threshold, one bar per model (the report's figure)."""
+    import matplotlib.pyplot as plt
+
+    labels = sorted(table["label"].unique())
+    models = list(dict.fromkeys(table["model"]))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(labels) * len(models)), 3.5))
+    width = 0.8 / len(models)
+    for k, model in enumerate(models):
+        saved = table[table["model"] == model].set_index("label").reindex(labels)["saved"]
+        ax.bar(np.arange(len(labels)) + k * width, saved, width, label=safe_name(model))
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=30, ha="right")
+    ax.set_ylabel("regions saved at the best threshold")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def load_comparison(run_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(every model per label, the recommendation per label) of a `--model` run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "comparison.csv").is_file():
+        raise InputError(f"{run_dir} holds no comparison.csv: run python -m evaluation.labelstudio EXPORT.json "
+                         "--model A --model B --out DIR first")
+    return pd.read_csv(run_dir / "comparison.csv"), pd.read_csv(run_dir / "recommendation.csv")
 
 
 def _cell(value, digits: int = 3) -> str:
