@@ -50,7 +50,8 @@ def add_run_arguments(p: argparse.ArgumentParser, chunk_help: str, chunk_default
 
 
 def add_mask_arguments(p: argparse.ArgumentParser) -> None:
-    """Instance masks: each detection's box turned into a mask by a SAM-family model (evaluation.coco)."""
+    """Instance masks (mask AP): the model's own (SAM 3), or each detection's box turned into a mask by a
+    SAM-family model (evaluation.coco, evaluation.lvis)."""
     from detection.masks import DEFAULT_SAM_MODEL
 
     p.add_argument("--iou-type", choices=["bbox", "segm"], default=None,
