@@ -11,9 +11,10 @@ Detections with `masks` ((N, H, W) bool at the image's size, SAM 3's evaluation 
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
-from detection.families import Capabilities, DetectorFamily, family_of_model_type, register
+from detection.families import FAMILIES, Capabilities, DetectorFamily, family_of_model_type, register
 
 SAM3_MODEL_TYPES = ("sam3", "sam3_video", "sam3_lite_text")
 
@@ -62,6 +63,19 @@ def _load(config):
     inner = Sam3Detector.load(Sam3DetectorConfig(model=config.model, device=config.device, dtype=config.dtype,
                                                  revision=config.revision))
     return Sam3FamilyDetector(inner, family_of_model_type("sam3"))
+
+
+@contextlib.contextmanager
+def sam3_family() -> Iterator[DetectorFamily]:
+    """The SAM 3 family for the duration of a test: registered here if the core has none, and removed
+    again afterwards, so that tests of the family registry see the core's own families."""
+    registered_here = family_of_model_type("sam3") is None
+    family = ensure_registered()
+    try:
+        yield family
+    finally:
+        if registered_here:
+            FAMILIES.remove(family)
 
 
 def ensure_registered() -> DetectorFamily:

@@ -27,11 +27,11 @@ PER_LABEL = 2  # final regions per label and image
 
 @pytest.fixture(scope="module")
 def sam3_dir():
-    from tests.sam3_family_adapter import ensure_registered  # test-local stand-in until the family lands
     from tests.sam3_factory import tiny_sam3_dir
+    from tests.sam3_family_adapter import sam3_family  # test-local stand-in until the family lands
 
-    ensure_registered()
-    return tiny_sam3_dir()
+    with sam3_family():
+        yield tiny_sam3_dir()
 
 
 def draw(path, size, n):
