@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from evaluation.analysis import matched_detections, num_gt
+from evaluation.labelstudio.compare import load_comparison, plot_comparison  # noqa: F401  (the notebook's calls)
 
 WORK_SAVED_DEFINITION = (
     "**Work saved** at a threshold t, in boxes: every pre-label with score ≥ t that matches a final "

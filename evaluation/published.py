@@ -1,4 +1,5 @@
-"""Published figures for the Grounding DINO family, one row per (checkpoint, benchmark, source).
+"""Published figures per checkpoint (Grounding DINO family, SAM 3), one row per (checkpoint, benchmark,
+IoU type, source).
 
 The summary of a full run and `python -m evaluation.report` show the row(s) of the run's checkpoint
 beside our number. AP is in % (COCOeval `stats[0]`; LVIS: Fixed AP, with APr/APc/APf where published).
@@ -13,11 +14,15 @@ from pathlib import Path
 COCO_VAL2017 = "coco-val2017"
 LVIS_MINIVAL = "lvis-minival"
 LVIS_VAL = "lvis-val1.0"
+# SAM 3's LVIS figures name no split (README "LVIS", paper "LVIS"): kept apart so that no run is compared
+# with them as if the split were known.
+LVIS_SPLIT_NOT_STATED = "lvis-split-not-stated"
 
 MMDET_MM_GDINO = "github.com/open-mmlab/mmdetection configs/mm_grounding_dino/README.md"
 HF_MM_GDINO = "github.com/huggingface/transformers docs/source/en/model_doc/mm-grounding-dino.md"
 GDINO_README = "github.com/IDEA-Research/GroundingDINO README.md"
 GDINO_PAPER = "arXiv 2303.05499 (Grounding DINO paper)"
+SAM3_README = "github.com/facebookresearch/sam3 README.md, 'Image Results' (commit 11c7654)"
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class Published:
     apc: float | None = None
     apf: float | None = None
     note: str = ""
+    iou_type: str = "bbox"  # "bbox": box AP; "segm": mask AP
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -39,6 +45,10 @@ class Published:
 
 _GD_T, _GD_B = "IDEA-Research/grounding-dino-tiny", "IDEA-Research/grounding-dino-base"
 _MM = "openmmlab-community/mm_grounding_dino_"
+_SAM3 = "facebook/sam3"
+_SAM3_COCO = "the source says 'COCO' without a split: val2017 assumed"
+_SAM3_LVIS = ("the source says 'LVIS' without a split or metric variant (Fixed AP or not); 47.0 mask AP is "
+              "quoted for arXiv 2511.16719v1 by secondary sources, not verified against the paper")
 _COCO_SEEN = "COCO was in this checkpoint's training data: not a zero-shot figure"
 
 PUBLISHED: tuple[Published, ...] = (
@@ -81,6 +91,12 @@ PUBLISHED: tuple[Published, ...] = (
               note="trained on GroundingCap-1M (COCO images)"),
     Published("iSEE-Laboratory/llmdet_large", LVIS_VAL, 42.0, "LLMDet authors", HF_MM_GDINO, False,
               note="trained on GroundingCap-1M (COCO images)"),
+    # SAM 3 (arXiv 2511.16719): the README's image table. Its COCO column names no split; val2017 is the
+    # split the zero-shot COCO figures of the other rows in that table (OWLv2, DINO-X) are reported on.
+    Published(_SAM3, COCO_VAL2017, 56.4, "SAM 3 authors", SAM3_README, True, note=_SAM3_COCO),
+    Published(_SAM3, LVIS_SPLIT_NOT_STATED, 53.6, "SAM 3 authors", SAM3_README, True, note=_SAM3_LVIS),
+    Published(_SAM3, LVIS_SPLIT_NOT_STATED, 48.5, "SAM 3 authors", SAM3_README, True, note=_SAM3_LVIS,
+              iou_type="segm"),
 )
 
 
@@ -90,10 +106,11 @@ def checkpoint_key(model: str) -> str:
     return Path(model.rstrip("/")).name.lower().replace("_", "-")
 
 
-def published_for(model: str, benchmark: str) -> list[Published]:
-    """The rows for a checkpoint (matched by its name, exactly) on a benchmark; [] when none."""
+def published_for(model: str, benchmark: str, iou_type: str = "bbox") -> list[Published]:
+    """The rows for a checkpoint (matched by its name, exactly) on a benchmark and IoU type; [] when none."""
     key = checkpoint_key(model)
-    return [p for p in PUBLISHED if p.benchmark == benchmark and checkpoint_key(p.checkpoint) == key]
+    return [p for p in PUBLISHED
+            if p.benchmark == benchmark and p.iou_type == iou_type and checkpoint_key(p.checkpoint) == key]
 
 
 def comparison_lines(ours: float, rows: list[dict]) -> list[str]:

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             from .run import CocoScorer
 
             dataset = load_dataset(*resolve_paths(args.coco_root, args.ann, args.images))
-            return dataset, CocoScorer(dataset, args.model, args.iou_type)
+            return dataset, CocoScorer(dataset, args.model)  # segm: runner.cli.resolve_settings
 
         return load
 

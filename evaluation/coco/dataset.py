@@ -40,14 +40,10 @@ class CocoDataset:
 
 
 def resolve_paths(coco_root: str | None, ann: str | None, images: str | None) -> tuple[Path, Path]:
-    if coco_root and (ann or images):
-        raise InputError("give either --coco-root or --ann with --images, not both")
-    if coco_root:
-        root = Path(coco_root).expanduser()
-        return root / "annotations" / "instances_val2017.json", root / "val2017"
-    if not ann or not images:
-        raise InputError("give --coco-root DIR, or both --ann ANN.json and --images IMG_DIR")
-    return Path(ann).expanduser(), Path(images).expanduser()
+    from evaluation.runner.cli import dataset_paths
+
+    return dataset_paths(coco_root, ann, images, "--coco-root", "--coco-root DIR", "--ann ANN.json and --images IMG_DIR",
+                         lambda root: (root / "annotations" / "instances_val2017.json", root / "val2017"))
 
 
 def load_dataset(ann_path: Path, images_dir: Path, check_files: bool = True, prepare=None) -> CocoDataset:

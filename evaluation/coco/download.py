@@ -6,11 +6,10 @@ lists COCO's files: DIR/val2017/ and DIR/annotations/instances_val2017.json afte
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from evaluation.runner.cli import exit_code
 from evaluation.runner.download import RemoteFile, download, load_manifest
-from runtime.errors import InputError
 
 DEFAULT_BASE_URL = "http://images.cocodataset.org"
 
@@ -33,11 +32,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="JSON list of {path, size, md5} to fetch instead of the val2017 pair (other datasets)")
     p.add_argument("--delete-zips", action="store_true", help="remove the zip files after extraction")
     args = p.parse_args(argv)
-    try:
+
+    def fetch_all() -> int:
         files = load_manifest(args.manifest) if args.manifest else VAL2017
         download(Path(args.coco_root), args.base_url, files, keep_zips=not args.delete_zips)
-    except InputError as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
-        return 2
-    print(f"done: {Path(args.coco_root).expanduser()}")
-    return 0
+        print(f"done: {Path(args.coco_root).expanduser()}")
+        return 0
+
+    return exit_code(fetch_all)

@@ -11,6 +11,7 @@ from pathlib import Path
 from detection.boxes import xyxy_to_xywh
 from detection.phrases import class_phrases
 from evaluation.masks import masks_to_coco_rle
+from evaluation.runner.summary import add_mask_columns, record_parity
 from runtime.errors import InputError
 from runtime.files import atomic_write
 
@@ -47,26 +48,29 @@ class CocoScorer:
 
     phrase_rule = PHRASE_RULE
     outputs = "detections.json, metrics.json, per_class.csv"
+    benchmark_kind = "coco"
 
     def __init__(self, dataset: CocoDataset, model: str, iou_type: str = "bbox"):
         self.dataset = dataset
         self.model = model
-        self.iou_type = iou_type
+        self.iou_type = "bbox"
         if iou_type == "segm":
-            check_masks(dataset)
+            self.use_masks()
+
+    def has_masks(self) -> bool:
+        return has_instance_masks(self.dataset)
+
+    def use_masks(self) -> None:
+        """Score masks too (segm); refused with what to change when the dataset has none."""
+        check_masks(self.dataset)
+        self.iou_type = "segm"
 
     def classes(self) -> list[tuple[str, ...]]:
         return [class_phrases(name) for name in self.dataset.category_names]
 
     def encode(self, image_id: int, detections, masks=None) -> list[dict]:
         if masks is not None:
-            declared = self.dataset.sizes.get(image_id)
-            height, width = masks.shape[-2:]
-            if declared and declared != (width, height):
-                raise InputError(
-                    f"{self.dataset.files[image_id]} is {width}x{height} pixels but the annotation file declares "
-                    f"{declared[0]}x{declared[1]}: masks must be in the frame the ground-truth masks were drawn in"
-                )
+            check_mask_frame(self.dataset, image_id, masks)
         return to_coco(image_id, detections, self.dataset.category_ids, masks)
 
     def finish(self, run_dir: Path, records, ids: list[int], config: dict) -> dict:
@@ -81,17 +85,32 @@ class CocoScorer:
             segm, segm_ev, segm_text = score(gt, detections, ids, "segm")
             metrics["segm"] = segm
             text = f"boxes (COCOeval bbox):\n{text.rstrip()}\nmasks (COCOeval segm):\n{segm_text}"
-            masks = per_class_table(segm_ev, self.dataset.categories)
-            for column in ("AP", "AP50", "AP75"):
-                per_class[f"segm_{column}"] = masks[column]
+            add_mask_columns(per_class, per_class_table(segm_ev, self.dataset.categories))
         config["timings"]["scoring_s"] = round(time.perf_counter() - t0, 3)
         config["published"] = published_rows(self.model, len(ids), self.dataset.ann_path.name)
-        config["non_parity"] = non_parity_reasons(config)
-        config["parity"] = not config["non_parity"]
+        record_parity(config, non_parity_reasons(config))
         per_class.to_csv(run_dir / "per_class.csv", index=False)
         metrics = {**metrics, "config": config}
         print(summary_text(metrics, config, text))
         return metrics
+
+
+def check_mask_frame(dataset: CocoDataset, image_id: int, masks) -> None:
+    """Masks must be in the frame the annotation file declares for the image (its ground truth's)."""
+    declared = dataset.sizes.get(image_id)
+    height, width = masks.shape[-2:]
+    if declared and declared != (width, height):
+        raise InputError(
+            f"{dataset.files[image_id]} is {width}x{height} pixels but the annotation file declares "
+            f"{declared[0]}x{declared[1]}: masks must be in the frame the ground-truth masks were drawn in"
+        )
+
+
+def has_instance_masks(dataset: CocoDataset) -> bool:
+    """Every annotation has an instance mask and every image its size: mask AP can be scored."""
+    data = dataset.data
+    return all(a.get("segmentation") for a in data["annotations"]) and all(
+        "width" in img and "height" in img for img in data["images"])
 
 
 def check_masks(dataset: CocoDataset) -> None:

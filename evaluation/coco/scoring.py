@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.published import COCO_VAL2017, comparison_lines, published_for
+from evaluation.runner.summary import header_lines, non_parity_lines
 
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 PER_CLASS_COLUMNS = ["category_id", "name", "AP", "AP50", "AP75", "num_gt"]
@@ -107,16 +108,13 @@ def published_rows(model: str, num_images: int, ann_name: str) -> list[dict]:
 
 def summary_text(metrics: dict, config: dict, cocoeval_text: str = "") -> str:
     ap = 100 * metrics["AP"]
-    lines = [
-        f"model {config.get('model')} (revision {config.get('revision')}) on {config.get('num_images')} images "
-        f"of {config.get('ann')}",
-        f"device {config.get('device')}, dtype {config.get('dtype')}, batch size {config.get('batch_size')}, "
-        f"num_select {config.get('num_select')}, {config.get('num_chunks', 1)} prompt chunk(s)",
-    ]
-    reasons = non_parity_reasons(config)
-    if reasons:
-        lines.append("NON-PARITY run (" + "; ".join(reasons) + "): not comparable with the published figures")
-    if config.get("iou_type") == "segm":
+    chunked = (config.get("protocol") or {}).get("chunks_prompts", True)
+    lines = header_lines(config, f"num_select {config.get('num_select')}, "
+                         + (f"{config.get('num_chunks', 1)} prompt chunk(s)" if chunked else "one prompt per category"))
+    lines += non_parity_lines(non_parity_reasons(config))
+    if config.get("iou_type") == "segm" and config.get("masks"):
+        lines.append(f"masks: {config['masks']}, as the model gives them")
+    elif config.get("iou_type") == "segm":
         lines.append(f"masks: {config.get('sam_model')} (revision {config.get('sam_revision')}), each cut to its "
                      f"box + {100 * config.get('mask_box_margin', 0):.0f}% per side")
     if cocoeval_text:
@@ -131,16 +129,19 @@ def summary_text(metrics: dict, config: dict, cocoeval_text: str = "") -> str:
     return "\n".join(lines)
 
 
-def non_parity_reasons(config: dict, parity_chunk_size: int | None = None) -> list[str]:
-    """Why a run's settings differ from the published protocol's (COCO: one caption; LVIS: chunks of 40)."""
+def non_parity_reasons(config: dict, parity_chunk_size: int | None = None, parity_num_select: int | None = None) -> list[str]:
+    """Why a run's settings differ from the published protocol's (evaluation/protocols.py, recorded as
+    config["protocol"]; Grounding DINO's where a run has none: COCO one caption, LVIS chunks of 40)."""
+    protocol = config.get("protocol") or {}
+    parity_num_select = parity_num_select or protocol.get("num_select", 300)
     reasons = []
-    if config.get("batch_size", 1) != 1:
+    if config.get("batch_size", 1) != 1 and not protocol.get("batch_invariant", False):
         reasons.append(f"batch size {config['batch_size']} (parity: 1; padding changes the features)")
     if config.get("dtype", "fp32") != "fp32":
         reasons.append(f"dtype {config['dtype']} (parity: fp32)")
-    if config.get("num_select", 300) != 300:
-        reasons.append(f"num_select {config['num_select']} (parity: 300)")
-    if config.get("chunk_size") != parity_chunk_size:
+    if config.get("num_select", parity_num_select) != parity_num_select:
+        reasons.append(f"num_select {config['num_select']} (parity: {parity_num_select})")
+    if protocol.get("chunks_prompts", True) and config.get("chunk_size") != parity_chunk_size:
         parity = "one caption" if parity_chunk_size is None else parity_chunk_size
         reasons.append(f"chunk size {config['chunk_size']} (parity: {parity})")
     return reasons

@@ -17,7 +17,9 @@ import pandas as pd
 
 from evaluation.analysis_sweep import match_detections, threshold_sweep
 from evaluation.coco.scoring import coco_gt, per_class_table, score
+from evaluation.runner.cli import exit_code
 from evaluation.runner.run import library_versions
+from evaluation.runner.summary import add_mask_columns
 from runtime.errors import InputError
 from runtime.files import atomic_write
 
@@ -56,6 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "backend's threshold when it predicted)")
     p.add_argument("--out", metavar="RUN_DIR",
                    help="run directory (default runs/labelstudio-<export name>-<date>)")
+    which = p.add_argument_group(
+        "which model for this project (--model, repeatable): run each model over the annotated tasks' images "
+        "instead of scoring the stored pre-labels, and recommend per label the model and threshold that save "
+        "the most work")
+    which.add_argument("--model", action="append", metavar="ID_OR_DIR",
+                       help="a detector checkpoint (Grounding DINO family, SAM 3); give it once per model")
+    which.add_argument("--images", metavar="DIR",
+                       help="the tasks' image files (by the file name in each task's URL); default: fetched from "
+                            "Label Studio with --label-studio-url/--api-key, as the backend fetches them")
+    which.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    which.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    which.add_argument("--delete-cost", type=float, default=1.0,
+                       help="deleting a wrong pre-label, in regions drawn (the work-saved rule; default 1)")
     return p
 
 
@@ -94,17 +109,20 @@ def treatment_table(tasks: list[Task], iou: float) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        # the command is recorded in metrics.json: without the key
-        return run(args, [a.replace(args.api_key, "***") if args.api_key else a for a in argv])
-    except InputError as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
-        return 2
+    # the command is recorded in metrics.json: without the key
+    return exit_code(lambda: run(args, [a.replace(args.api_key, "***") if args.api_key else a for a in argv]))
 
 
 def run(args, argv) -> int:
     if not 0 < args.iou <= 1:
         raise InputError(f"--iou must be in (0, 1], got {args.iou}")
+    if args.model:
+        from .which_model import run_models
+
+        return run_models(args, argv)
+    if args.images:
+        raise InputError("--images is used only with --model (the images the models run on): add --model, or drop "
+                         "--images to score the stored pre-labels")
     export = Path(args.export).expanduser().resolve()
     t0 = time.perf_counter()
     access = LabelStudioAccess.from_options(args.label_studio_url, args.api_key, os.environ)
@@ -131,9 +149,7 @@ def run(args, argv) -> int:
     if iou_type == "segm":
         metrics["segm"], segm_ev, segm_text = score(gt_coco, dets, ids, "segm")
         text = f"boxes (COCOeval bbox):\n{text.rstrip()}\nmasks (COCOeval segm):\n{segm_text}"
-        masks = per_class_table(segm_ev, gt["categories"])
-        for column in ("AP", "AP50", "AP75"):
-            per_class[f"segm_{column}"] = masks[column]
+        add_mask_columns(per_class, per_class_table(segm_ev, gt["categories"]))
     per_class.to_csv(out / "per_class.csv", index=False)
     scores = [d["score"] for d in dets]
     threshold = args.threshold if args.threshold is not None else (min(scores) if scores else 0.0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from evaluation.runner.cli import add_run_arguments, dataset_main, positive_int
+from evaluation.runner.cli import add_mask_arguments, add_run_arguments, dataset_main, positive_int
 
 from .dataset import SPLITS
 from .fixed_ap import FIXED_AP_TOPK
@@ -38,9 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="LVIS v1 minival (5,000 images, GLIP's list) or val (val1.0, 19,809 images); default minival")
     data.add_argument("--ann", metavar="LVIS.json", help="an LVIS-format annotation file")
     data.add_argument("--images", metavar="COCO_ROOT", help="directory holding train2017/ and val2017/ (the images' files)")
-    add_run_arguments(p, chunk_default=PARITY_CHUNK_SIZE,
-                      chunk_help=f"categories per prompt chunk (mmdetection's chunked_size; default {PARITY_CHUNK_SIZE}, "
-                                 "the published figures' setting). Changes results; recorded")
+    add_run_arguments(p, chunk_help=f"categories per prompt chunk of a Grounding DINO caption (mmdetection's "
+                                    f"chunked_size; default {PARITY_CHUNK_SIZE}, the published figures' setting). "
+                                    "Changes results; recorded. SAM 3 prompts each category alone: not used")
+    add_mask_arguments(p)
     p.add_argument("--topk", type=positive_int, default=FIXED_AP_TOPK, metavar="K",
                    help=f"Fixed AP's detections per category over the split (default {FIXED_AP_TOPK}, the protocol's)")
     return p

@@ -62,15 +62,10 @@ def benchmark_of(ann_path: Path) -> str:
 
 
 def resolve_paths(lvis_root: str | None, split: str, ann: str | None, images: str | None) -> tuple[Path, Path]:
-    if lvis_root and (ann or images):
-        raise InputError("give either --lvis-root (with --split) or --ann with --images, not both")
-    if lvis_root:
-        root = Path(lvis_root).expanduser()
-        return root / "annotations" / SPLITS[split], root
-    if not ann or not images:
-        raise InputError("give --lvis-root DIR (with --split minival|val), or both --ann LVIS.json and "
-                         "--images COCO_ROOT")
-    return Path(ann).expanduser(), Path(images).expanduser()
+    from evaluation.runner.cli import dataset_paths
+
+    return dataset_paths(lvis_root, ann, images, "--lvis-root (with --split)", "--lvis-root DIR (with --split minival|val)",
+                         "--ann LVIS.json and --images COCO_ROOT", lambda root: (root / "annotations" / SPLITS[split], root))
 
 
 def load_lvis(ann_path: Path, images_dir: Path, check_files: bool = True) -> CocoDataset:

@@ -13,6 +13,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from evaluation.runner.cli import exit_code
 from evaluation.runner.download import RemoteFile, download, fetch
 from runtime.errors import InputError
 
@@ -70,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
                                       + "; ".join(f"{k}: {v[0]}" for k, v in ANNOTATIONS.items()) + ")")
     p.add_argument("--image-base-url", help="host serving train2017/NAME and val2017/NAME (default: each image's coco_url)")
     args = p.parse_args(argv)
-    try:
+
+    def fetch_split() -> int:
         n = download_split(Path(args.lvis_root), args.split, args.base_url, args.image_base_url)
-    except InputError as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
-        return 2
-    print(f"done: {n} images of LVIS {args.split} in {Path(args.lvis_root).expanduser()}")
-    return 0
+        print(f"done: {n} images of LVIS {args.split} in {Path(args.lvis_root).expanduser()}")
+        return 0
+
+    return exit_code(fetch_split)

@@ -16,14 +16,28 @@ from .lvis_eval import DetectionArrays
 FIXED_AP_TOPK = 10_000
 
 
-def encode(detections) -> dict:
-    """One image's ranked `Detections` (label index, score, xyxy pixels) as packed little-endian arrays."""
+def encode(detections, masks=None) -> dict:
+    """One image's ranked `Detections` (label index, score, xyxy pixels) as packed little-endian arrays;
+    with `masks` ((N, H, W) bool in the image's frame) also their COCO RLEs (`rles`)."""
     def pack(array, dtype):
         return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
 
-    return {"n": len(detections), "labels": pack(detections.labels.numpy(), "<i2"),
-            "scores": pack(detections.scores.float().numpy(), "<f4"),
-            "boxes": pack(detections.boxes.float().numpy(), "<f4")}
+    record = {"n": len(detections), "labels": pack(detections.labels.numpy(), "<i2"),
+              "scores": pack(detections.scores.float().numpy(), "<f4"),
+              "boxes": pack(detections.boxes.float().numpy(), "<f4")}
+    if masks is not None:
+        from evaluation.masks import masks_to_coco_rle
+
+        record["rles"] = masks_to_coco_rle(masks)
+    return record
+
+
+def decode_masks(payload: dict) -> list[dict] | None:
+    """The COCO RLEs of a record written with masks (None without)."""
+    rles = payload.get("rles")
+    if rles is not None and len(rles) != int(payload["n"]):
+        raise ValueError(f"damaged LVIS record: {payload['n']} detections declared, {len(rles)} masks")
+    return rles
 
 
 def decode(payload: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -52,11 +66,16 @@ class TopKPerCategory:
         self._size = 0
 
     def add(self, order: int, category_id: np.ndarray, score: np.ndarray, image_id: np.ndarray,
-            bbox_xywh: np.ndarray) -> None:
-        """One image's detections; `order` is the image's position in the split (the tie-break)."""
+            bbox_xywh: np.ndarray, segmentation: list | None = None) -> None:
+        """One image's detections; `order` is the image's position in the split (the tie-break);
+        `segmentation`: their masks (COCO RLEs), carried along."""
         n = len(score)
+        masks = np.empty(n, dtype=object)
+        if segmentation is not None:
+            masks[:] = segmentation
         self._parts.append((category_id.astype(np.int64), score.astype(np.float64), np.full(n, order, np.int64),
-                            np.arange(n, dtype=np.int64), image_id.astype(np.int64), bbox_xywh.astype(np.float64)))
+                            np.arange(n, dtype=np.int64), image_id.astype(np.int64), bbox_xywh.astype(np.float64),
+                            masks))
         self._size += n
         if self._size > self.prune_at:
             self._prune()
@@ -64,22 +83,24 @@ class TopKPerCategory:
     def _prune(self) -> None:
         if not self._parts:
             return
-        cat, score, order, pos, img, box = (np.concatenate(c) for c in zip(*self._parts))
+        cat, score, order, pos, img, box, masks = (np.concatenate(c) for c in zip(*self._parts))
         idx = np.lexsort((pos, order, -score, cat))
         cat_sorted = cat[idx]
         starts = np.flatnonzero(np.r_[True, cat_sorted[1:] != cat_sorted[:-1]])
         rank = np.arange(len(idx)) - np.repeat(starts, np.diff(np.r_[starts, len(idx)]))
         keep = idx[rank < self.k]
-        self._parts = [(cat[keep], score[keep], order[keep], pos[keep], img[keep], box[keep])]
+        self._parts = [(cat[keep], score[keep], order[keep], pos[keep], img[keep], box[keep], masks[keep])]
         self._size = len(keep)
 
     def result(self) -> DetectionArrays:
-        """The kept detections, by category then score (highest first)."""
+        """The kept detections, by category then score (highest first); with their masks when every one
+        was added with one."""
         self._prune()
         if not self._parts:
             return DetectionArrays(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 4)))
-        cat, score, _, _, img, box = self._parts[0]
-        return DetectionArrays(img, cat, score, box)
+        cat, score, _, _, img, box, masks = self._parts[0]
+        with_masks = len(masks) > 0 and all(m is not None for m in masks)
+        return DetectionArrays(img, cat, score, box, masks if with_masks else None)
 
 
 def boxes_xywh(boxes_xyxy: np.ndarray) -> np.ndarray:

@@ -35,12 +35,14 @@ class DetectionArrays:
     category_id: np.ndarray
     score: np.ndarray
     bbox: np.ndarray  # (N, 4) xywh
+    segmentation: np.ndarray | None = None  # (N,) object array of COCO RLEs, for segm
 
     def __len__(self) -> int:
         return int(self.score.shape[0])
 
     def take(self, index) -> "DetectionArrays":
-        return DetectionArrays(self.image_id[index], self.category_id[index], self.score[index], self.bbox[index])
+        masks = None if self.segmentation is None else self.segmentation[index]
+        return DetectionArrays(self.image_id[index], self.category_id[index], self.score[index], self.bbox[index], masks)
 
     @classmethod
     def from_results(cls, results: list[dict]) -> "DetectionArrays":
@@ -74,7 +76,7 @@ class _FederatedCOCOeval:
     only when an evaluation runs)."""
 
     @staticmethod
-    def make(gt, dt, neg: dict, not_exhaustive: dict):
+    def make(gt, dt, neg: dict, not_exhaustive: dict, iou_type: str = "bbox"):
         from pycocotools.cocoeval import COCOeval
 
         class FederatedCOCOeval(COCOeval):
@@ -86,6 +88,8 @@ class _FederatedCOCOeval:
                     if g["area"] <= 0:
                         continue
                     g["ignore"] = int(g.get("ignore", 0) or 0)
+                    if p.iouType == "segm":  # polygons -> RLE in the image's frame, as COCOeval's _toMask
+                        g["segmentation"] = self.cocoGt.annToRLE(g)
                     self._gts[g["image_id"], g["category_id"]].append(g)
                     present[g["image_id"]].add(g["category_id"])
                 for d in self.cocoDt.loadAnns(self.cocoDt.getAnnIds(imgIds=p.imgIds, catIds=p.catIds)):
@@ -122,7 +126,7 @@ class _FederatedCOCOeval:
                     e["dtIgnore"] = np.logical_or(e["dtIgnore"], e["dtMatches"] == 0)
                 return e
 
-        ev = FederatedCOCOeval(gt, dt, "bbox")
+        ev = FederatedCOCOeval(gt, dt, iou_type)
         ev.params.maxDets = [NO_LIMIT]
         return ev
 
@@ -139,8 +143,9 @@ class LvisEvaluator:
         anns = [dict(a, iscrowd=0) for a in gt_data["annotations"]]  # LVIS has no crowd regions
         self.gt = _coco({"images": images, "categories": self.categories, "annotations": anns})
 
-    def evaluate(self, dets: DetectionArrays, max_dets_per_image: int | None = 300):
-        """(metrics as fractions, -1 where undefined; the accumulated COCOeval) for the detections."""
+    def evaluate(self, dets: DetectionArrays, max_dets_per_image: int | None = 300, iou_type: str = "bbox"):
+        """(metrics as fractions, -1 where undefined; the accumulated COCOeval) for the detections, by box
+        IoU or (`segm`, detections with `segmentation`) by mask IoU, a detection's area its mask's."""
         wanted = np.isin(dets.image_id, self.image_ids)
         dets = dets.take(np.flatnonzero(wanted))
         if max_dets_per_image is not None:
@@ -150,8 +155,16 @@ class LvisEvaluator:
         results = [{"id": n + 1, "image_id": int(i), "category_id": int(c), "bbox": [float(v) for v in b],
                     "score": float(s), "area": float(a), "iscrowd": 0}
                    for n, (i, c, b, s, a) in enumerate(zip(dets.image_id, dets.category_id, dets.bbox, dets.score, area))]
+        if iou_type == "segm":
+            from pycocotools import mask as mask_utils
+
+            if dets.segmentation is None:
+                raise ValueError("segm needs the detections' masks (DetectionArrays.segmentation)")
+            for r, rle in zip(results, dets.segmentation):
+                r["segmentation"] = rle
+                r["area"] = float(mask_utils.area(rle))
         dt = _coco({"images": self.gt.dataset["images"], "categories": self.categories, "annotations": results})
-        ev = _FederatedCOCOeval.make(self.gt, dt, self.neg, self.not_exhaustive)
+        ev = _FederatedCOCOeval.make(self.gt, dt, self.neg, self.not_exhaustive, iou_type)
         ev.params.imgIds = self.image_ids
         with contextlib.redirect_stdout(io.StringIO()):
             ev.evaluate()

@@ -37,8 +37,10 @@ def add_run_arguments(p: argparse.ArgumentParser, chunk_help: str, chunk_default
     p.add_argument("--batch-size", type=positive_int, default=1, metavar="N",
                    help="images per forward pass; 1 is the parity setting (padding in larger batches shifts "
                         "the features slightly; recorded and flagged non-parity)")
-    p.add_argument("--num-select", type=positive_int, default=300, metavar="K",
-                   help="detections kept per image (and per prompt chunk): top-K over queries x classes (default 300)")
+    p.add_argument("--num-select", type=positive_int, default=None, metavar="K",
+                   help="detections kept per image: top-K over queries x classes (default: the model family's "
+                        "protocol, evaluation/protocols.py: Grounding DINO 300 per prompt chunk; SAM 3 100 per "
+                        "image on COCO, 300 on LVIS)")
     p.add_argument("--limit", type=positive_int, metavar="N",
                    help="only the first N images (by image id), for a quick check; scored on those images only")
     p.add_argument("--chunk-size", type=positive_int, default=chunk_default, metavar="N", help=chunk_help)
@@ -48,15 +50,19 @@ def add_run_arguments(p: argparse.ArgumentParser, chunk_help: str, chunk_default
 
 
 def add_mask_arguments(p: argparse.ArgumentParser) -> None:
-    """Instance masks: each detection's box turned into a mask by a SAM-family model (evaluation.coco)."""
+    """Instance masks (mask AP): the model's own (SAM 3), or each detection's box turned into a mask by a
+    SAM-family model (evaluation.coco, evaluation.lvis)."""
     from detection.masks import DEFAULT_SAM_MODEL
 
-    p.add_argument("--iou-type", choices=["bbox", "segm"], default="bbox",
-                   help="bbox (default): box AP. segm: each detection's box is also turned into a mask by "
-                        "--sam-model and scored by COCOeval segm (mask AP), box AP of the same detections beside it")
+    p.add_argument("--iou-type", choices=["bbox", "segm"], default=None,
+                   help="bbox: box AP. segm: mask AP (COCOeval segm) with box AP of the same detections beside "
+                        "it; the masks are the model's own (SAM 3) or each box turned into a mask by --sam-model "
+                        "(Grounding DINO). Default: segm for a model with its own masks on a dataset with "
+                        "instance masks, else bbox")
     p.add_argument("--sam-model", metavar="ID_OR_DIR",
-                   help=f"SAM-family hub id or local directory for --iou-type segm (SAM, SAM-HQ, SAM 2 / 2.1; "
-                        f"default {DEFAULT_SAM_MODEL}); runs on --device with --dtype")
+                   help=f"SAM-family hub id or local directory for --iou-type segm with a box-only model (SAM, "
+                        f"SAM-HQ, SAM 2 / 2.1; default {DEFAULT_SAM_MODEL}); runs on --device with --dtype. "
+                        "Refused with a model that makes its own masks (SAM 3)")
 
 
 def dataset_main(argv: list[str] | None, build_parser, download_main, load_for) -> int:
@@ -72,17 +78,35 @@ def dataset_main(argv: list[str] | None, build_parser, download_main, load_for) 
     return run_command(args, argv, load_for(args))
 
 
+def exit_code(action: Callable[[], int]) -> int:
+    """`action()`'s exit code; an InputError is one line on stderr ("error: ...") and exit code 2."""
+    try:
+        return action()
+    except InputError as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the cause
+        return 2
+
+
+def dataset_paths(root: str | None, ann: str | None, images: str | None, root_option: str, root_usage: str,
+                  files_usage: str, from_root: Callable[[Path], tuple[Path, Path]]) -> tuple[Path, Path]:
+    """(annotation file, image directory): from a dataset root laid out as `download` makes it, or given as
+    --ann and --images (either, not both)."""
+    if root and (ann or images):
+        raise InputError(f"give either {root_option} or --ann with --images, not both")
+    if root:
+        return from_root(Path(root).expanduser())
+    if not ann or not images:
+        raise InputError(f"give {root_usage}, or both {files_usage}")
+    return Path(ann).expanduser(), Path(images).expanduser()
+
+
 def run_command(args, argv: list[str], load: Callable[[], tuple[object, object]]) -> int:
     """Start a run: torchrun group, dataset and scorer (`load()`), detector, run directory; then evaluate.
 
     Every rank loads and checks the same things; the first error on any rank stops all of them with
     one line (exit code 2).
     """
-    try:
-        return _run(args, argv, load)
-    except InputError as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the cause
-        return 2
+    return exit_code(lambda: _run(args, argv, load))
 
 
 def _run(args, argv, load) -> int:
@@ -92,7 +116,7 @@ def _run(args, argv, load) -> int:
     from detection.masks import MaskModelLoadError
 
     from runtime.distributed import Dist
-    from .run import RunSettings, default_run_dir, evaluate
+    from .run import default_run_dir, evaluate
 
     hf_logging.disable_progress_bar()  # ours is the progress bar; keeps errors to their one line
     try:
@@ -100,17 +124,16 @@ def _run(args, argv, load) -> int:
     except Exception as exc:  # bad rendezvous settings: say so in one line
         raise InputError(f"could not join the torchrun process group ({exc})") from None
     try:
-        settings = RunSettings(model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                               num_select=args.num_select, limit=args.limit, chunk_size=args.chunk_size,
-                               resume=not args.no_resume, out=args.out, **_mask_settings(args))
-        error, dataset, scorer, detector, masker, load_s = None, None, None, None, None, 0.0
+        error, dataset, scorer, detector, masker, settings, load_s = None, None, None, None, None, None, 0.0
         try:
+            check_mask_arguments(args)
             dataset, scorer = load()
             t0 = time.perf_counter()
             detector = load_detector(DetectorConfig(model=args.model, device=dist.device_for(args.device),
                                                     dtype=args.dtype))
-            detector.prompt(scorer.classes(), args.chunk_size)  # a label set that cannot be prompted
-            if settings.iou_type == "segm":
+            settings = resolve_settings(args, detector.family, scorer)
+            detector.prompt(scorer.classes(), settings.chunk_size)  # a label set that cannot be prompted
+            if settings.sam_model:
                 masker = _load_masker(settings, dist.device_for(args.device))
             load_s = time.perf_counter() - t0
         except (InputError, ModelLoadError, MaskModelLoadError, PromptError, ValueError) as exc:
@@ -125,18 +148,46 @@ def _run(args, argv, load) -> int:
         dist.close()
 
 
-def _mask_settings(args) -> dict:
-    """--iou-type / --sam-model as RunSettings fields (commands without them: boxes only)."""
-    from detection.masks import DEFAULT_SAM_MODEL
+def check_mask_arguments(args) -> None:
+    """--sam-model only makes masks in a segm run (checked before anything loads)."""
+    if getattr(args, "sam_model", None) and getattr(args, "iou_type", None) != "segm":
+        raise InputError("--sam-model is used only with --iou-type segm (masks): add --iou-type segm, "
+                         "or drop --sam-model for box AP")
 
-    iou_type = getattr(args, "iou_type", "bbox")
-    sam_model = getattr(args, "sam_model", None)
-    if iou_type != "segm":
-        if sam_model:
-            raise InputError("--sam-model is used only with --iou-type segm (masks): add --iou-type segm, "
-                             "or drop --sam-model for box AP")
-        return {}
-    return {"iou_type": "segm", "sam_model": sam_model or DEFAULT_SAM_MODEL}
+
+def resolve_settings(args, family, scorer):
+    """The run's settings: the command line's, with what it left open taken from the family's protocol
+    (evaluation/protocols.py); options that mean nothing for the family are refused, naming it."""
+    from detection.masks import DEFAULT_SAM_MODEL
+    from evaluation.protocols import protocol_for
+
+    from .run import RunSettings
+
+    protocol = protocol_for(family)
+    lvis = getattr(scorer, "benchmark_kind", "coco") == "lvis"
+    chunk_size = args.chunk_size
+    if not protocol.chunks_prompts:
+        if chunk_size is not None:
+            raise InputError(f"--chunk-size splits a Grounding DINO caption; {args.model} is a {family.title} "
+                             "checkpoint, which prompts each category on its own: drop --chunk-size")
+    elif chunk_size is None and lvis:
+        chunk_size = protocol.lvis_chunk_size
+    num_select = args.num_select or (protocol.lvis_num_select if lvis else protocol.num_select)
+    own_masks = family.capabilities.own_masks
+    iou_type, sam_model = getattr(args, "iou_type", None), getattr(args, "sam_model", None)
+    if own_masks and sam_model:
+        raise InputError(f"--sam-model: {args.model} is a {family.title} checkpoint, which makes its own masks "
+                         "(no SAM stage): drop --sam-model")
+    if iou_type is None:
+        iou_type = "segm" if own_masks and getattr(scorer, "has_masks", lambda: False)() else "bbox"
+    if iou_type == "segm":
+        scorer.use_masks()  # refuses a dataset without instance masks, saying what to change
+        if not own_masks:
+            sam_model = sam_model or DEFAULT_SAM_MODEL
+    return RunSettings(model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                       num_select=num_select, limit=args.limit, chunk_size=chunk_size, resume=not args.no_resume,
+                       out=args.out, iou_type=iou_type, sam_model=sam_model, own_masks=own_masks and iou_type == "segm",
+                       protocol=protocol.as_dict())
 
 
 def _load_masker(settings, device: str):

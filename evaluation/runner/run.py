@@ -42,8 +42,10 @@ class RunSettings:
     chunk_size: int | None = None
     resume: bool = True
     out: str | None = None
-    iou_type: str = "bbox"  # "segm": each detection's box also turned into a mask by `sam_model`
+    iou_type: str = "bbox"  # "segm": masks too, the detector's own (`own_masks`) or each box's by `sam_model`
     sam_model: str | None = None
+    own_masks: bool = False  # segm with the masks the detector makes itself (SAM 3): no SAM stage
+    protocol: dict | None = None  # the family's evaluation protocol (evaluation/protocols.py), recorded
 
 
 class Dataset(Protocol):
@@ -111,13 +113,15 @@ def fingerprint(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, mask
         "dtype": s.dtype, "batch_size": s.batch_size, "num_select": s.num_select, "chunk_size": s.chunk_size,
         "phrase_rule": scorer.phrase_rule,
     }
-    if masker is not None:
-        out.update(mask_config(s, masker))
+    if masker is not None or s.own_masks:
+        out.update(mask_config(s, masker, detector))
     return out
 
 
-def mask_config(s: RunSettings, masker) -> dict:
+def mask_config(s: RunSettings, masker, detector=None) -> dict:
     """How a segm run's masks were made (fingerprint and metrics.json)."""
+    if s.own_masks:
+        return {"iou_type": s.iou_type, "masks": f"the detector's own ({detector.family.title})"}
     return {"iou_type": s.iou_type, "sam_model": s.sam_model, "sam_revision": masker.model_revision,
             "sam_model_type": masker.model_type, "mask_box_margin": BOX_MARGIN}
 
@@ -160,10 +164,14 @@ def infer(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, store: Par
             images = pending.popleft().result()
             if n + PREFETCH < len(batches):
                 pending.append(pool.submit(decode, batches[n + PREFETCH]))
-            ranked = detector.rank(images, prompt, s.num_select)
-            if masker is None:
+            if s.own_masks:  # the family's `rank` returns each detection's mask (Capabilities.own_masks)
+                ranked = detector.rank(images, prompt, s.num_select, masks=True)
+                payloads = [scorer.encode(i, d, d.masks) for i, d in zip(ids, ranked)]
+            elif masker is None:
+                ranked = detector.rank(images, prompt, s.num_select)
                 payloads = [scorer.encode(i, d) for i, d in zip(ids, ranked)]
             else:
+                ranked = detector.rank(images, prompt, s.num_select)
                 t0 = time.perf_counter()
                 masks = image_masks(masker, images, ranked)
                 mask_s += time.perf_counter() - t0
@@ -262,7 +270,8 @@ def evaluate(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, run_dir
         "lever_warnings": list(getattr(detector, "warnings", []) or []),
         "num_images": len(ids), "image_ids": ids, "world_size": dist.world_size, "run_state": state,
         "resumed_images": resumed, "versions": library_versions(), "allocator": active_allocator(),  # CPU timings depend on it
-        "iou_type": s.iou_type, **(mask_config(s, masker) if masker is not None else {}),
+        "iou_type": s.iou_type, **(mask_config(s, masker, detector) if masker is not None or s.own_masks else {}),
+        "family": detector.family.name, "protocol": s.protocol,
         "command": list(argv),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "timings": {"model_load_s": round(load_s, 3), "inference_s": round(infer_all, 3),

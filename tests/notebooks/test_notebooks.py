@@ -174,3 +174,28 @@ def test_labelstudio_notebook_and_report_on_a_real_run(tmp_path):
     assert "| Person | 0 | 1 | 1 | 0 | 1 | 2 | 0.500 |" in md and "Best threshold: **0.90**" in md
     # evaluation.labelstudio's own counts at its threshold agree with the sweep here (3 tp, 3 fp of 6)
     assert "precision 0.500, recall 0.500, F1 0.500 (tp 3, fp 3, fn 3)" in md
+
+
+@pytest.mark.slow
+def test_labelstudio_notebook_shows_the_model_comparison(tmp_path):
+    """A `--model A --model B` run directory (hand-built table): the notebook shows its figure and tables."""
+    import pandas as pd
+
+    from evaluation.labelstudio.compare import COLUMNS, recommend, write_comparison
+
+    rows = [("cat", "gdino", 4, 0.5, 0.7, float("nan"), "box", 0.3, 3.0, 3, 0, 1.0, 0.75),
+            ("cat", "sam3", 4, 0.6, 0.8, 0.55, "mask", 0.5, 1.0, 2, 1, 0.667, 0.5),
+            ("dog", "gdino", 2, 0.1, 0.2, float("nan"), "box", 1.0, 0.0, 0, 0, float("nan"), 0.0),
+            ("dog", "sam3", 2, 0.9, 1.0, 0.8, "mask", 0.4, 2.0, 2, 0, 1.0, 1.0)]
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    best = recommend(table, ["gdino", "sam3"])
+    assert best["model"].tolist() == ["gdino", "sam3"]
+    models = tmp_path / "models"
+    models.mkdir()
+    write_comparison(models, {"images": [], "annotations": [], "categories": []}, [], table, best,
+                     {"export": "export.json", "num_images": 2, "iou": 0.5, "delete_cost": 1.0})
+    assert "| cat | gdino | 0.30 | 3 | 0.500 | n/a |" in (models / "comparison.md").read_text()
+    ls = write_run(tmp_path / "ls", HAND_GT, HAND_DETS, threshold=0.25, export="export.json")
+    nb = execute(REPO / "notebooks" / "labelstudio_prelabels.ipynb", {"RUN_DIR": str(ls), "MODELS_DIR": str(models)},
+                 tmp_path)
+    assert n_images(nb) == 6 and "sam3" in outputs_text(nb) and "mask_AP" in outputs_text(nb)
