@@ -21,7 +21,6 @@ from evaluation.masks import masks_to_coco_rle
 from tests.evaluation.coco.coco_data import CATEGORIES, cli_args, load_json, make_dataset, run_cli
 
 pytestmark = pytest.mark.slow
-ADAPTER = "tests.sam3_family_adapter"  # registers SAM 3 when the core does not yet (test-local stand-in)
 NUM_IMAGES = 3
 GT_PER_IMAGE = 3
 
@@ -84,7 +83,7 @@ def cocoeval_stats(ann, detections, ids, iou_type):
 
 
 def run_sam3(module, args):
-    return run_cli([module, *args], module=ADAPTER)
+    return run_cli(args, module=module)
 
 
 def test_box_and_mask_ap_of_sam3_equal_pycocotools_on_its_own_detections(sam3_dataset, sam3_dir, direct, tmp_path):
@@ -231,7 +230,7 @@ def test_torchrun_two_processes_equal_one_with_masks(sam3_dataset, sam3_dir, tmp
     single = tmp_path / "single"
     assert run_sam3("evaluation.coco", cli_args(ann, images, sam3_dir, single)).returncode == 0
     out = tmp_path / "dist"
-    command = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc-per-node", "2", "-m", ADAPTER,
+    command = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc-per-node", "2", "-m",
                "evaluation.coco", *cli_args(ann, images, sam3_dir, out)]
     proc = subprocess.Popen(command, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # own process group: a timeout takes the workers too

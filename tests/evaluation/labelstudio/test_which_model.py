@@ -28,10 +28,8 @@ PER_LABEL = 2  # final regions per label and image
 @pytest.fixture(scope="module")
 def sam3_dir():
     from tests.sam3_factory import tiny_sam3_dir
-    from tests.sam3_family_adapter import sam3_family  # test-local stand-in until the family lands
 
-    with sam3_family():
-        yield tiny_sam3_dir()
+    return tiny_sam3_dir()
 
 
 def draw(path, size, n):
