@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from .devices import DeviceSlot, PredictorPool
 from .job_journal import JobJournal, KeptJob, dropped_row, name_tasks
+from .job_status import JobRow, JobState, rate_and_eta
 from labelstudio.importer import PredictionImporter, PredictionImportError
 from .predictor import DOWNLOAD_WORKERS, PredictionPlan, Predictor, TaskWork
 from backend.app.state import LabelStudioAccess
@@ -87,7 +88,7 @@ class PredictionJob:
     queue: deque = field(default_factory=deque)  # TaskEntry not started
     registry: dict = field(default_factory=dict)  # key -> TaskEntry queued, running or awaiting import
     to_import: list = field(default_factory=list)
-    state: str = "queued"  # queued | running | done | failed | cancelled
+    state: JobState = JobState.QUEUED
     total: int = 0
     done: int = 0
     failed: int = 0
@@ -111,20 +112,19 @@ class PredictionJob:
         """Nothing queued, running, awaiting an answer or awaiting import."""
         return not self.queue and not self.to_import and not self.registry
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> JobRow:
         now = time.time()
         elapsed = (self.finished_at or now) - self.started_at if self.started_at else None
-        rate = self.done / elapsed if elapsed and self.done else None
         left = self.total - self.done
-        return {
-            "id": self.id, "project": self.project, "model_version": self.version, "state": self.state,
-            "total": self.total, "done": self.done, "failed": self.failed, "imported": self.imported,
-            "answered": self.answered, "already_stored": self.already, "dropped": self.dropped,
-            "rate_per_s": round(rate, 3) if rate else None,
-            "eta_s": round(left / rate, 1) if rate and left > 0 and self.state == "running" else None,
-            "started_at": self.started_at, "finished_at": self.finished_at, "message": self.message,
-            "stores_in_background": self.target is not None,
-        }
+        rate, eta = rate_and_eta(self.done / elapsed if elapsed and self.done else None, left,
+                                 left > 0 and self.state == JobState.RUNNING, digits=3)
+        return JobRow(
+            id=self.id, project=self.project, model_version=self.version, state=self.state,
+            total=self.total, done=self.done, failed=self.failed, imported=self.imported,
+            answered=self.answered, already_stored=self.already, dropped=self.dropped,
+            rate_per_s=rate, eta_s=eta, started_at=self.started_at, finished_at=self.finished_at,
+            message=self.message, stores_in_background=self.target is not None,
+        )
 
 
 class JobManager:
@@ -179,7 +179,7 @@ class JobManager:
             self._unsaved.update(self._jobs.values())
             for job in self._jobs.values():
                 kept = self._kept(job)
-                job.state, job.finished_at = "cancelled", time.time()
+                job.state, job.finished_at = JobState.CANCELLED, time.time()
                 if kept is not None:
                     job.message = (f"the backend stopped; its {len(kept.tasks):,} unfinished tasks are kept in "
                                    "STATE_DIR and resume at the next start")
@@ -209,7 +209,7 @@ class JobManager:
             else:
                 # The newest request's credentials win; a click after a failed import tries again.
                 job.access, job.target, job.import_error = access, target or job.target, None
-                if job.state == "waiting":
+                if job.state == JobState.WAITING:
                     self._release_waiting(job)
             job.label_config = label_config or job.label_config
             job.key_source = job.target.key_source if job.target else job.key_source
@@ -226,8 +226,8 @@ class JobManager:
                 job.queue.append(entry)
                 job.total += 1
                 entries.append(entry)
-            if job.queue and job.state not in ("running",):
-                job.state = "queued"
+            if job.queue and job.state not in (JobState.RUNNING,):
+                job.state = JobState.QUEUED
             self._cond.notify_all()
             return entries
 
@@ -242,7 +242,7 @@ class JobManager:
                 return
             job.key_source = job.key_source or kept.key_source
             if job.target is None:  # (a click since the start may have brought a key already)
-                job.state = "waiting"
+                job.state = JobState.WAITING
                 job.message = (f"open the project in Label Studio (or set LABEL_STUDIO_API_KEY) to finish "
                                f"{name_tasks(kept.tasks)}: kept from before the restart, they wait for the "
                                "project's key, which Label Studio sends with its next /setup")
@@ -258,14 +258,14 @@ class JobManager:
             return
         with self._cond:
             for job in self._jobs.values():
-                if job.project == project and job.state == "waiting":
+                if job.project == project and job.state == JobState.WAITING:
                     job.access, job.target, job.key_source = access, target, target.key_source
                     self._release_waiting(job)
             self._cond.notify_all()
 
     def _release_waiting(self, job: PredictionJob) -> None:
         if job.target is not None:
-            job.state = "queued"
+            job.state = JobState.QUEUED
             job.message = f"resumed after a restart: {len(job.queue):,} tasks queued before it"
             return
         # a click without any key: nothing can be stored in the background, so the kept tasks are given up
@@ -275,7 +275,7 @@ class JobManager:
         job.dropped += len(job.queue)
         job.message = (f"{len(job.queue):,} tasks kept from before the restart were given up: {NO_TARGET}")
         job.queue.clear()
-        job.state = "queued"
+        job.state = JobState.QUEUED
 
     def report_dropped(self, kept: KeptJob, reason: str) -> None:
         with self._cond:
@@ -311,7 +311,7 @@ class JobManager:
             self._cond.notify_all()
         return items
 
-    def status(self) -> list[dict]:
+    def status(self) -> list[JobRow]:
         with self._cond:
             jobs = list(self._jobs.values()) + [j for j in self._history if j not in self._jobs.values()]
             rows = [j.snapshot() for j in sorted(jobs, key=lambda j: -(j.started_at or time.time()))]
@@ -359,13 +359,13 @@ class JobManager:
             entries = [job.queue.popleft() for _ in range(min(size, len(job.queue)))]
             if job.started_at is None:
                 job.started_at = time.time()
-            job.state = "running"
+            job.state = JobState.RUNNING
         futures = [downloads.submit(device.predictor.load, job.plan, e.work, job.access) for e in entries]
         return job, entries, futures
 
     def _next_job(self) -> PredictionJob | None:
         """Tasks a request is waiting for first (oldest request first), then background work in turn."""
-        live = [j for j in self._jobs.values() if j.queue and j.state != "waiting"]
+        live = [j for j in self._jobs.values() if j.queue and j.state != JobState.WAITING]
         if not live:
             return None
         waited = [j for j in live if j.queue[0].waiter is not None]
@@ -418,8 +418,8 @@ class JobManager:
     def _settle(self, job: PredictionJob) -> None:
         self._unsaved.add(job)
         if job.idle:
-            if job.state != "cancelled":
-                job.state = "failed" if job.import_error else "done"
+            if job.state != JobState.CANCELLED:
+                job.state = JobState.FAILED if job.import_error else JobState.DONE
             job.finished_at = time.time()
             self._retire(job)
 

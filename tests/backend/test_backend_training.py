@@ -35,7 +35,7 @@ class StandInJob:
 def wait_state(service, state, timeout=10):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = service.status()
+        runs = [row.model_dump() for row in service.status()]
         if runs and runs[0]["state"] == state:
             return runs[0]
         time.sleep(0.02)
@@ -84,7 +84,7 @@ def test_a_training_row_counts_steps_and_estimates_from_the_timed_steps():
     run = TrainingRun("train-1", "3", "", state="running", phase="training", step=25, total=200,
                       plan="fine-tuning 200 steps at 512 px on the CPU", started_at=1000.0,
                       first_step=(5, 1100.0), last_step_at=1140.0)  # 20 steps in 40 s: 0.5 steps/s
-    row = run.snapshot()
+    row = run.snapshot().model_dump()
     assert (row["rate_per_s"], row["eta_s"], row["unit"]) == (0.5, 350.0, "steps")
     assert format_rate(row["rate_per_s"], row["unit"]) == "30.0 steps/min"
     assert row["message"] == ("training; fine-tuning takes about 6 min 40 s for 200 steps; about "
