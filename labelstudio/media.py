@@ -25,7 +25,6 @@ import posixpath
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote_to_bytes, urljoin, urlparse
 
 import httpx
@@ -41,6 +40,7 @@ from PIL import Image
 
 from detection.images import ImageError, open_image
 from labelstudio.media_settings import MediaSettings
+from labelstudio.target import LabelStudioTarget
 
 log = logging.getLogger(__name__)
 MAX_REDIRECTS = 5
@@ -59,36 +59,6 @@ class KeyRefusedError(MediaError):
 
 class LabelStudioUnreachableError(MediaError):
     """Label Studio did not answer at the address in use (connection refused, DNS, timeout)."""
-
-
-@dataclass(frozen=True)
-class LabelStudioTarget:
-    """The Label Studio address and key a request uses, and where each came from (to name what to fix)."""
-
-    host: str | None
-    token: str | None
-    host_from_setup: bool  # False: LABEL_STUDIO_URL
-    token_from_setup: bool  # False: LABEL_STUDIO_API_KEY
-
-    @property
-    def key_name(self) -> str:
-        return "the project's /setup token" if self.token_from_setup else "LABEL_STUDIO_API_KEY"
-
-    @property
-    def fix_key(self) -> str:
-        """What to do about a refused key."""
-        if self.token_from_setup:
-            return ("set LABEL_STUDIO_API_KEY to a valid access token (Label Studio → Account & Settings → "
-                    "Access Token; it takes precedence), or reconnect the model in the project's settings")
-        return ("set LABEL_STUDIO_API_KEY to a valid access token of a user with access to this project "
-                "(Label Studio → Account & Settings → Access Token)")
-
-    @property
-    def fix_host(self) -> str:
-        """What to do about an address that does not answer."""
-        where = ("the address Label Studio sent in /setup does not answer from this backend: "
-                 if self.host_from_setup else "")
-        return f"{where}set LABEL_STUDIO_URL to Label Studio's address as seen from this backend (e.g. http://label-studio:8080)"
 
 
 def short_url(url: str) -> str:
@@ -131,13 +101,8 @@ class MediaFetcher:
 
     def label_studio_target(self, hostname: str | None = None, access_token: str | None = None) -> LabelStudioTarget:
         """LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY when set, else what the project sent in /setup."""
-        setup_host = hostname.rstrip("/") if hostname else None
-        return LabelStudioTarget(
-            host=self.settings.label_studio_url or setup_host,
-            token=self.settings.label_studio_api_key or access_token,
-            host_from_setup=not self.settings.label_studio_url and bool(setup_host),
-            token_from_setup=not self.settings.label_studio_api_key and bool(access_token),
-        )
+        return LabelStudioTarget.from_setup(hostname, access_token).under(self.settings.label_studio_url,
+                                                                           self.settings.label_studio_api_key)
 
     def fetch_image(self, url, task_id=None, hostname: str | None = None, access_token: str | None = None) -> Image.Image:
         """`fetch` and decode within MAX_IMAGE_PIXELS; every failure a MediaError naming the URL."""
@@ -154,7 +119,7 @@ class MediaFetcher:
         if url[:5].lower() == "data:":
             return self._decode_data_uri(url)
         target = self.label_studio_target(hostname, access_token)
-        host = target.host
+        host = target.url
         if url.startswith("upload/") or url.startswith("/upload/"):
             url = "/data/" + url.lstrip("/")
         parsed = urlparse(url)
@@ -212,21 +177,21 @@ class MediaFetcher:
     # ----- helpers ----------------------------------------------------------------------------
 
     def _require_ls(self, target: LabelStudioTarget, url: str) -> str:
-        if not target.host:
+        if not target.url:
             raise MediaError(
                 f"{short_url(url)} is a Label Studio file and this project has no Label Studio address: set "
                 "LABEL_STUDIO_URL to Label Studio's address as seen from this backend (e.g. "
                 "http://label-studio:8080), or reconnect the model in the project's settings so that Label "
                 "Studio sends its own (/setup)"
             )
-        if not target.token:
+        if not target.key:
             raise MediaError(
                 f"{short_url(url)} is a Label Studio file and this project has no Label Studio key: set "
                 "LABEL_STUDIO_API_KEY to an access token (Label Studio → Account & Settings → Access Token), "
                 "or reconnect the model in the project's settings so that Label Studio sends the project's "
                 "own token (/setup)"
             )
-        return target.host
+        return target.url
 
     def _decode_data_uri(self, url: str) -> bytes:
         """`data:image/png;base64,...` -> bytes, within MAX_DOWNLOAD_BYTES (checked before decoding)."""
@@ -273,7 +238,7 @@ class MediaFetcher:
 
         Raises KeyRefusedError or LabelStudioUnreachableError when a refresh token cannot be exchanged.
         """
-        host, token = target.host, target.token
+        host, token = target.url, target.key
         if not is_jwt_well_formed(token):
             return f"Token {token}"
         with self._lock:
@@ -298,7 +263,7 @@ class MediaFetcher:
                 ) from None
 
     def _download(self, url: str, target: LabelStudioTarget) -> bytes:
-        ls_netloc = urlparse(target.host).netloc.lower() if target.host else None
+        ls_netloc = urlparse(target.url).netloc.lower() if target.url else None
         deadline = time.monotonic() + self.settings.download_timeout
         current = url
         for _ in range(MAX_REDIRECTS + 1):
@@ -306,7 +271,7 @@ class MediaFetcher:
             is_ls = ls_netloc is not None and parsed.netloc.lower() == ls_netloc
             ips = check_destination(current, self.settings, trusted_netloc=ls_netloc)
             headers = {}
-            if is_ls and target.token:
+            if is_ls and target.key:
                 headers["Authorization"] = self.auth_header(target)
             targets = [current]
             if parsed.scheme == "http" and ips:

@@ -15,15 +15,15 @@ from fastapi.concurrency import run_in_threadpool
 
 from backend.serving.engines import ProjectEngines
 from backend.serving.job_journal import JobJournal
-from backend.serving.jobs import ImportTarget
 from backend.settings import Settings
 from backend.training.service import TrainingService
 from labelstudio.access import AccessChecker, ProjectTitles
 from labelstudio.media import short_url
 from labelstudio.notes import FailureNotes
+from labelstudio.target import LabelStudioTarget
 
 from .errors import ApiError
-from .state import LabelStudioAccess, ServerState
+from .state import ServerState
 from .status import DeviceRow, FailureRow, ModelStatus, ProjectStatus, ServerStatus, StatusDocument
 
 MAX_FAILURES_SHOWN = 200
@@ -78,11 +78,11 @@ class AppContext:
             raise ApiError(503, "the model is not loaded yet")
         return await run_in_threadpool(self.engines.for_project, project)
 
-    def access_of(self, project) -> LabelStudioAccess:
+    def access_of(self, project) -> LabelStudioTarget:
         """Only this project's own /setup credentials (the configured LABEL_STUDIO_URL/_API_KEY win where
         they are used): never another project's token."""
         record = self.state.project(project)
-        return record.access if record is not None else LabelStudioAccess()
+        return record.access if record is not None else LabelStudioTarget()
 
     def health(self) -> dict:
         return {"status": "UP", "model_class": MODEL_CLASS, "model": self.settings.model}
@@ -111,14 +111,11 @@ class AppContext:
                               failures=list(self.failures), devices=devices)
 
 
-def import_target(settings: Settings, access: LabelStudioAccess) -> ImportTarget | None:
-    """Where background predictions are stored: the configured Label Studio and key, else /setup's."""
-    url = settings.label_studio_url or (access.hostname.rstrip("/") if access.hostname else None)
-    if settings.label_studio_api_key:
-        key, source = settings.label_studio_api_key, "LABEL_STUDIO_API_KEY"
-    else:
-        key, source = access.access_token, "/setup"
-    return ImportTarget(url, key, source) if url and key else None
+def import_target(settings: Settings, access: LabelStudioTarget) -> LabelStudioTarget | None:
+    """Where background predictions are stored and training reads annotations: the configured Label Studio
+    and key, else the project's /setup ones; None without both an address and a key."""
+    target = access.under(settings.label_studio_url, settings.label_studio_api_key)
+    return target if target.complete else None
 
 
 def context_of(request: Request) -> AppContext:

@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from backend.app.state import LabelStudioAccess
+from labelstudio.target import LabelStudioTarget
 from labelstudio.label_config import LabelConfigError
 from runtime.files import atomic_write
 from runtime.json_encoding import encode_json_list
@@ -130,7 +130,7 @@ def dropped_row(job_id: str, kept: KeptJob, reason: str) -> JobRow:
 def resume_kept_jobs(journal: JobJournal, engines, state, target_for) -> list[str]:
     """Queue every kept job again on the model that serves its project now; blocking (may load a model).
 
-    `target_for(access)` -> ImportTarget | None. Returns the problems to show (unreadable files)."""
+    `target_for(access)` -> the complete LabelStudioTarget to store in, or None. Returns the problems to show (unreadable files)."""
     kept_jobs, problems = journal.load()
     for kept in kept_jobs:
         try:
@@ -152,7 +152,7 @@ def resume_kept_jobs(journal: JobJournal, engines, state, target_for) -> list[st
             journal.remove(kept.project, kept.model_version)
             continue
         record = state.project(kept.project)
-        access = record.access if record is not None and record.access.access_token else LabelStudioAccess(
+        access = record.access if record is not None and record.access.key else LabelStudioTarget.from_setup(
             kept.hostname, None)
         engine.jobs.restore(kept, plan, access, target_for(access))
     return problems

@@ -30,7 +30,7 @@ from .job_journal import JobJournal, KeptJob, dropped_row, name_tasks
 from .job_status import JobRow, JobState, rate_and_eta
 from labelstudio.importer import PredictionImporter, PredictionImportError
 from .predictor import DOWNLOAD_WORKERS, PredictionPlan, Predictor, TaskWork
-from backend.app.state import LabelStudioAccess
+from labelstudio.target import LabelStudioTarget
 
 log = logging.getLogger(__name__)
 IMPORT_CHUNK = 100
@@ -42,15 +42,6 @@ STORED_TTL_S = 300.0
 NO_TARGET = ("set LABEL_STUDIO_API_KEY (and LABEL_STUDIO_URL) so that the backend can store in Label Studio "
              "the tasks that do not fit in one answer; the next Retrieve Predictions continues with them")
 JOURNAL_INTERVAL_S = 0.5  # a job's file is rewritten at most this often while it changes
-
-
-@dataclass(frozen=True)
-class ImportTarget:
-    """Where a job stores what its requests could not answer: Label Studio's URL and the key to use."""
-
-    url: str
-    api_key: str
-    key_source: str  # "LABEL_STUDIO_API_KEY" or "/setup"
 
 
 class RequestWaiter:
@@ -83,8 +74,8 @@ class PredictionJob:
     id: str
     project: str
     plan: PredictionPlan
-    access: LabelStudioAccess  # for media
-    target: ImportTarget | None
+    access: LabelStudioTarget  # what the project's /setup sent (for media)
+    target: LabelStudioTarget | None  # where its predictions are stored: complete, or None
     queue: deque = field(default_factory=deque)  # TaskEntry not started
     registry: dict = field(default_factory=dict)  # key -> TaskEntry queued, running or awaiting import
     to_import: list = field(default_factory=list)
@@ -197,7 +188,7 @@ class JobManager:
 
     # ----- requests ---------------------------------------------------------------------------
 
-    def submit(self, project: str, plan: PredictionPlan, access: LabelStudioAccess, target: ImportTarget | None,
+    def submit(self, project: str, plan: PredictionPlan, access: LabelStudioTarget, target: LabelStudioTarget | None,
                tasks: list[dict], waiter: RequestWaiter | None, label_config: str | None = None) -> list[TaskEntry | None]:
         """Queue a request's tasks (`waiter` None: delivered by import); None for a task already queued,
         running or awaiting import."""
@@ -231,8 +222,8 @@ class JobManager:
             self._cond.notify_all()
             return entries
 
-    def restore(self, kept: KeptJob, plan: PredictionPlan, access: LabelStudioAccess,
-                target: ImportTarget | None) -> None:
+    def restore(self, kept: KeptJob, plan: PredictionPlan, access: LabelStudioTarget,
+                target: LabelStudioTarget | None) -> None:
         """Queue a job kept from before a restart; without a key it waits for the project's /setup."""
         with self._cond:  # (re-entrant) no worker takes a task, no journal write happens, before it is set up
             entries = self.submit(kept.project, plan, access, target, kept.tasks, None, kept.label_config)
@@ -252,7 +243,7 @@ class JobManager:
             self._unsaved.add(job)
             self._cond.notify_all()
 
-    def provide_target(self, project: str, access: LabelStudioAccess, target: ImportTarget | None) -> None:
+    def provide_target(self, project: str, access: LabelStudioTarget, target: LabelStudioTarget | None) -> None:
         """The project's /setup brought Label Studio's key: its waiting jobs go on."""
         if target is None:
             return
@@ -504,13 +495,13 @@ class JobManager:
         # (key_source: a key stored or will store the job's predictions; without any, nothing resumes)
         if not tasks or not job.label_config or job.key_source is None:
             return None
-        return KeptJob(job.project, job.version, job.label_config, job.access.hostname,
+        return KeptJob(job.project, job.version, job.label_config, job.access.url,
                        job.key_source or "LABEL_STUDIO_API_KEY", tasks, job.started_at)
 
-    def _importer(self, target: ImportTarget, project: str) -> PredictionImporter:
-        key = (target.url, target.api_key, project)
+    def _importer(self, target: LabelStudioTarget, project: str) -> PredictionImporter:
+        key = (target.url, target.key, project)
         if key not in self._importers:
-            self._importers[key] = self.importer_factory(target.url, target.api_key, int(project),
+            self._importers[key] = self.importer_factory(target.url, target.key, int(project),
                                                          timeout=self.import_timeout)
         return self._importers[key]
 
@@ -519,7 +510,7 @@ class JobManager:
         log.error("project %s: %s; %d predictions were not stored (the next Retrieve Predictions redoes them)",
                   job.project, reason, len(chunk))
         with self._cond:
-            self._importers.pop((job.target.url, job.target.api_key, job.project), None)
+            self._importers.pop((job.target.url, job.target.key, job.project), None)
             for entry in chunk + job.to_import:
                 job.registry.pop(entry.key, None)
             job.dropped += len(chunk) + len(job.to_import)

@@ -37,7 +37,7 @@ from labelstudio.media import MediaError, MediaFetcher
 from labelstudio.regions import make_region
 from backend.settings import Settings
 from labelstudio.smart_tools import SmartPromptError, smart_prompts
-from backend.app.state import LabelStudioAccess
+from labelstudio.target import LabelStudioTarget
 
 log = logging.getLogger(__name__)
 DOWNLOAD_WORKERS = 8
@@ -252,9 +252,9 @@ class Predictor:
         return PredictionPlan(mapping, version, tuple(prompts), notice=resolution.unknown_message,
                               label_thresholds=dict(thresholds or {}))
 
-    def load(self, plan: PredictionPlan, work: TaskWork, access: LabelStudioAccess | None = None) -> TaskWork:
+    def load(self, plan: PredictionPlan, work: TaskWork, access: LabelStudioTarget | None = None) -> TaskWork:
         """Fetch and decode the task's images; a failed image is recorded, the others are kept."""
-        access = access or LabelStudioAccess()
+        access = access or LabelStudioTarget()
         if plan.error is not None:
             work.error = plan.error
             return work
@@ -267,7 +267,7 @@ class Predictor:
                 if url is None:
                     raise MediaError(f"the task has no data.{key} (the <Image> value ${key})")
                 work.images[image_name] = self.fetcher.fetch_image(
-                    url, task_id=work.task_id, hostname=access.hostname, access_token=access.access_token
+                    url, task_id=work.task_id, hostname=access.url, access_token=access.key
                 )
             except MediaError as exc:
                 work.image_errors[image_name] = str(exc)
@@ -309,7 +309,7 @@ class Predictor:
         Raises LabelConfigError for a label config that cannot be used (nothing can be predicted).
         """
         plan = self.plan(label_config, context, thresholds)
-        access = LabelStudioAccess(hostname, access_token)
+        access = LabelStudioTarget.from_setup(hostname, access_token)
         works = [TaskWork(i, t) for i, t in enumerate(tasks)]
         items: list[dict] = []
         batch_size = self.batch_size

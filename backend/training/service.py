@@ -185,13 +185,13 @@ def make_job_factory(settings, serving, import_target):
         if target is None:
             raise TrainingRefused("training reads the project's annotations through Label Studio's API: set "
                                   "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
-        client = LabelStudio(base_url=target.url, api_key=target.api_key, timeout=120)
+        client = LabelStudio(base_url=target.url, api_key=target.key, timeout=120)
         version = predictor.model_version(label_config, engine.thresholds)
         configured = configured_thresholds(predictor.mapping(label_config), settings.box_threshold)
 
         def fetch_image(url, task_id):
-            return predictor.fetcher.fetch(url, task_id=task_id, hostname=access.hostname,
-                                           access_token=access.access_token)
+            return predictor.fetcher.fetch(url, task_id=task_id, hostname=access.url,
+                                           access_token=access.key)
 
         config = TrainingJobConfig.for_device(settings.state_dir, settings.model, settings.device,
                                               steps=settings.train_steps, image_size=settings.train_image_size,

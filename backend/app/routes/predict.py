@@ -18,7 +18,9 @@ from runtime.json_encoding import encode_answer
 
 from ..context import AppContext, context_of, import_target
 from ..errors import ApiError
-from ..state import LabelStudioAccess, project_key
+from labelstudio.target import LabelStudioTarget
+
+from ..state import project_key
 
 log = logging.getLogger("backend.app.server")
 router = APIRouter()
@@ -63,7 +65,7 @@ async def predict(body: PredictRequest, request: Request, ctx: AppContext = Depe
         if context or body.project is None:
             # Interactive pre-annotation (or a caller without a project): now, ahead of background jobs.
             results = await run_in_threadpool(
-                predictor.predict_tasks, body.tasks, label_config, context, access.hostname, access.access_token,
+                predictor.predict_tasks, body.tasks, label_config, context, access.url, access.key,
                 engine.thresholds,
             )
         else:
@@ -77,7 +79,7 @@ async def predict(body: PredictRequest, request: Request, ctx: AppContext = Depe
 
 
 async def _within_deadline(ctx: AppContext, engine, body: PredictRequest, label_config: str,
-                           access: LabelStudioAccess, arrived: float, request: Request) -> list:
+                           access: LabelStudioTarget, arrived: float, request: Request) -> list:
     """The request's tasks through the project's job; answers with what is done by PREDICT_DEADLINE (or when
     the client goes), the rest stays in the job and is imported when done."""
     jobs = engine.jobs
