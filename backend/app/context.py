@@ -63,7 +63,7 @@ class AppContext:
         urls = [u for u in urls if isinstance(u, str)]
         self.failures.appendleft(FailureRow(at=time.time(), project=job.project, task=entry.work.task_id,
                                             image=short_url(urls[0]) if urls else None, reason=reason))
-        if self.notes is not None and entry.item is not None and "result" not in entry.item:
+        if self.notes is not None and entry.item is not None and not entry.item.ok:
             self.notes.failed(job.target, task, reason, job.version)
 
     def record_success(self, job, entry) -> None:

@@ -29,6 +29,7 @@ from .devices import DeviceSlot, PredictorPool
 from .job_journal import JobJournal, KeptJob, dropped_row, name_tasks
 from .job_status import JobRow, JobState, rate_and_eta
 from labelstudio.importer import PredictionImporter, PredictionImportError
+from .items import PredictionItem
 from .predictor import DOWNLOAD_WORKERS, PredictionPlan, Predictor, TaskWork
 from labelstudio.target import LabelStudioTarget
 
@@ -61,7 +62,7 @@ class TaskEntry:
     work: TaskWork
     key: object  # the task id (or a private key for a task without one)
     waiter: RequestWaiter | None = None  # a request that will take the result in its answer
-    item: dict | None = None
+    item: PredictionItem | None = None
     done: bool = False
 
     @property
@@ -288,9 +289,9 @@ class JobManager:
                 job = entry.job
                 entry.waiter = None
                 if entry.done and not disconnected:
-                    items.append(entry.item)
+                    items.append(entry.item.as_json())
                     job.registry.pop(entry.key, None)
-                    job.answered += "result" in entry.item
+                    job.answered += entry.item.ok
                     continue
                 items.append([])
                 if entry.done:
@@ -332,7 +333,7 @@ class JobManager:
                 log.exception("job %s: a batch failed on %s", job.id, device.name)
                 reason = (f"the model failed on this task: Retrieve Predictions again, and see the backend's log "
                           f"if it happens again (inference failed: {type(exc).__name__})")
-                items = [{"model_version": job.version, "error": reason} for _ in entries]
+                items = [PredictionItem.failed(job.version, reason) for _ in entries]
             self._finish(job, entries, items)
 
     def _take_batch(self, downloads: ThreadPoolExecutor, device: DeviceSlot, block: bool):
@@ -368,14 +369,14 @@ class JobManager:
         self._jobs[key] = self._jobs.pop(key)
         return job
 
-    def _finish(self, job: PredictionJob, entries: list[TaskEntry], items: list[dict]) -> None:
+    def _finish(self, job: PredictionJob, entries: list[TaskEntry], items: list[PredictionItem]) -> None:
         with self._cond:
             for entry, item in zip(entries, items):
                 entry.item, entry.done = item, True
                 job.done += 1
-                if "result" not in item:
+                if not item.ok:
                     job.failed += 1
-                    self.on_failure(job, entry, item.get("error") or "no result")
+                    self.on_failure(job, entry, item.error or "no result")
                 else:
                     self.on_success(job, entry)
                 for note in entry.work.notes:
@@ -388,7 +389,7 @@ class JobManager:
             self._cond.notify_all()
 
     def _finished_for_import(self, job: PredictionJob, entry: TaskEntry) -> None:
-        if "result" not in entry.item:  # failed: nothing to store; the next click retries it
+        if not entry.item.ok:  # failed: nothing to store; the next click retries it
             job.registry.pop(entry.key, None)
         elif job.target is None or job.import_error or not isinstance(entry.work.task_id, (int, str)):
             self._drop(job, entry, job.import_error or NO_TARGET)
@@ -433,7 +434,7 @@ class JobManager:
                 job = next(j for j in self._jobs.values() if j.to_import)
                 chunk, job.to_import = job.to_import[:IMPORT_CHUNK], job.to_import[IMPORT_CHUNK:]
                 target = job.target
-            payload = [{"task": e.work.task_id, "result": e.item["result"], "score": e.item.get("score"),
+            payload = [{"task": e.work.task_id, "result": e.item.result, "score": e.item.score,
                         "model_version": job.version} for e in chunk]
             try:
                 importer = self._importer(target, job.project)

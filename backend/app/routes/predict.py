@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
+from backend.serving.items import PredictionItem
 from backend.serving.jobs import RequestWaiter
 from runtime.json_encoding import encode_answer
 
@@ -85,7 +86,7 @@ async def _within_deadline(ctx: AppContext, engine, body: PredictRequest, label_
     jobs = engine.jobs
     plan = await run_in_threadpool(engine.predictor.plan, label_config, None, engine.thresholds)
     if plan.error is not None:
-        return [{"model_version": plan.version, "error": plan.error} for _ in body.tasks]
+        return [PredictionItem.failed(plan.version, plan.error).as_json() for _ in body.tasks]
     waiter = RequestWaiter(asyncio.get_running_loop())
     key = project_key(body.project)
     record = ctx.state.project(key)
