@@ -17,6 +17,7 @@ from backend.serving.engines import ProjectEngines
 from backend.serving.job_journal import JobJournal
 from backend.settings import Settings
 from backend.training.service import TrainingService
+from detection.families import lever_report
 from labelstudio.access import AccessChecker, ProjectTitles
 from labelstudio.media import short_url
 from labelstudio.notes import FailureNotes
@@ -91,11 +92,11 @@ class AppContext:
         """The status document: built here only (blocking: call it from a worker thread)."""
         settings, predictor, engines = self.settings, self.state.predictor, self.engines
         detector = getattr(predictor, "detector", None)
+        levers, warnings = lever_report(detector)
         model = ModelStatus(
             name=getattr(predictor, "model_name", settings.model), path=settings.model,
             device=str(getattr(detector, "device", settings.device)), dtype=settings.dtype,
-            levers=dict(getattr(detector, "lever_report", {}) or {}),
-            warnings=list(getattr(detector, "warnings", []) or []) + (engines.warnings() if engines else [])
+            levers=levers, warnings=warnings + (engines.warnings() if engines else [])
             + self.kept_state_problems)
         server = ServerStatus(
             started_at=self.started_at, predict_deadline_s=settings.predict_deadline,
