@@ -39,6 +39,7 @@ from label_studio_sdk._extensions.label_studio_tools.core.utils.io import (
 from PIL import Image
 
 from detection.images import ImageError, open_image
+from labelstudio.api_errors import error_text, is_connection_error
 from labelstudio.media_settings import MediaSettings
 from labelstudio.target import LabelStudioTarget
 
@@ -253,13 +254,13 @@ class MediaFetcher:
                 return client._client_wrapper.get_headers()["Authorization"]
             except Exception as exc:  # ApiError 401 (expired/revoked), connection errors
                 self._ls_clients.pop((host, token), None)
-                if _is_connection_error(exc):
+                if is_connection_error(exc):
                     raise LabelStudioUnreachableError(
-                        f"could not reach Label Studio at {host} to refresh {target.key_name} ({_error_text(exc)}): "
+                        f"could not reach Label Studio at {host} to refresh {target.key_name} ({error_text(exc)}): "
                         f"{target.fix_host}"
                     ) from None
                 raise KeyRefusedError(
-                    f"Label Studio refused the API key ({target.key_name}: {_error_text(exc)}): {target.fix_key}"
+                    f"Label Studio refused the API key ({target.key_name}: {error_text(exc)}): {target.fix_key}"
                 ) from None
 
     def _download(self, url: str, target: LabelStudioTarget) -> bytes:
@@ -299,7 +300,7 @@ class MediaFetcher:
                     f"{self.settings.download_timeout:g} s downloading {short_url(current)})"
                 ) from None
             except httpx.HTTPError as exc:
-                detail = f"could not download {short_url(current)} ({_error_text(exc)})"
+                detail = f"could not download {short_url(current)} ({error_text(exc)})"
                 if is_ls:
                     raise LabelStudioUnreachableError(f"Label Studio could not be reached: {target.fix_host} ({detail})") from None
                 raise MediaError(f"the image's server could not be reached: check the task's image URL ({detail})") from None
@@ -420,24 +421,3 @@ def check_destination(url: str, settings: MediaSettings, trusted_netloc: str | N
         f"the image's host is on an internal network and not trusted: add it to ALLOWED_MEDIA_HOSTS if it is "
         f"(refused {short_url(url)}: {host} resolves to the loopback, link-local or private address {internal[0]})"
     )
-
-
-def _error_text(exc: BaseException) -> str:
-    """`ConnectError: [Errno 111] Connection refused`; an SDK ApiError by its `detail`, not its repr."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict) and body.get("detail"):
-        return str(body["detail"])
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    """A transport failure (refused, timed out, DNS) anywhere in the exception chain, not an HTTP answer."""
-    import httpx  # the SDK's token refresh runs on httpx
-
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, (httpx.TransportError, ConnectionError, TimeoutError)):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
