@@ -41,6 +41,7 @@ from PIL import Image
 from detection.images import ImageError, open_image
 from labelstudio.api_errors import error_text, is_connection_error
 from labelstudio.media_settings import MediaSettings
+from labelstudio.urls import short_url
 from labelstudio.target import LabelStudioTarget
 
 log = logging.getLogger(__name__)
@@ -60,23 +61,6 @@ class KeyRefusedError(MediaError):
 
 class LabelStudioUnreachableError(MediaError):
     """Label Studio did not answer at the address in use (connection refused, DNS, timeout)."""
-
-
-def short_url(url: str) -> str:
-    """A URL safe to show: no query string (presigned signatures, tokens), no data of a data: URI."""
-    if url[:5].lower() == "data:":
-        header = url.split(",", 1)[0]
-        header = header if len(header) <= 40 else header[:37] + "..."
-        return f"a data: URI ({header}, {len(url):,} characters)"
-    parsed = urlparse(url)
-    if parsed.scheme in ("http", "https"):
-        text = f"{parsed.scheme}://{parsed.netloc.rsplit('@', 1)[-1]}{parsed.path}"
-    else:
-        text = url.split("?", 1)[0]
-    local = parse_qs(parsed.query).get("d") if parsed.path.endswith("/data/local-files/") else None
-    if local:  # Label Studio Local Storage: `d` is the file's path, not a secret, and the only thing to name
-        text += f"?d={local[-1]}"
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def source_name(url: str) -> str:

@@ -19,7 +19,7 @@ from backend.settings import Settings
 from backend.training.service import TrainingService
 from detection.families import lever_report
 from labelstudio.access import AccessChecker, ProjectTitles
-from labelstudio.media import short_url
+from labelstudio.urls import short_url
 from labelstudio.notes import FailureNotes
 from labelstudio.target import LabelStudioTarget
 

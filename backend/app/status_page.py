@@ -16,15 +16,13 @@ import json
 import time
 from datetime import datetime, timezone
 from html import escape
-from urllib.parse import urlsplit
 
 from backend.serving.job_status import JobRow, JobState
+from labelstudio.urls import shorten_url, split_url
 
 from .status import StatusDocument, StatusDocumentError  # noqa: F401  (the error is part of this API)
 
 REFRESH_SECONDS = 5
-# A URL longer than this is shown shortened (the full one stays in the tooltip).
-SHORT_URL_CHARS = 56
 DURATION_UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
 
 # --- formatting: numbers, durations, times, URLs -------------------------------------------------------------
@@ -71,40 +69,13 @@ def format_rate(per_second: float | None, unit: str = "tasks") -> str:
     return f"{per_second * 60:.1f} {unit}/min"
 
 
-def shorten_url(url: str, limit: int = SHORT_URL_CHARS) -> str:
-    """A long URL as `host/…/name.jpg?…` (its file name kept); a data: URI as its media type and length."""
-    if url.startswith("data:"):
-        return f"{url.split(',', 1)[0][:40]},… ({len(url):,} chars)"
-    parts = _split(url)
-    if len(url) <= limit or parts is None:
-        return url if len(url) <= limit else url[: limit - 1] + "…"
-    segments = [s for s in parts.path.split("/") if s]
-    head = (parts.netloc or (f"/{segments[0]}" if segments else ""))[: limit // 3]
-    name = segments[-1] if segments and not parts.path.endswith("/") else ""
-    if not name:  # e.g. /data/local-files/?d=images/x.jpg: the file is named by the query
-        name = "?" + parts.query
-    elif parts.query:
-        name += "?…"
-    if len(name) > limit // 2:
-        return f"{head}/…{name[-(limit // 2):]}"
-    return f"{head}/…/{name}"
-
-
-def _split(url: str):
-    """urlsplit, or None for a string it refuses (e.g. an unclosed IPv6 bracket): URLs come from users."""
-    try:
-        return urlsplit(url)
-    except ValueError:
-        return None
-
-
 def _link(url: str | None, shown: str | None = None) -> str:
     """An escaped URL, a link only when it is absolute http(s) (never javascript: or the like)."""
     if not url:
         return '<span class="muted">—</span>'
     text = escape(shown if shown is not None else url)
     tooltip = escape(url if not url.startswith("data:") else shorten_url(url))
-    parts = _split(url)
+    parts = split_url(url)
     if parts is not None and parts.scheme in ("http", "https"):
         return f'<a href="{escape(url)}" title="{tooltip}" rel="noreferrer">{text}</a>'
     return f'<span title="{tooltip}">{text}</span>'

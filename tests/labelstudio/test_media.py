@@ -337,7 +337,7 @@ def test_http_tries_every_checked_address_in_turn(make_settings, http_server, mo
 
 
 def test_messages_name_a_local_storage_file_but_never_a_signature():
-    from labelstudio.media import short_url
+    from labelstudio.urls import short_url
 
     assert short_url("/data/local-files/?d=images/cat%201.jpg") == "/data/local-files/?d=images/cat 1.jpg"
     assert short_url("http://ls:8080/data/local-files/?d=a/b.png&x=1") == "http://ls:8080/data/local-files/?d=a/b.png"
