@@ -34,8 +34,8 @@ from labelstudio.access import AccessChecker, ProjectTitles
 from labelstudio.notes import FailureNotes, sdk_client
 
 from .auth import install_basic_auth
-from .context import BACKEND_VERSION, MODEL_CLASS, AppContext, import_target  # noqa: F401  (the server's names)
-from .errors import ApiError, install_error_handlers  # noqa: F401
+from .context import AppContext, import_target
+from .errors import install_error_handlers
 from .routes import ROUTERS
 from .state import ServerState
 

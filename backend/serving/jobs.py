@@ -12,26 +12,28 @@ version is not queued again (a second click, a retry), and the import skips task
 of this version meanwhile (another process, an interactive request).
 
 A restart loses nothing silently: with a journal (`job_journal.py`) every job's unfinished tasks are kept
-in STATE_DIR and queued again at the next start (`restore`), or reported as dropped with the reason.
+in STATE_DIR and queued again at the next start (`restore`), or reported as dropped with the reason
+(`job_restore.py`; the job's objects are in `job_types.py`).
 """
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+
+from labelstudio.importer import PredictionImporter, PredictionImportError
+from labelstudio.target import LabelStudioTarget
 
 from .devices import DeviceSlot, PredictorPool
-from .job_journal import JobJournal, KeptJob, dropped_row, name_tasks
-from .job_status import JobRow, JobState, rate_and_eta
-from labelstudio.importer import PredictionImporter, PredictionImportError
 from .items import PredictionItem
+from .job_journal import JobJournal
+from .job_restore import NO_TARGET, KeptJobs
+from .job_status import JobRow, JobState
+from .job_types import PredictionJob, RequestWaiter, TaskEntry  # noqa: F401  (RequestWaiter: the server's)
 from .predictor import DOWNLOAD_WORKERS, PredictionPlan, Predictor, TaskWork
-from labelstudio.target import LabelStudioTarget
 
 log = logging.getLogger(__name__)
 IMPORT_CHUNK = 100
@@ -40,86 +42,9 @@ STORED_MEMORY = 100_000  # stored task ids remembered per project and version
 # How long a stored task is not predicted again: covers Label Studio's choosing a click's tasks before our
 # import landed (seconds), yet a user who deletes predictions to redo them gets them on a later click.
 STORED_TTL_S = 300.0
-NO_TARGET = ("set LABEL_STUDIO_API_KEY (and LABEL_STUDIO_URL) so that the backend can store in Label Studio "
-             "the tasks that do not fit in one answer; the next Retrieve Predictions continues with them")
-JOURNAL_INTERVAL_S = 0.5  # a job's file is rewritten at most this often while it changes
 
 
-class RequestWaiter:
-    """A `/predict` request waiting (on the event loop) for its tasks."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop = loop
-        self.event = asyncio.Event()
-
-    def notify(self) -> None:
-        self.loop.call_soon_threadsafe(self.event.set)
-
-
-@dataclass(eq=False)
-class TaskEntry:
-    job: "PredictionJob"
-    work: TaskWork
-    key: object  # the task id (or a private key for a task without one)
-    waiter: RequestWaiter | None = None  # a request that will take the result in its answer
-    item: PredictionItem | None = None
-    done: bool = False
-
-    @property
-    def deliver_by_import(self) -> bool:
-        return self.waiter is None
-
-
-@dataclass(eq=False)
-class PredictionJob:
-    id: str
-    project: str
-    plan: PredictionPlan
-    access: LabelStudioTarget  # what the project's /setup sent (for media)
-    target: LabelStudioTarget | None  # where its predictions are stored: complete, or None
-    queue: deque = field(default_factory=deque)  # TaskEntry not started
-    registry: dict = field(default_factory=dict)  # key -> TaskEntry queued, running or awaiting import
-    to_import: list = field(default_factory=list)
-    state: JobState = JobState.QUEUED
-    total: int = 0
-    done: int = 0
-    failed: int = 0
-    imported: int = 0
-    answered: int = 0  # returned in a /predict answer
-    already: int = 0  # skipped at import: Label Studio had this version already
-    dropped: int = 0  # given up (nothing stored): the next click predicts them
-    started_at: float | None = None
-    finished_at: float | None = None
-    message: str | None = None
-    import_error: str | None = None  # set when Label Studio refused an import; cleared by the next click
-    label_config: str | None = None  # to predict the tasks again after a restart
-    key_source: str | None = None  # which key stores the predictions (kept with the job; the key is not)
-
-    @property
-    def version(self) -> str:
-        return self.plan.version
-
-    @property
-    def idle(self) -> bool:
-        """Nothing queued, running, awaiting an answer or awaiting import."""
-        return not self.queue and not self.to_import and not self.registry
-
-    def snapshot(self) -> JobRow:
-        now = time.time()
-        elapsed = (self.finished_at or now) - self.started_at if self.started_at else None
-        left = self.total - self.done
-        rate, eta = rate_and_eta(self.done / elapsed if elapsed and self.done else None, left,
-                                 left > 0 and self.state == JobState.RUNNING, digits=3)
-        return JobRow(
-            id=self.id, project=self.project, model_version=self.version, state=self.state,
-            total=self.total, done=self.done, failed=self.failed, imported=self.imported,
-            answered=self.answered, already_stored=self.already, dropped=self.dropped,
-            rate_per_s=rate, eta_s=eta, started_at=self.started_at, finished_at=self.finished_at,
-            message=self.message, stores_in_background=self.target is not None,
-        )
-
-
-class JobManager:
+class JobManager(KeptJobs):
     def __init__(self, predictor: Predictor, on_failure=None, import_timeout: float = 60.0, importer_factory=None,
                  on_success=None, journal: JobJournal | None = None):
         self.predictor = predictor
@@ -222,56 +147,6 @@ class JobManager:
                 job.state = JobState.QUEUED
             self._cond.notify_all()
             return entries
-
-    def restore(self, kept: KeptJob, plan: PredictionPlan, access: LabelStudioTarget,
-                target: LabelStudioTarget | None) -> None:
-        """Queue a job kept from before a restart; without a key it waits for the project's /setup."""
-        with self._cond:  # (re-entrant) no worker takes a task, no journal write happens, before it is set up
-            entries = self.submit(kept.project, plan, access, target, kept.tasks, None, kept.label_config)
-            queued = sum(e is not None for e in entries)
-            job = self._jobs.get((kept.project, plan.version))
-            if job is None or not queued:
-                return
-            job.key_source = job.key_source or kept.key_source
-            if job.target is None:  # (a click since the start may have brought a key already)
-                job.state = JobState.WAITING
-                job.message = (f"open the project in Label Studio (or set LABEL_STUDIO_API_KEY) to finish "
-                               f"{name_tasks(kept.tasks)}: kept from before the restart, they wait for the "
-                               "project's key, which Label Studio sends with its next /setup")
-            else:
-                job.message = f"resumed after a restart: {queued:,} tasks queued before it"
-            log.info("project %s: %s", kept.project, job.message)
-            self._unsaved.add(job)
-            self._cond.notify_all()
-
-    def provide_target(self, project: str, access: LabelStudioTarget, target: LabelStudioTarget | None) -> None:
-        """The project's /setup brought Label Studio's key: its waiting jobs go on."""
-        if target is None:
-            return
-        with self._cond:
-            for job in self._jobs.values():
-                if job.project == project and job.state == JobState.WAITING:
-                    job.access, job.target, job.key_source = access, target, target.key_source
-                    self._release_waiting(job)
-            self._cond.notify_all()
-
-    def _release_waiting(self, job: PredictionJob) -> None:
-        if job.target is not None:
-            job.state = JobState.QUEUED
-            job.message = f"resumed after a restart: {len(job.queue):,} tasks queued before it"
-            return
-        # a click without any key: nothing can be stored in the background, so the kept tasks are given up
-        # (said, and counted); the click's own tasks are predicted for its answer as usual
-        for entry in list(job.queue):
-            job.registry.pop(entry.key, None)
-        job.dropped += len(job.queue)
-        job.message = (f"{len(job.queue):,} tasks kept from before the restart were given up: {NO_TARGET}")
-        job.queue.clear()
-        job.state = JobState.QUEUED
-
-    def report_dropped(self, kept: KeptJob, reason: str) -> None:
-        with self._cond:
-            self._reports.appendleft(dropped_row(f"job-{next(self._ids)}", kept, reason))
 
     def _recently_stored(self, project: str, version: str, key) -> bool:
         stored_at = self._stored.get((project, version), {}).get(key)
@@ -456,48 +331,6 @@ class JobManager:
                 job.already += len(outcome.already)
                 self._settle(job)
                 self._cond.notify_all()
-
-    # ----- the journal: each job's unfinished tasks kept in STATE_DIR --------------------------------
-
-    def _journal_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopped and not self._unsaved:
-                    self._cond.wait()
-                if self._stopped:
-                    return  # stop() writes the last state itself
-            self.save_journal()
-            calm = time.monotonic() + JOURNAL_INTERVAL_S  # at most a write per job and interval
-            with self._cond:
-                while not self._stopped and time.monotonic() < calm:
-                    self._cond.wait(max(0.0, calm - time.monotonic()))
-
-    def save_journal(self) -> None:
-        """Write (or delete) the file of every job that changed since the last write."""
-        if self.journal is None:
-            return
-        with self._cond:
-            changed = [(job, self._kept(job)) for job in self._unsaved]
-            self._unsaved.clear()
-        for job, kept in changed:
-            if kept is None:
-                self.journal.remove(job.project, job.version)
-            else:
-                self.journal.write(kept)
-
-    def _kept(self, job: PredictionJob) -> KeptJob | None:
-        """What a restart needs of the job (under the lock): None when nothing of it is left to store.
-
-        Only the tasks left to the import: those a request still waits for go back in its answer (on
-        SIGTERM the server lets the request answer before it stops the jobs), so a request answered in
-        full never touches the disk."""
-        tasks = [{"id": e.work.task_id, "data": e.work.task.get("data")} for e in job.registry.values()
-                 if e.waiter is None and isinstance(e.work.task_id, (int, str)) and isinstance(e.work.task, dict)]
-        # (key_source: a key stored or will store the job's predictions; without any, nothing resumes)
-        if not tasks or not job.label_config or job.key_source is None:
-            return None
-        return KeptJob(job.project, job.version, job.label_config, job.access.url,
-                       job.key_source or "LABEL_STUDIO_API_KEY", tasks, job.started_at)
 
     def _importer(self, target: LabelStudioTarget, project: str) -> PredictionImporter:
         key = (target.url, target.key, project)
