@@ -52,6 +52,10 @@ def backend_env_names() -> set[str]:
     names: set[str] = set()
     for match in re.finditer(r'get\.\w+\(([^)]*)\)', text):
         names.update(re.findall(r'"([A-Z][A-Z0-9_]+)"', match.group(1)))
+    # Label Studio's address and key are read by the adapters' one reader, which settings.py calls
+    shared = (ROOT / "labelstudio" / "environment.py").read_text()
+    for match in re.finditer(r'_first\(environ, ([^)]*)\)', shared):
+        names.update(re.findall(r'"([A-Z][A-Z0-9_]+)"', match.group(1)))
     assert {"GROUNDING_DINO_MODEL", "LABEL_STUDIO_URL", "BASIC_AUTH_USER"} <= names, names
     return names
 
