@@ -72,9 +72,13 @@ class ProjectRecord:
         versions = data.get("versions")
         if not isinstance(data.get("project"), str) or not isinstance(versions, list):
             raise ValueError("no 'project' or 'versions'")
-        return cls(data["project"], LabelStudioTarget.from_setup(data.get("hostname"), None), data.get("label_config"),
-                   [str(v) for v in versions], data.get("last_setup_at"), None,
-                   tuple(data.get("skipped_labels") or ()), data.get("title"))
+        # typed as the status document shows them (a hand-edited file must not break /status)
+        setup_at, title, host = data.get("last_setup_at"), data.get("title"), data.get("hostname")
+        return cls(data["project"], LabelStudioTarget.from_setup(host if isinstance(host, str) else None, None),
+                   data.get("label_config"),
+                   [str(v) for v in versions], float(setup_at) if isinstance(setup_at, (int, float)) else None,
+                   None, tuple(str(s) for s in data.get("skipped_labels") or ()),
+                   str(title) if title is not None else None)
 
 
 @dataclass

@@ -63,7 +63,7 @@ class ProjectStatus(_Part):
 class FailureRow(_Part):
     at: float
     project: str
-    task: int | str | None
+    task: Any  # the task's id as Label Studio (or a caller) sent it: any JSON value, shown as text
     image: str | None
     reason: str
 
