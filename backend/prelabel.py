@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from backend.serving.items import PredictionItem
 from labelstudio.importer import PredictionImporter, PredictionImportError, describe_api_error, field_of, has_version
 
 # The settings, the model and the devices are imported inside main(): --help and argument errors answer
@@ -175,13 +176,13 @@ class ProjectRun:
                 return
             items = self.predictor.predict_tasks(batch, self.label_config, hostname=hostname,
                                                  access_token=access_token, thresholds=self.thresholds)
-            for task, item in zip(batch, items):
-                if "result" not in item:
-                    summary.failed[task["id"]] = item.get("error") or "no result"
-                elif item.get("model_version") != self.version:
-                    summary.failed[task["id"]] = f"model_version changed during the run ({item.get('model_version')})"
+            for task, item in zip(batch, map(PredictionItem.from_json, items)):
+                if not item.ok:
+                    summary.failed[task["id"]] = item.error or "no result"
+                elif item.model_version != self.version:
+                    summary.failed[task["id"]] = f"model_version changed during the run ({item.model_version})"
                 else:
-                    pending.append({"task": task["id"], "result": item["result"], "score": item.get("score"),
+                    pending.append({"task": task["id"], "result": item.result, "score": item.score,
                                     "model_version": self.version})
             tracker.advance(len(batch))
             batch.clear()

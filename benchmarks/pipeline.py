@@ -43,13 +43,13 @@ class SlowFetcher:
 
 def overlapped(jobs, predictor, tasks) -> tuple[float, list]:
     from backend.serving.jobs import RequestWaiter
-    from backend.app.state import LabelStudioAccess
+    from labelstudio.target import LabelStudioTarget
 
     loop = asyncio.new_event_loop()
     try:
         plan = predictor.plan(LS_CONFIG)
         started = time.perf_counter()
-        entries = jobs.submit("1", plan, LabelStudioAccess(), None, tasks, RequestWaiter(loop))
+        entries = jobs.submit("1", plan, LabelStudioTarget(), None, tasks, RequestWaiter(loop))
         while not all(e.done for e in entries):
             time.sleep(0.002)
         seconds = time.perf_counter() - started

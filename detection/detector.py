@@ -216,16 +216,23 @@ class Detector:
         finally:
             self._batch = None
 
-    def rank(self, images: Sequence[Image.Image], prompt: Prompt, num_select: int = 300) -> list[Detections]:
-        """Evaluation mode: per chunk the official top-`num_select`, concatenated across chunks."""
+    def _per_chunk(self, images: Sequence[Image.Image], prompt: Prompt, decode) -> list[list[Detections]]:
+        """The prompt's chunks over the images (pixels once for all chunks): per image, each chunk's
+        `decode(logits, boxes, chunk, sizes)` detections, in chunk order."""
         images = list(images)
         sizes = [im.size for im in images]
         per_image: list[list[Detections]] = [[] for _ in images]
         with self._image_batch(images):
             for chunk in prompt.chunks:
                 logits, boxes = self.forward(images, chunk)
-                for i, dets in enumerate(rank_detections(logits, boxes, chunk, sizes, num_select)):
+                for i, dets in enumerate(decode(logits, boxes, chunk, sizes)):
                     per_image[i].append(dets)
+        return per_image
+
+    def rank(self, images: Sequence[Image.Image], prompt: Prompt, num_select: int = 300) -> list[Detections]:
+        """Evaluation mode: per chunk the official top-`num_select`, concatenated across chunks."""
+        per_image = self._per_chunk(images, prompt, lambda logits, boxes, chunk, sizes: rank_detections(
+            logits, boxes, chunk, sizes, num_select))
         return [Detections.concat(parts) for parts in per_image]
 
     def detect(
@@ -236,14 +243,8 @@ class Detector:
         nms_iou: float | None = None,
     ) -> list[Detections]:
         """Labelling mode: boxes over the threshold with their best class across all chunks."""
-        images = list(images)
-        sizes = [im.size for im in images]
-        per_image: list[list[Detections]] = [[] for _ in images]
-        with self._image_batch(images):
-            for chunk in prompt.chunks:
-                logits, boxes = self.forward(images, chunk)
-                for i, dets in enumerate(label_detections(logits, boxes, chunk, sizes, box_threshold)):
-                    per_image[i].append(dets)
+        per_image = self._per_chunk(images, prompt, lambda logits, boxes, chunk, sizes: label_detections(
+            logits, boxes, chunk, sizes, box_threshold))
         merged = [merge_labelled(parts) for parts in per_image]
         if nms_iou is not None:
             merged = [class_nms(d, nms_iou) for d in merged]

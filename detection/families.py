@@ -177,3 +177,10 @@ def family_of_checkpoint(name: str, revision: str | None = None) -> DetectorFami
 def load_detector(config: "DetectorConfig") -> FamilyDetector:
     """The detector of `config.model`, loaded by its family."""
     return family_of_checkpoint(config.model, config.revision).load(config)
+
+
+def lever_report(detector) -> tuple[dict[str, str], list[str]]:
+    """The detector's speed levers as installed ({lever: "active" | "off" | "not installed: <why>"}) and
+    what its start-up warned about, as the backend's /status and a run's metrics.json report them
+    (empty for a stand-in detector that has neither)."""
+    return dict(getattr(detector, "lever_report", {}) or {}), list(getattr(detector, "warnings", []) or [])

@@ -27,12 +27,12 @@ from label_studio_sdk._extensions.label_studio_tools.core.utils.io import concat
 
 from .media import (
     KeyRefusedError,
-    LabelStudioTarget,
     LabelStudioUnreachableError,
     MediaError,
     MediaFetcher,
     check_destination,
 )
+from .target import LabelStudioTarget
 
 WHOAMI = "/api/current-user/whoami"
 USE_PERSONAL_TOKEN = ("Set LABEL_STUDIO_API_KEY to a personal access token (Label Studio → Account & Settings → "
@@ -85,24 +85,24 @@ class AccessChecker:
     def check(self, hostname: str | None = None, access_token: str | None = None) -> AccessCheck:
         """The key and address media downloads would use for a project that sent these in /setup."""
         target = self.fetcher.label_studio_target(hostname, access_token)
-        if not target.host:
+        if not target.url:
             return AccessCheck("unconfigured", "no Label Studio address: set LABEL_STUDIO_URL to Label Studio's "
                                "address as seen from this backend, or connect the model from Label Studio (/setup)")
-        if not target.token:
+        if not target.key:
             return AccessCheck("unconfigured", "no Label Studio key: set LABEL_STUDIO_API_KEY to a personal access "
-                               "token (Label Studio → Account & Settings → Personal Access Token)", target.host)
+                               "token (Label Studio → Account & Settings → Personal Access Token)", target.url)
         pending = self._pending(target)
         if not pending.done.wait(self.budget_s):
             return AccessCheck(
                 "unreachable",
-                f"Label Studio did not answer at {target.host} within {self.budget_s:g} s: {target.fix_host}",
-                target.host,
+                f"Label Studio did not answer at {target.url} within {self.budget_s:g} s: {target.fix_host}",
+                target.url,
             )
         return pending.result
 
     def _pending(self, target: LabelStudioTarget) -> _Pending:
         """The cached or in-flight check of this (address, key); starts one when there is none."""
-        key = (target.host, target.token)
+        key = (target.url, target.key)
         now = self.clock()
         with self._lock:
             for other, pending in list(self._checks.items()):
@@ -119,14 +119,14 @@ class AccessChecker:
         try:
             pending.result = self._probe(target)
         except Exception as exc:  # never leave a waiter without an answer
-            pending.result = AccessCheck("unreachable", f"checking Label Studio at {target.host} failed "
-                                         f"({type(exc).__name__}): {target.fix_host}", target.host)
+            pending.result = AccessCheck("unreachable", f"checking Label Studio at {target.url} failed "
+                                         f"({type(exc).__name__}): {target.fix_host}", target.url)
         pending.finished_at = self.clock()
         pending.done.set()
 
     def _probe(self, target: LabelStudioTarget) -> AccessCheck:
-        url = concat_urls(target.host, WHOAMI)
-        host = target.host
+        url = concat_urls(target.url, WHOAMI)
+        host = target.url
         try:
             check_destination(url, self.fetcher.settings, trusted_netloc=urlparse(host).netloc.lower())
             header = self.fetcher.auth_header(target)
@@ -141,7 +141,7 @@ class AccessChecker:
             return AccessCheck("unreachable", f"Label Studio is unreachable at {host} ({reason}): {target.fix_host}",
                                host)
         code = response.status_code
-        legacy = not is_jwt_well_formed(target.token)  # as auth_header decides between `Token` and `Bearer`
+        legacy = not is_jwt_well_formed(target.key)  # as auth_header decides between `Token` and `Bearer`
         if code in (401, 403):
             if legacy and LEGACY_DISABLED in _json_detail(response):
                 return AccessCheck("refused", f"{USE_PERSONAL_TOKEN}: Label Studio refused {target.key_name} "
@@ -195,7 +195,7 @@ class ProjectTitles:
     def request(self, project: str, hostname: str | None = None, access_token: str | None = None) -> None:
         """Non-blocking: starts one lookup unless this project was asked about within `refresh_s`."""
         target = self.fetcher.label_studio_target(hostname, access_token)
-        if not str(project).isdigit() or not target.host or not target.token:
+        if not str(project).isdigit() or not target.url or not target.key:
             return
         with self._lock:
             asked = self._asked.get(project)
@@ -205,9 +205,9 @@ class ProjectTitles:
         threading.Thread(target=self._run, args=(project, target), daemon=True, name="label-studio-title").start()
 
     def _run(self, project: str, target: LabelStudioTarget) -> None:
-        url = concat_urls(target.host, f"/api/projects/{int(project)}")
+        url = concat_urls(target.url, f"/api/projects/{int(project)}")
         try:
-            check_destination(url, self.fetcher.settings, trusted_netloc=urlparse(target.host).netloc.lower())
+            check_destination(url, self.fetcher.settings, trusted_netloc=urlparse(target.url).netloc.lower())
             response = self.fetcher.client.get(url, headers={"Authorization": self.fetcher.auth_header(target)})
             title = response.json().get("title") if response.status_code == 200 else None
         except Exception as exc:  # a courtesy: the page shows the id instead

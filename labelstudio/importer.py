@@ -17,6 +17,8 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from labelstudio.api_errors import is_connection_error
+
 log = logging.getLogger(__name__)
 
 
@@ -106,7 +108,7 @@ def describe_api_error(exc: Exception, base_url: str) -> str:
         body = getattr(exc, "body", None)
         return f"Label Studio at {base_url} answered HTTP {status}: {body if body is not None else exc}"
     name = type(exc).__name__
-    if any(word in name for word in ("Connect", "Timeout", "Network", "Transport")) or isinstance(exc, OSError):
+    if is_connection_error(exc):
         return (f"could not reach Label Studio at {base_url} ({name}): set LABEL_STUDIO_URL to an address of "
                 "Label Studio that this backend can reach")
     return f"Label Studio API call failed ({name}: {exc})"

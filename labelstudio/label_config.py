@@ -25,6 +25,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Iterable, Sequence
 
 from lxml import etree
@@ -39,6 +40,24 @@ class LabelConfigError(ValueError):
 
 class TextPromptError(ValueError):
     """Typed prompt phrases none of which maps to a label; the message names the usable labels."""
+
+
+class ControlKind(str, Enum):
+    """A control tag this backend answers, named as Label Studio names a result's `type` (lower case)."""
+
+    RECTANGLE_LABELS = "rectanglelabels"
+    RECTANGLE = "rectangle"  # no labels: the phrases are `predicted_values` or the request's text prompt
+    BRUSH_LABELS = "brushlabels"
+    POLYGON_LABELS = "polygonlabels"
+    KEYPOINT_LABELS = "keypointlabels"  # only as a smart tool (clicks)
+
+    def __str__(self) -> str:  # in messages, JSON and version fingerprints: the plain value
+        return self.value
+
+    @property
+    def tag(self) -> str:
+        """The tag as written in a label config, e.g. `RectangleLabels`."""
+        return _TAGS[self]
 
 
 @dataclass(frozen=True)
@@ -85,10 +104,13 @@ class LabelSet:
     from_name: str
     to_name: str
     data_key: str  # task["data"][data_key] holds the image URL
-    kind: str  # "rectanglelabels" | "rectangle" | "brushlabels" | "polygonlabels"
+    kind: ControlKind  # RECTANGLE_LABELS, RECTANGLE, BRUSH_LABELS or POLYGON_LABELS
     classes: tuple[LabelClass, ...]
     threshold: float | None = None  # model_score_threshold, None -> BOX_THRESHOLD
     skip: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "kind", ControlKind(self.kind))  # a kind given by name is the Enum's member
 
     @property
     def prompt_classes(self) -> list[list[str]]:
@@ -96,7 +118,7 @@ class LabelSet:
 
     @property
     def tag(self) -> str:
-        return _TAGS[self.kind]
+        return self.kind.tag
 
     @property
     def is_mask(self) -> bool:
@@ -105,15 +127,16 @@ class LabelSet:
 
     @property
     def is_labelled(self) -> bool:
-        return self.kind != "rectangle"
+        return self.kind != ControlKind.RECTANGLE
 
     def with_classes(self, classes: Sequence[LabelClass]) -> "LabelSet":
         return LabelSet(self.from_name, self.to_name, self.data_key, self.kind, tuple(classes), self.threshold, self.skip)
 
 
-_TAGS = {"rectanglelabels": "RectangleLabels", "rectangle": "Rectangle", "brushlabels": "BrushLabels",
-         "polygonlabels": "PolygonLabels"}
-MASK_KINDS = ("brushlabels", "polygonlabels")
+_TAGS = {ControlKind.RECTANGLE_LABELS: "RectangleLabels", ControlKind.RECTANGLE: "Rectangle",
+         ControlKind.BRUSH_LABELS: "BrushLabels", ControlKind.POLYGON_LABELS: "PolygonLabels",
+         ControlKind.KEYPOINT_LABELS: "KeyPointLabels"}
+MASK_KINDS = (ControlKind.BRUSH_LABELS, ControlKind.POLYGON_LABELS)
 _LABELLED_TAGS = ("RectangleLabels", "BrushLabels", "PolygonLabels")
 
 
@@ -124,10 +147,13 @@ class SmartTool:
 
     from_name: str
     to_name: str
-    kind: str  # "keypointlabels" | "rectanglelabels"
+    kind: ControlKind  # KEYPOINT_LABELS or RECTANGLE_LABELS
     # The control's model_smart: "all" (find all like this, with a model that takes example boxes), "one"
     # (the mask of this one object), "" (not said: "all" where the model can, else "one").
     mode: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "kind", ControlKind(self.kind))
 
 
 SMART_MODES = ("all", "one")
@@ -199,7 +225,7 @@ class LabelMapping:
             if len(kept) != len(s.classes):
                 found = next(c for c in s.classes if c.label == label)
                 tag = s.tag
-            if kept or s.kind == "rectangle":
+            if kept or s.kind == ControlKind.RECTANGLE:
                 label_sets.append(s.with_classes(kept))
         if found is None:
             raise KeyError(f"the control {from_name!r} has no label {label!r}")
@@ -212,8 +238,9 @@ class LabelMapping:
 
 _TRUE = {"true", "1", "yes", "on"}
 _FORBIDDEN = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
-_BOX_TAGS = ("rectanglelabels", "rectangle", "brushlabels", "polygonlabels")
-_SMART_TAGS = ("keypointlabels", "rectanglelabels")
+_BOX_TAGS = (ControlKind.RECTANGLE_LABELS, ControlKind.RECTANGLE, ControlKind.BRUSH_LABELS,
+             ControlKind.POLYGON_LABELS)
+_SMART_TAGS = (ControlKind.KEYPOINT_LABELS, ControlKind.RECTANGLE_LABELS)
 SERVED = "<RectangleLabels>, <Rectangle>, <BrushLabels> and <PolygonLabels>"
 
 
@@ -302,7 +329,7 @@ def _answerable(tools: list[SmartTool], label_sets: list[LabelSet]) -> tuple[lis
     for tool in tools:
         if any(s.to_name == tool.to_name and s.is_mask for s in label_sets):
             kept.append(tool)
-        elif tool.kind == "keypointlabels":
+        elif tool.kind == ControlKind.KEYPOINT_LABELS:
             skipped.append(SkippedItem(tool.from_name, None, f'its smart clicks are answered with a mask, but no '
                                        f'<BrushLabels> or <PolygonLabels> is bound to "{tool.to_name}"; add one',
                                        "KeyPointLabels"))
@@ -326,7 +353,7 @@ def _box_control(control, images: dict[str, str], raw: Sequence[_RawLabel]) -> t
         threshold = _threshold(attr.get("model_score_threshold"))
     except _Unusable as exc:
         return [], skipped + [SkippedItem(control.name, None, str(exc), control.tag)]
-    if tag != "rectangle":
+    if tag != ControlKind.RECTANGLE:
         classes, label_skips = _label_classes(control.name, raw, control.tag)
         if not raw:
             label_skips = [SkippedItem(control.name, None, 'it has no <Label value="..."/>; add at least one label',
@@ -529,7 +556,7 @@ def _choose_classes(sets: list[LabelSet], texts: list[str]):
                     hits += 1
         if hits:
             continue
-        rect = [i for i, s in enumerate(sets) if s.kind == "rectangle"]
+        rect = [i for i, s in enumerate(sets) if s.kind == ControlKind.RECTANGLE]
         if rect and not target:
             for i in rect:
                 chosen[i].setdefault(words, []).append(words)
@@ -539,7 +566,7 @@ def _choose_classes(sets: list[LabelSet], texts: list[str]):
 
 
 def _typed_classes(label_set: LabelSet, by_label: dict[str, list[str]]) -> list[LabelClass]:
-    if label_set.kind == "rectangle":
+    if label_set.kind == ControlKind.RECTANGLE:
         return [LabelClass(k, k, None, (k,)) for k in by_label]
     known = {c.label: c for c in label_set.classes}
     return [

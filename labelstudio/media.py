@@ -25,7 +25,6 @@ import posixpath
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote_to_bytes, urljoin, urlparse
 
 import httpx
@@ -40,7 +39,10 @@ from label_studio_sdk._extensions.label_studio_tools.core.utils.io import (
 from PIL import Image
 
 from detection.images import ImageError, open_image
+from labelstudio.api_errors import error_text, is_connection_error
 from labelstudio.media_settings import MediaSettings
+from labelstudio.urls import short_url
+from labelstudio.target import LabelStudioTarget
 
 log = logging.getLogger(__name__)
 MAX_REDIRECTS = 5
@@ -59,53 +61,6 @@ class KeyRefusedError(MediaError):
 
 class LabelStudioUnreachableError(MediaError):
     """Label Studio did not answer at the address in use (connection refused, DNS, timeout)."""
-
-
-@dataclass(frozen=True)
-class LabelStudioTarget:
-    """The Label Studio address and key a request uses, and where each came from (to name what to fix)."""
-
-    host: str | None
-    token: str | None
-    host_from_setup: bool  # False: LABEL_STUDIO_URL
-    token_from_setup: bool  # False: LABEL_STUDIO_API_KEY
-
-    @property
-    def key_name(self) -> str:
-        return "the project's /setup token" if self.token_from_setup else "LABEL_STUDIO_API_KEY"
-
-    @property
-    def fix_key(self) -> str:
-        """What to do about a refused key."""
-        if self.token_from_setup:
-            return ("set LABEL_STUDIO_API_KEY to a valid access token (Label Studio → Account & Settings → "
-                    "Access Token; it takes precedence), or reconnect the model in the project's settings")
-        return ("set LABEL_STUDIO_API_KEY to a valid access token of a user with access to this project "
-                "(Label Studio → Account & Settings → Access Token)")
-
-    @property
-    def fix_host(self) -> str:
-        """What to do about an address that does not answer."""
-        where = ("the address Label Studio sent in /setup does not answer from this backend: "
-                 if self.host_from_setup else "")
-        return f"{where}set LABEL_STUDIO_URL to Label Studio's address as seen from this backend (e.g. http://label-studio:8080)"
-
-
-def short_url(url: str) -> str:
-    """A URL safe to show: no query string (presigned signatures, tokens), no data of a data: URI."""
-    if url[:5].lower() == "data:":
-        header = url.split(",", 1)[0]
-        header = header if len(header) <= 40 else header[:37] + "..."
-        return f"a data: URI ({header}, {len(url):,} characters)"
-    parsed = urlparse(url)
-    if parsed.scheme in ("http", "https"):
-        text = f"{parsed.scheme}://{parsed.netloc.rsplit('@', 1)[-1]}{parsed.path}"
-    else:
-        text = url.split("?", 1)[0]
-    local = parse_qs(parsed.query).get("d") if parsed.path.endswith("/data/local-files/") else None
-    if local:  # Label Studio Local Storage: `d` is the file's path, not a secret, and the only thing to name
-        text += f"?d={local[-1]}"
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def source_name(url: str) -> str:
@@ -131,13 +86,8 @@ class MediaFetcher:
 
     def label_studio_target(self, hostname: str | None = None, access_token: str | None = None) -> LabelStudioTarget:
         """LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY when set, else what the project sent in /setup."""
-        setup_host = hostname.rstrip("/") if hostname else None
-        return LabelStudioTarget(
-            host=self.settings.label_studio_url or setup_host,
-            token=self.settings.label_studio_api_key or access_token,
-            host_from_setup=not self.settings.label_studio_url and bool(setup_host),
-            token_from_setup=not self.settings.label_studio_api_key and bool(access_token),
-        )
+        return LabelStudioTarget.from_setup(hostname, access_token).under(self.settings.label_studio_url,
+                                                                           self.settings.label_studio_api_key)
 
     def fetch_image(self, url, task_id=None, hostname: str | None = None, access_token: str | None = None) -> Image.Image:
         """`fetch` and decode within MAX_IMAGE_PIXELS; every failure a MediaError naming the URL."""
@@ -154,7 +104,7 @@ class MediaFetcher:
         if url[:5].lower() == "data:":
             return self._decode_data_uri(url)
         target = self.label_studio_target(hostname, access_token)
-        host = target.host
+        host = target.url
         if url.startswith("upload/") or url.startswith("/upload/"):
             url = "/data/" + url.lstrip("/")
         parsed = urlparse(url)
@@ -212,21 +162,21 @@ class MediaFetcher:
     # ----- helpers ----------------------------------------------------------------------------
 
     def _require_ls(self, target: LabelStudioTarget, url: str) -> str:
-        if not target.host:
+        if not target.url:
             raise MediaError(
                 f"{short_url(url)} is a Label Studio file and this project has no Label Studio address: set "
                 "LABEL_STUDIO_URL to Label Studio's address as seen from this backend (e.g. "
                 "http://label-studio:8080), or reconnect the model in the project's settings so that Label "
                 "Studio sends its own (/setup)"
             )
-        if not target.token:
+        if not target.key:
             raise MediaError(
                 f"{short_url(url)} is a Label Studio file and this project has no Label Studio key: set "
                 "LABEL_STUDIO_API_KEY to an access token (Label Studio → Account & Settings → Access Token), "
                 "or reconnect the model in the project's settings so that Label Studio sends the project's "
                 "own token (/setup)"
             )
-        return target.host
+        return target.url
 
     def _decode_data_uri(self, url: str) -> bytes:
         """`data:image/png;base64,...` -> bytes, within MAX_DOWNLOAD_BYTES (checked before decoding)."""
@@ -273,7 +223,7 @@ class MediaFetcher:
 
         Raises KeyRefusedError or LabelStudioUnreachableError when a refresh token cannot be exchanged.
         """
-        host, token = target.host, target.token
+        host, token = target.url, target.key
         if not is_jwt_well_formed(token):
             return f"Token {token}"
         with self._lock:
@@ -288,17 +238,17 @@ class MediaFetcher:
                 return client._client_wrapper.get_headers()["Authorization"]
             except Exception as exc:  # ApiError 401 (expired/revoked), connection errors
                 self._ls_clients.pop((host, token), None)
-                if _is_connection_error(exc):
+                if is_connection_error(exc):
                     raise LabelStudioUnreachableError(
-                        f"could not reach Label Studio at {host} to refresh {target.key_name} ({_error_text(exc)}): "
+                        f"could not reach Label Studio at {host} to refresh {target.key_name} ({error_text(exc)}): "
                         f"{target.fix_host}"
                     ) from None
                 raise KeyRefusedError(
-                    f"Label Studio refused the API key ({target.key_name}: {_error_text(exc)}): {target.fix_key}"
+                    f"Label Studio refused the API key ({target.key_name}: {error_text(exc)}): {target.fix_key}"
                 ) from None
 
     def _download(self, url: str, target: LabelStudioTarget) -> bytes:
-        ls_netloc = urlparse(target.host).netloc.lower() if target.host else None
+        ls_netloc = urlparse(target.url).netloc.lower() if target.url else None
         deadline = time.monotonic() + self.settings.download_timeout
         current = url
         for _ in range(MAX_REDIRECTS + 1):
@@ -306,7 +256,7 @@ class MediaFetcher:
             is_ls = ls_netloc is not None and parsed.netloc.lower() == ls_netloc
             ips = check_destination(current, self.settings, trusted_netloc=ls_netloc)
             headers = {}
-            if is_ls and target.token:
+            if is_ls and target.key:
                 headers["Authorization"] = self.auth_header(target)
             targets = [current]
             if parsed.scheme == "http" and ips:
@@ -334,7 +284,7 @@ class MediaFetcher:
                     f"{self.settings.download_timeout:g} s downloading {short_url(current)})"
                 ) from None
             except httpx.HTTPError as exc:
-                detail = f"could not download {short_url(current)} ({_error_text(exc)})"
+                detail = f"could not download {short_url(current)} ({error_text(exc)})"
                 if is_ls:
                     raise LabelStudioUnreachableError(f"Label Studio could not be reached: {target.fix_host} ({detail})") from None
                 raise MediaError(f"the image's server could not be reached: check the task's image URL ({detail})") from None
@@ -455,24 +405,3 @@ def check_destination(url: str, settings: MediaSettings, trusted_netloc: str | N
         f"the image's host is on an internal network and not trusted: add it to ALLOWED_MEDIA_HOSTS if it is "
         f"(refused {short_url(url)}: {host} resolves to the loopback, link-local or private address {internal[0]})"
     )
-
-
-def _error_text(exc: BaseException) -> str:
-    """`ConnectError: [Errno 111] Connection refused`; an SDK ApiError by its `detail`, not its repr."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict) and body.get("detail"):
-        return str(body["detail"])
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    """A transport failure (refused, timed out, DNS) anywhere in the exception chain, not an HTTP answer."""
-    import httpx  # the SDK's token refresh runs on httpx
-
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, (httpx.TransportError, ConnectionError, TimeoutError)):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False

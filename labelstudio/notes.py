@@ -56,9 +56,9 @@ class FailureNotes:
             else:
                 data[self.field] = note
             try:
-                key = (target.url, target.api_key)
+                key = (target.url, target.key)
                 if key not in self._clients:
-                    self._clients[key] = self.client_factory(target.url, target.api_key)
+                    self._clients[key] = self.client_factory(target.url, target.key)
                 self._clients[key].tasks.update(id=task_id, data=data)
             except Exception as exc:  # a note is a courtesy: log and go on
                 log.warning("could not write %s of task %s in Label Studio (%s: %s)", self.field, task_id,

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labelstudio.target import LabelStudioTarget
 from runtime.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -32,17 +33,9 @@ def project_key(project) -> str:
 
 
 @dataclass
-class LabelStudioAccess:
-    """Where a project's Label Studio is and the key to call it with (from /setup or the settings)."""
-
-    hostname: str | None = None
-    access_token: str | None = None
-
-
-@dataclass
 class ProjectRecord:
     project: str
-    access: LabelStudioAccess = field(default_factory=LabelStudioAccess)
+    access: LabelStudioTarget = field(default_factory=LabelStudioTarget)  # what /setup sent
     label_config: str | None = None
     versions: list[str] = field(default_factory=list)
     last_setup_at: float | None = None
@@ -52,10 +45,9 @@ class ProjectRecord:
 
     def snapshot(self, settings) -> dict:
         """For the status page: never the token itself, only where it comes from."""
-        url = settings.label_studio_url or self.access.hostname
-        source = "LABEL_STUDIO_API_KEY" if settings.label_studio_api_key else ("/setup" if self.access.access_token else None)
+        target = self.access.under(settings.label_studio_url, settings.label_studio_api_key)
         return {"project": self.project, "title": self.title, "model_versions": list(self.versions),
-                "label_studio": {"url": url, "key_source": source, "check": self.key_check},
+                "label_studio": {"url": target.url, "key_source": target.key_source, "check": self.key_check},
                 "skipped_labels": list(self.skipped_labels), "last_setup_at": self.last_setup_at}
 
     def add_version(self, version: str) -> bool:
@@ -68,7 +60,7 @@ class ProjectRecord:
 
     def to_json(self) -> str:
         """What survives a restart: everything but the /setup token (a secret Label Studio sends again)."""
-        return json.dumps({"project": self.project, "hostname": self.access.hostname, "label_config": self.label_config,
+        return json.dumps({"project": self.project, "hostname": self.access.url, "label_config": self.label_config,
                            "versions": self.versions, "last_setup_at": self.last_setup_at, "title": self.title,
                            "skipped_labels": list(self.skipped_labels)}, indent=1)
 
@@ -80,9 +72,13 @@ class ProjectRecord:
         versions = data.get("versions")
         if not isinstance(data.get("project"), str) or not isinstance(versions, list):
             raise ValueError("no 'project' or 'versions'")
-        return cls(data["project"], LabelStudioAccess(data.get("hostname"), None), data.get("label_config"),
-                   [str(v) for v in versions], data.get("last_setup_at"), None,
-                   tuple(data.get("skipped_labels") or ()), data.get("title"))
+        # typed as the status document shows them (a hand-edited file must not break /status)
+        setup_at, title, host = data.get("last_setup_at"), data.get("title"), data.get("hostname")
+        return cls(data["project"], LabelStudioTarget.from_setup(host if isinstance(host, str) else None, None),
+                   data.get("label_config"),
+                   [str(v) for v in versions], float(setup_at) if isinstance(setup_at, (int, float)) else None,
+                   None, tuple(str(s) for s in data.get("skipped_labels") or ()),
+                   str(title) if title is not None else None)
 
 
 @dataclass
@@ -147,7 +143,7 @@ class ServerState:
         key = project_key(project)
         record = self.projects.setdefault(key, ProjectRecord(key))
         kept = record.to_json()
-        record.access = LabelStudioAccess(hostname, access_token)
+        record.access = LabelStudioTarget.from_setup(hostname, access_token)
         record.label_config = label_config
         record.skipped_labels = tuple(skipped)
         record.add_version(version)

@@ -5,16 +5,8 @@ No JavaScript and no build step: the server answers `GET /` from a browser with
 document may come from a user (labels, URLs, reasons, messages), so each one is HTML-escaped, and only
 absolute http(s) URLs become links.
 
-The document's shape (produced by backend/app/server.py):
-
-    {"model": {"name", "path", "device", "dtype", "levers": {name: str}, "warnings": [str]},
-     "server": {"started_at", "predict_deadline_s", "ml_timeout_predict_s", "pending_predicts", "version"},
-     "projects": [{"project", "title" (optional), "model_versions": [str], "label_studio": {"url", "key_source",
-                   "check": {"ok", "status", "message", "checked_at"} | None}, "skipped_labels": [str], "last_setup_at"}],
-     "jobs": [{"id", "project", "model_version", "state", "total", "done", "failed", "imported",
-               "answered" (optional), "rate_per_s", "eta_s", "started_at", "finished_at", "message"}],   (optional "unit": "steps")
-     "failures": [{"at", "project", "task", "image", "reason"}],
-     "devices": [{"name", "busy", "done"}]}
+The document is `backend.app.status.StatusDocument` (built by `build_status`); a dict (a document read
+back as JSON) is validated into it first.
 
 Times are epoch seconds; they are shown in UTC and relative to `now`.
 """
@@ -24,55 +16,14 @@ import json
 import time
 from datetime import datetime, timezone
 from html import escape
-from urllib.parse import urlsplit
+
+from backend.serving.job_status import JobRow, JobState
+from labelstudio.urls import shorten_url, split_url
+
+from .status import StatusDocument, StatusDocumentError  # noqa: F401  (the error is part of this API)
 
 REFRESH_SECONDS = 5
-ACTIVE_JOB_STATES = ("running", "waiting", "queued")
-# A URL longer than this is shown shortened (the full one stays in the tooltip).
-SHORT_URL_CHARS = 56
 DURATION_UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
-
-REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
-    "model": ("name", "path", "device", "dtype", "levers", "warnings"),
-    "server": ("started_at", "predict_deadline_s", "ml_timeout_predict_s", "pending_predicts", "version"),
-    "projects": ("project", "model_versions", "label_studio", "skipped_labels", "last_setup_at"),
-    "projects.label_studio": ("url", "key_source", "check"),
-    "jobs": ("id", "project", "model_version", "state", "total", "done", "failed", "imported",
-             "rate_per_s", "eta_s", "started_at", "finished_at", "message"),
-    "failures": ("at", "project", "task", "image", "reason"),
-    "devices": ("name", "busy", "done"),
-}
-
-
-class StatusDocumentError(ValueError):
-    """The status document lacks a field the page shows (a bug of the producer, named precisely)."""
-
-
-def check_status_document(status: dict) -> None:
-    """Raise StatusDocumentError naming the first missing section or field, e.g. `jobs[2] lacks 'eta_s'`."""
-    if not isinstance(status, dict):
-        raise StatusDocumentError(f"the status document must be a JSON object, got {type(status).__name__}")
-    for section in ("model", "server", "projects", "jobs", "failures", "devices"):
-        if section not in status:
-            raise StatusDocumentError(f"the status document lacks the section '{section}'")
-    _require(status["model"], REQUIRED_KEYS["model"], "model")
-    _require(status["server"], REQUIRED_KEYS["server"], "server")
-    for section in ("projects", "jobs", "failures", "devices"):
-        if not isinstance(status[section], list):
-            raise StatusDocumentError(f"'{section}' must be a list, got {type(status[section]).__name__}")
-        for i, item in enumerate(status[section]):
-            _require(item, REQUIRED_KEYS[section], f"{section}[{i}]")
-    for i, project in enumerate(status["projects"]):
-        _require(project["label_studio"], REQUIRED_KEYS["projects.label_studio"], f"projects[{i}].label_studio")
-
-
-def _require(obj, keys: tuple[str, ...], where: str) -> None:
-    if not isinstance(obj, dict):
-        raise StatusDocumentError(f"{where} must be an object, got {type(obj).__name__}")
-    for key in keys:
-        if key not in obj:
-            raise StatusDocumentError(f"{where} lacks '{key}' (expected fields: {', '.join(keys)})")
-
 
 # --- formatting: numbers, durations, times, URLs -------------------------------------------------------------
 
@@ -118,40 +69,13 @@ def format_rate(per_second: float | None, unit: str = "tasks") -> str:
     return f"{per_second * 60:.1f} {unit}/min"
 
 
-def shorten_url(url: str, limit: int = SHORT_URL_CHARS) -> str:
-    """A long URL as `host/…/name.jpg?…` (its file name kept); a data: URI as its media type and length."""
-    if url.startswith("data:"):
-        return f"{url.split(',', 1)[0][:40]},… ({len(url):,} chars)"
-    parts = _split(url)
-    if len(url) <= limit or parts is None:
-        return url if len(url) <= limit else url[: limit - 1] + "…"
-    segments = [s for s in parts.path.split("/") if s]
-    head = (parts.netloc or (f"/{segments[0]}" if segments else ""))[: limit // 3]
-    name = segments[-1] if segments and not parts.path.endswith("/") else ""
-    if not name:  # e.g. /data/local-files/?d=images/x.jpg: the file is named by the query
-        name = "?" + parts.query
-    elif parts.query:
-        name += "?…"
-    if len(name) > limit // 2:
-        return f"{head}/…{name[-(limit // 2):]}"
-    return f"{head}/…/{name}"
-
-
-def _split(url: str):
-    """urlsplit, or None for a string it refuses (e.g. an unclosed IPv6 bracket): URLs come from users."""
-    try:
-        return urlsplit(url)
-    except ValueError:
-        return None
-
-
 def _link(url: str | None, shown: str | None = None) -> str:
     """An escaped URL, a link only when it is absolute http(s) (never javascript: or the like)."""
     if not url:
         return '<span class="muted">—</span>'
     text = escape(shown if shown is not None else url)
     tooltip = escape(url if not url.startswith("data:") else shorten_url(url))
-    parts = _split(url)
+    parts = split_url(url)
     if parts is not None and parts.scheme in ("http", "https"):
         return f'<a href="{escape(url)}" title="{tooltip}" rel="noreferrer">{text}</a>'
     return f'<span title="{tooltip}">{text}</span>'
@@ -184,96 +108,94 @@ def _empty(text: str) -> str:
 
 # --- sections ------------------------------------------------------------------------------------------------
 
-def _header(status: dict, now: float) -> str:
-    model, server = status["model"], status["server"]
+def _header(status: StatusDocument, now: float) -> str:
+    model, server = status.model, status.server
     facts = [
-        ("device", model["device"]), ("dtype", model["dtype"]),
-        ("uptime", format_duration(now - server["started_at"])),
-        ("predict deadline", format_duration(server["predict_deadline_s"])),
-        ("ML_TIMEOUT_PREDICT", format_duration(server["ml_timeout_predict_s"])),
-        ("pending /predict", f'{server["pending_predicts"]:,}'),
-        ("version", server["version"]),
+        ("device", model.device), ("dtype", model.dtype),
+        ("uptime", format_duration(now - server.started_at)),
+        ("predict deadline", format_duration(server.predict_deadline_s)),
+        ("ML_TIMEOUT_PREDICT", format_duration(server.ml_timeout_predict_s)),
+        ("pending /predict", f'{server.pending_predicts:,}'),
+        ("version", server.version),
     ]
     fact_html = "".join(f'<div class="fact"><span>{escape(k)}</span><b>{escape(str(v))}</b></div>'
                         for k, v in facts)
     levers = "".join(f'<span class="chip">{escape(str(k))}: {escape(str(v))}</span>'
-                     for k, v in model["levers"].items())
-    return (f'<header><div class="title"><h1>{escape(model["name"])}</h1>'
-            f'<span class="muted path" title="model path">{escape(model["path"])}</span></div>'
+                     for k, v in model.levers.items())
+    return (f'<header><div class="title"><h1>{escape(model.name)}</h1>'
+            f'<span class="muted path" title="model path">{escape(model.path)}</span></div>'
             f'<div class="facts">{fact_html}</div>'
             f'{f"<div class=chips>{levers}</div>" if levers else ""}'
-            f'<div class="muted small">started {escape(format_utc(server["started_at"]))}</div></header>')
+            f'<div class="muted small">started {escape(format_utc(server.started_at))}</div></header>')
 
 
-def _project_names(status: dict) -> dict[str, str]:
+def _project_names(status: StatusDocument) -> dict[str, str]:
     """project id -> `"Title" (12)` where Label Studio told the project's title (else the id alone)."""
-    return {str(p["project"]): json.dumps(p["title"], ensure_ascii=False) + f' ({p["project"]})'
-            for p in status["projects"] if p.get("title")}
+    return {str(p.project): json.dumps(p.title, ensure_ascii=False) + f' ({p.project})'
+            for p in status.projects if p.title}
 
 
 def _project_name(names: dict[str, str], project) -> str:
     return names.get(str(project), str(project))
 
 
-def _warnings(status: dict) -> str:
-    items = [escape(str(w)) for w in status["model"]["warnings"]]
+def _warnings(status: StatusDocument) -> str:
+    items = [escape(str(w)) for w in status.model.warnings]
     names = _project_names(status)
-    for project in status["projects"]:
-        check = project["label_studio"]["check"]
-        if check is not None and not check["ok"]:
-            items.append(f'<b>Project {escape(_project_name(names, project["project"]))}</b>: Label Studio key check failed: '
-                         f'{escape(check["message"])}')
-        elif check is not None and check.get("status") == "legacy":
-            items.append(f'<b>Project {escape(str(project["project"]))}</b>: Label Studio key: '
-                         f'{escape(check["message"])}')
-    for job in status["jobs"]:
-        if job["state"] in ("failed", "waiting", "dropped") and job["message"]:
-            items.append(f'<b>Job {escape(str(job["id"]))}</b> (project {escape(_project_name(names, job["project"]))}) '
-                         f'is {escape(job["state"])}: {escape(job["message"])}')
+    for project in status.projects:
+        check = project.label_studio.check
+        if check is not None and not check.ok:
+            items.append(f'<b>Project {escape(_project_name(names, project.project))}</b>: Label Studio key check failed: '
+                         f'{escape(check.message)}')
+        elif check is not None and check.status == "legacy":
+            items.append(f'<b>Project {escape(str(project.project))}</b>: Label Studio key: '
+                         f'{escape(check.message)}')
+    for job in status.jobs:
+        if job.state in (JobState.FAILED, JobState.WAITING, JobState.DROPPED) and job.message:
+            items.append(f'<b>Job {escape(str(job.id))}</b> (project {escape(_project_name(names, job.project))}) '
+                         f'is {escape(str(job.state))}: {escape(job.message)}')
     if not items:
         return ""
     return '<div class="warnings" role="alert"><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul></div>"
 
 
-def _projects(status: dict, now: float) -> str:
+def _projects(status: StatusDocument, now: float) -> str:
     rows = []
-    for p in status["projects"]:
-        ls = p["label_studio"]
-        check = ls["check"]
+    for p in status.projects:
+        ls = p.label_studio
+        check = ls.check
         if check is None:
             check_html = '<span class="muted">not checked</span>'
         else:
-            state, tone = (("legacy token", "warn") if check.get("status") == "legacy" else
-                           ("ok", "ok") if check["ok"] else ("failed", "bad"))
+            state, tone = (("legacy token", "warn") if check.status == "legacy" else
+                           ("ok", "ok") if check.ok else ("failed", "bad"))
             check_html = (_badge(state, tone)
-                          + f' {escape(check["message"])} <span class="muted">{_when(check["checked_at"], now)}</span>')
-        versions = "<br>".join(f"<code>{escape(v)}</code>" for v in p["model_versions"]) or '<span class="muted">—</span>'
+                          + f' {escape(check.message)} <span class="muted">{_when(check.checked_at, now)}</span>')
+        versions = "<br>".join(f"<code>{escape(v)}</code>" for v in p.model_versions) or '<span class="muted">—</span>'
         # quoted, so a blank or padded label is visible as such
         skipped = (" ".join(f'<code class="label">{escape(json.dumps(s, ensure_ascii=False))}</code>'
-                            for s in p["skipped_labels"])
+                            for s in p.skipped_labels)
                    or '<span class="muted">none</span>')
-        source = escape(ls["key_source"]) if ls["key_source"] else '<span class="muted">no key</span>'
-        # what Start Training taught this project (optional in the document): the model and each label's
-        # threshold with its evidence
-        learned = "<br>".join(escape(line) for line in p.get("learned", ())) or '<span class="muted">—</span>'
-        name = (f'<b>{escape(p["title"])}</b> <span class="muted">id {escape(str(p["project"]))}</span>'
-                if p.get("title") else escape(str(p["project"])))
+        source = escape(ls.key_source) if ls.key_source else '<span class="muted">no key</span>'
+        # what Start Training taught this project: the model and each label's threshold with its evidence
+        learned = "<br>".join(escape(line) for line in p.learned) or '<span class="muted">—</span>'
+        name = (f'<b>{escape(p.title)}</b> <span class="muted">id {escape(str(p.project))}</span>'
+                if p.title else escape(str(p.project)))
         rows.append(f'<tr><td class="project">{name}</td>'
                     f'<td>{versions}</td>'
-                    f'<td class="url">{_link(ls["url"])}</td><td>{source}</td><td>{check_html}</td>'
-                    f'<td>{skipped}</td><td>{learned}</td><td>{_when(p["last_setup_at"], now)}</td></tr>')
+                    f'<td class="url">{_link(ls.url)}</td><td>{source}</td><td>{check_html}</td>'
+                    f'<td>{skipped}</td><td>{learned}</td><td>{_when(p.last_setup_at, now)}</td></tr>')
     body = (_table(("Project", "Versions served", "Label Studio", "Key source", "Key check",
                     "Skipped labels", "Learned", "Last /setup"), rows)
             if rows else _empty("No projects yet: connect the model in a Label Studio project (Settings → Model)."))
     return _section("Projects", len(rows), body, "projects")
 
 
-def _progress(job: dict) -> str:
-    total, done = job["total"], job["done"]
+def _progress(job: JobRow) -> str:
+    total, done = job.total, job.done
     share = min(1.0, done / total) if total > 0 else 0.0
-    failed_share = min(share, job["failed"] / total) if total > 0 else 0.0
-    state = job["state"]
-    return (f'<div class="bar {escape(state)}" role="progressbar" aria-valuemin="0" aria-valuemax="{total}" '
+    failed_share = min(share, job.failed / total) if total > 0 else 0.0
+    return (f'<div class="bar {escape(str(job.state))}" role="progressbar" aria-valuemin="0" aria-valuemax="{total}" '
             f'aria-valuenow="{done}"><div class="fill" style="width:{share * 100:.1f}%"></div>'
             f'<div class="fail" style="width:{failed_share * 100:.1f}%"></div></div>'
             f'<div class="progress-text"><b class="done">{done:,} / {total:,}</b> '
@@ -284,36 +206,35 @@ STATE_BADGE = {"running": "run", "queued": "muted", "waiting": "warn", "done": "
                "cancelled": "muted", "dropped": "warn"}
 
 
-def _jobs(status: dict, now: float) -> str:
-    def order(job):  # running and waiting work first, then the most recent
-        active = job["state"] in ACTIVE_JOB_STATES
-        return (not active, -(job["started_at"] or job["finished_at"] or now))
+def _jobs(status: StatusDocument, now: float) -> str:
+    def order(job: JobRow):  # running and waiting work first, then the most recent
+        return (not job.state.active, -(job.started_at or job.finished_at or now))
 
     rows = []
     names = _project_names(status)
-    for job in sorted(status["jobs"], key=order):
+    for job in sorted(status.jobs, key=order):
         # answered in the /predict answer itself, and imported later in the background: "imported 0" alone
         # reads as a failure on a job whose tasks were all answered directly
-        answered = job.get("answered")
+        answered = job.answered
         answered_html = f"{answered:,}" if isinstance(answered, int) else '<span class="muted">—</span>'
-        failed = f'<span class="bad-text">{job["failed"]:,}</span>' if job["failed"] else "0"
-        ended = (_when(job["finished_at"], now) if job["finished_at"] is not None
+        failed = f'<span class="bad-text">{job.failed:,}</span>' if job.failed else "0"
+        ended = (_when(job.finished_at, now) if job.finished_at is not None
                  else '<span class="muted">—</span>')
-        message = escape(job["message"]) if job["message"] else ""
+        message = escape(job.message) if job.message else ""
         rows.append(
-            f'<tr class="job" data-job="{escape(str(job["id"]))}"><td><code>{escape(str(job["id"]))}</code></td>'
-            f'<td class="project">{escape(_project_name(names, job["project"]))}</td>'
-            f'<td>{_version(job["model_version"])}</td>'
-            f'<td>{_badge(job["state"], STATE_BADGE.get(job["state"], "muted"))}</td>'
+            f'<tr class="job" data-job="{escape(str(job.id))}"><td><code>{escape(str(job.id))}</code></td>'
+            f'<td class="project">{escape(_project_name(names, job.project))}</td>'
+            f'<td>{_version(job.model_version)}</td>'
+            f'<td>{_badge(str(job.state), STATE_BADGE.get(job.state, "muted"))}</td>'
             f'<td class="progress">{_progress(job)}</td><td class="num answered">{answered_html}</td>'
-            f'<td class="num imported">{job["imported"]:,}</td>'
-            f'<td class="num failed">{failed}</td><td class="num">{escape(format_rate(job["rate_per_s"], job.get("unit", "tasks")))}</td>'
-            f'<td class="num eta">{escape(format_duration(job["eta_s"]) if job["state"] in ACTIVE_JOB_STATES else "—")}</td>'
-            f'<td>{_when(job["started_at"], now)}</td><td>{ended}</td><td class="message">{message}</td></tr>')
+            f'<td class="num imported">{job.imported:,}</td>'
+            f'<td class="num failed">{failed}</td><td class="num">{escape(format_rate(job.rate_per_s, job.unit))}</td>'
+            f'<td class="num eta">{escape(format_duration(job.eta_s) if job.state.active else "—")}</td>'
+            f'<td>{_when(job.started_at, now)}</td><td>{ended}</td><td class="message">{message}</td></tr>')
     body = (_table(("Job", "Project", "Model version", "State", "Progress", "Answered", "Imported", "Failed",
                     "Rate", "ETA", "Started", "Finished", "Message"), rows)
             if rows else _empty("No jobs yet: Retrieve Predictions on more tasks than fit in one answer starts one."))
-    active = sum(job["state"] in ACTIVE_JOB_STATES for job in status["jobs"])
+    active = sum(job.state.active for job in status.jobs)
     return _section(f"Jobs ({active} active)" if rows else "Jobs", len(rows), body, "jobs")
 
 
@@ -322,25 +243,25 @@ def _version(version: str) -> str:
     return f"<code>{escape(version)}</code>" if version else '<span class="muted">—</span>'
 
 
-def _failures(status: dict, now: float) -> str:
+def _failures(status: StatusDocument, now: float) -> str:
     rows = []
     names = _project_names(status)
-    for f in sorted(status["failures"], key=lambda f: -f["at"]):
-        task = escape(str(f["task"])) if f["task"] is not None else '<span class="muted">—</span>'
-        image = _link(f["image"], shorten_url(f["image"]) if f["image"] else None)
-        rows.append(f'<tr class="failure"><td class="time">{_when(f["at"], now)}'
-                    f'<div class="muted small">{escape(format_utc(f["at"]))}</div></td>'
-                    f'<td class="project">{escape(_project_name(names, f["project"]))}</td><td class="num task">{task}</td>'
-                    f'<td class="image">{image}</td><td class="reason">{escape(f["reason"])}</td></tr>')
+    for f in sorted(status.failures, key=lambda f: -f.at):
+        task = escape(str(f.task)) if f.task is not None else '<span class="muted">—</span>'
+        image = _link(f.image, shorten_url(f.image) if f.image else None)
+        rows.append(f'<tr class="failure"><td class="time">{_when(f.at, now)}'
+                    f'<div class="muted small">{escape(format_utc(f.at))}</div></td>'
+                    f'<td class="project">{escape(_project_name(names, f.project))}</td><td class="num task">{task}</td>'
+                    f'<td class="image">{image}</td><td class="reason">{escape(f.reason)}</td></tr>')
     body = (_table(("When", "Project", "Task", "Image", "Reason"), rows, "failures")
             if rows else _empty("No failed tasks."))
     return _section("Last failed tasks", len(rows), body, "failures")
 
 
-def _devices(status: dict) -> str:
-    rows = [f'<tr><td><code>{escape(d["name"])}</code></td>'
-            f'<td>{_badge("busy", "run") if d["busy"] else _badge("idle", "muted")}</td>'
-            f'<td class="num">{d["done"]:,}</td></tr>' for d in status["devices"]]
+def _devices(status: StatusDocument) -> str:
+    rows = [f'<tr><td><code>{escape(d.name)}</code></td>'
+            f'<td>{_badge("busy", "run") if d.busy else _badge("idle", "muted")}</td>'
+            f'<td class="num">{d.done:,}</td></tr>' for d in status.devices]
     body = _table(("Device", "State", "Tasks done"), rows, "compact") if rows else _empty("No devices reported.")
     return _section("Devices", len(rows), body, "devices")
 
@@ -399,11 +320,13 @@ footer{color:var(--muted);font-size:11px;margin-top:4px}
 """
 
 
-def render_status_page(status: dict, *, now: float | None = None) -> str:
-    """The whole HTML page for a status document; `now` (epoch seconds) is for the relative times."""
-    check_status_document(status)
+def render_status_page(status: StatusDocument | dict, *, now: float | None = None) -> str:
+    """The whole HTML page for a status document (a dict is validated first: StatusDocumentError names
+    what is wrong); `now` (epoch seconds) is for the relative times."""
+    if not isinstance(status, StatusDocument):
+        status = StatusDocument.from_json(status)
     now = time.time() if now is None else now
-    title = f"{status['model']['name']} · status"
+    title = f"{status.model.name} · status"
     body = "".join((
         _header(status, now), _warnings(status), _projects(status, now), _jobs(status, now),
         _failures(status, now), _devices(status),

@@ -27,10 +27,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from backend.app.state import LabelStudioAccess
+from labelstudio.target import LabelStudioTarget
 from labelstudio.label_config import LabelConfigError
 from runtime.files import atomic_write
 from runtime.json_encoding import encode_json_list
+
+from .job_status import JobRow, JobState
 
 log = logging.getLogger(__name__)
 SHOWN_IDS = 8  # task ids named in a message (the rest counted)
@@ -114,21 +116,21 @@ def name_tasks(tasks: list) -> str:
     return f"tasks {', '.join(ids[:SHOWN_IDS])}, … ({len(ids):,} in all)"
 
 
-def dropped_row(job_id: str, kept: KeptJob, reason: str) -> dict:
-    """A status row (the shape of PredictionJob.snapshot) for a kept job that was not resumed."""
+def dropped_row(job_id: str, kept: KeptJob, reason: str) -> JobRow:
+    """The status row of a kept job that was not resumed."""
     n = len(kept.tasks)
     message = (f"Retrieve Predictions on {name_tasks(kept.tasks)} to pre-label them: {n:,} tasks queued before "
                f"the backend restarted were not resumed because {reason}")
-    return {"id": job_id, "project": kept.project, "model_version": kept.model_version, "state": "dropped",
-            "total": n, "done": 0, "failed": 0, "imported": 0, "answered": 0, "already_stored": 0, "dropped": n,
-            "rate_per_s": None, "eta_s": None, "started_at": kept.started_at, "finished_at": time.time(),
-            "message": message, "stores_in_background": False}
+    return JobRow(id=job_id, project=kept.project, model_version=kept.model_version, state=JobState.DROPPED,
+                  total=n, done=0, failed=0, imported=0, answered=0, already_stored=0, dropped=n,
+                  rate_per_s=None, eta_s=None, started_at=kept.started_at, finished_at=time.time(),
+                  message=message, stores_in_background=False)
 
 
 def resume_kept_jobs(journal: JobJournal, engines, state, target_for) -> list[str]:
     """Queue every kept job again on the model that serves its project now; blocking (may load a model).
 
-    `target_for(access)` -> ImportTarget | None. Returns the problems to show (unreadable files)."""
+    `target_for(access)` -> the complete LabelStudioTarget to store in, or None. Returns the problems to show (unreadable files)."""
     kept_jobs, problems = journal.load()
     for kept in kept_jobs:
         try:
@@ -150,7 +152,7 @@ def resume_kept_jobs(journal: JobJournal, engines, state, target_for) -> list[st
             journal.remove(kept.project, kept.model_version)
             continue
         record = state.project(kept.project)
-        access = record.access if record is not None and record.access.access_token else LabelStudioAccess(
+        access = record.access if record is not None and record.access.key else LabelStudioTarget.from_setup(
             kept.hostname, None)
         engine.jobs.restore(kept, plan, access, target_for(access))
     return problems

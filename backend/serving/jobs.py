@@ -12,24 +12,28 @@ version is not queued again (a second click, a retry), and the import skips task
 of this version meanwhile (another process, an interactive request).
 
 A restart loses nothing silently: with a journal (`job_journal.py`) every job's unfinished tasks are kept
-in STATE_DIR and queued again at the next start (`restore`), or reported as dropped with the reason.
+in STATE_DIR and queued again at the next start (`restore`), or reported as dropped with the reason
+(`job_restore.py`; the job's objects are in `job_types.py`).
 """
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+
+from labelstudio.importer import PredictionImporter, PredictionImportError
+from labelstudio.target import LabelStudioTarget
 
 from .devices import DeviceSlot, PredictorPool
-from .job_journal import JobJournal, KeptJob, dropped_row, name_tasks
-from labelstudio.importer import PredictionImporter, PredictionImportError
+from .items import PredictionItem
+from .job_journal import JobJournal
+from .job_restore import NO_TARGET, KeptJobs
+from .job_status import JobRow, JobState
+from .job_types import PredictionJob, RequestWaiter, TaskEntry  # noqa: F401  (RequestWaiter: the server's)
 from .predictor import DOWNLOAD_WORKERS, PredictionPlan, Predictor, TaskWork
-from backend.app.state import LabelStudioAccess
 
 log = logging.getLogger(__name__)
 IMPORT_CHUNK = 100
@@ -38,96 +42,9 @@ STORED_MEMORY = 100_000  # stored task ids remembered per project and version
 # How long a stored task is not predicted again: covers Label Studio's choosing a click's tasks before our
 # import landed (seconds), yet a user who deletes predictions to redo them gets them on a later click.
 STORED_TTL_S = 300.0
-NO_TARGET = ("set LABEL_STUDIO_API_KEY (and LABEL_STUDIO_URL) so that the backend can store in Label Studio "
-             "the tasks that do not fit in one answer; the next Retrieve Predictions continues with them")
-JOURNAL_INTERVAL_S = 0.5  # a job's file is rewritten at most this often while it changes
 
 
-@dataclass(frozen=True)
-class ImportTarget:
-    """Where a job stores what its requests could not answer: Label Studio's URL and the key to use."""
-
-    url: str
-    api_key: str
-    key_source: str  # "LABEL_STUDIO_API_KEY" or "/setup"
-
-
-class RequestWaiter:
-    """A `/predict` request waiting (on the event loop) for its tasks."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop = loop
-        self.event = asyncio.Event()
-
-    def notify(self) -> None:
-        self.loop.call_soon_threadsafe(self.event.set)
-
-
-@dataclass(eq=False)
-class TaskEntry:
-    job: "PredictionJob"
-    work: TaskWork
-    key: object  # the task id (or a private key for a task without one)
-    waiter: RequestWaiter | None = None  # a request that will take the result in its answer
-    item: dict | None = None
-    done: bool = False
-
-    @property
-    def deliver_by_import(self) -> bool:
-        return self.waiter is None
-
-
-@dataclass(eq=False)
-class PredictionJob:
-    id: str
-    project: str
-    plan: PredictionPlan
-    access: LabelStudioAccess  # for media
-    target: ImportTarget | None
-    queue: deque = field(default_factory=deque)  # TaskEntry not started
-    registry: dict = field(default_factory=dict)  # key -> TaskEntry queued, running or awaiting import
-    to_import: list = field(default_factory=list)
-    state: str = "queued"  # queued | running | done | failed | cancelled
-    total: int = 0
-    done: int = 0
-    failed: int = 0
-    imported: int = 0
-    answered: int = 0  # returned in a /predict answer
-    already: int = 0  # skipped at import: Label Studio had this version already
-    dropped: int = 0  # given up (nothing stored): the next click predicts them
-    started_at: float | None = None
-    finished_at: float | None = None
-    message: str | None = None
-    import_error: str | None = None  # set when Label Studio refused an import; cleared by the next click
-    label_config: str | None = None  # to predict the tasks again after a restart
-    key_source: str | None = None  # which key stores the predictions (kept with the job; the key is not)
-
-    @property
-    def version(self) -> str:
-        return self.plan.version
-
-    @property
-    def idle(self) -> bool:
-        """Nothing queued, running, awaiting an answer or awaiting import."""
-        return not self.queue and not self.to_import and not self.registry
-
-    def snapshot(self) -> dict:
-        now = time.time()
-        elapsed = (self.finished_at or now) - self.started_at if self.started_at else None
-        rate = self.done / elapsed if elapsed and self.done else None
-        left = self.total - self.done
-        return {
-            "id": self.id, "project": self.project, "model_version": self.version, "state": self.state,
-            "total": self.total, "done": self.done, "failed": self.failed, "imported": self.imported,
-            "answered": self.answered, "already_stored": self.already, "dropped": self.dropped,
-            "rate_per_s": round(rate, 3) if rate else None,
-            "eta_s": round(left / rate, 1) if rate and left > 0 and self.state == "running" else None,
-            "started_at": self.started_at, "finished_at": self.finished_at, "message": self.message,
-            "stores_in_background": self.target is not None,
-        }
-
-
-class JobManager:
+class JobManager(KeptJobs):
     def __init__(self, predictor: Predictor, on_failure=None, import_timeout: float = 60.0, importer_factory=None,
                  on_success=None, journal: JobJournal | None = None):
         self.predictor = predictor
@@ -179,7 +96,7 @@ class JobManager:
             self._unsaved.update(self._jobs.values())
             for job in self._jobs.values():
                 kept = self._kept(job)
-                job.state, job.finished_at = "cancelled", time.time()
+                job.state, job.finished_at = JobState.CANCELLED, time.time()
                 if kept is not None:
                     job.message = (f"the backend stopped; its {len(kept.tasks):,} unfinished tasks are kept in "
                                    "STATE_DIR and resume at the next start")
@@ -197,7 +114,7 @@ class JobManager:
 
     # ----- requests ---------------------------------------------------------------------------
 
-    def submit(self, project: str, plan: PredictionPlan, access: LabelStudioAccess, target: ImportTarget | None,
+    def submit(self, project: str, plan: PredictionPlan, access: LabelStudioTarget, target: LabelStudioTarget | None,
                tasks: list[dict], waiter: RequestWaiter | None, label_config: str | None = None) -> list[TaskEntry | None]:
         """Queue a request's tasks (`waiter` None: delivered by import); None for a task already queued,
         running or awaiting import."""
@@ -209,7 +126,7 @@ class JobManager:
             else:
                 # The newest request's credentials win; a click after a failed import tries again.
                 job.access, job.target, job.import_error = access, target or job.target, None
-                if job.state == "waiting":
+                if job.state == JobState.WAITING:
                     self._release_waiting(job)
             job.label_config = label_config or job.label_config
             job.key_source = job.target.key_source if job.target else job.key_source
@@ -226,60 +143,10 @@ class JobManager:
                 job.queue.append(entry)
                 job.total += 1
                 entries.append(entry)
-            if job.queue and job.state not in ("running",):
-                job.state = "queued"
+            if job.queue and job.state not in (JobState.RUNNING,):
+                job.state = JobState.QUEUED
             self._cond.notify_all()
             return entries
-
-    def restore(self, kept: KeptJob, plan: PredictionPlan, access: LabelStudioAccess,
-                target: ImportTarget | None) -> None:
-        """Queue a job kept from before a restart; without a key it waits for the project's /setup."""
-        with self._cond:  # (re-entrant) no worker takes a task, no journal write happens, before it is set up
-            entries = self.submit(kept.project, plan, access, target, kept.tasks, None, kept.label_config)
-            queued = sum(e is not None for e in entries)
-            job = self._jobs.get((kept.project, plan.version))
-            if job is None or not queued:
-                return
-            job.key_source = job.key_source or kept.key_source
-            if job.target is None:  # (a click since the start may have brought a key already)
-                job.state = "waiting"
-                job.message = (f"open the project in Label Studio (or set LABEL_STUDIO_API_KEY) to finish "
-                               f"{name_tasks(kept.tasks)}: kept from before the restart, they wait for the "
-                               "project's key, which Label Studio sends with its next /setup")
-            else:
-                job.message = f"resumed after a restart: {queued:,} tasks queued before it"
-            log.info("project %s: %s", kept.project, job.message)
-            self._unsaved.add(job)
-            self._cond.notify_all()
-
-    def provide_target(self, project: str, access: LabelStudioAccess, target: ImportTarget | None) -> None:
-        """The project's /setup brought Label Studio's key: its waiting jobs go on."""
-        if target is None:
-            return
-        with self._cond:
-            for job in self._jobs.values():
-                if job.project == project and job.state == "waiting":
-                    job.access, job.target, job.key_source = access, target, target.key_source
-                    self._release_waiting(job)
-            self._cond.notify_all()
-
-    def _release_waiting(self, job: PredictionJob) -> None:
-        if job.target is not None:
-            job.state = "queued"
-            job.message = f"resumed after a restart: {len(job.queue):,} tasks queued before it"
-            return
-        # a click without any key: nothing can be stored in the background, so the kept tasks are given up
-        # (said, and counted); the click's own tasks are predicted for its answer as usual
-        for entry in list(job.queue):
-            job.registry.pop(entry.key, None)
-        job.dropped += len(job.queue)
-        job.message = (f"{len(job.queue):,} tasks kept from before the restart were given up: {NO_TARGET}")
-        job.queue.clear()
-        job.state = "queued"
-
-    def report_dropped(self, kept: KeptJob, reason: str) -> None:
-        with self._cond:
-            self._reports.appendleft(dropped_row(f"job-{next(self._ids)}", kept, reason))
 
     def _recently_stored(self, project: str, version: str, key) -> bool:
         stored_at = self._stored.get((project, version), {}).get(key)
@@ -297,9 +164,9 @@ class JobManager:
                 job = entry.job
                 entry.waiter = None
                 if entry.done and not disconnected:
-                    items.append(entry.item)
+                    items.append(entry.item.as_json())
                     job.registry.pop(entry.key, None)
-                    job.answered += "result" in entry.item
+                    job.answered += entry.item.ok
                     continue
                 items.append([])
                 if entry.done:
@@ -311,7 +178,7 @@ class JobManager:
             self._cond.notify_all()
         return items
 
-    def status(self) -> list[dict]:
+    def status(self) -> list[JobRow]:
         with self._cond:
             jobs = list(self._jobs.values()) + [j for j in self._history if j not in self._jobs.values()]
             rows = [j.snapshot() for j in sorted(jobs, key=lambda j: -(j.started_at or time.time()))]
@@ -341,7 +208,7 @@ class JobManager:
                 log.exception("job %s: a batch failed on %s", job.id, device.name)
                 reason = (f"the model failed on this task: Retrieve Predictions again, and see the backend's log "
                           f"if it happens again (inference failed: {type(exc).__name__})")
-                items = [{"model_version": job.version, "error": reason} for _ in entries]
+                items = [PredictionItem.failed(job.version, reason) for _ in entries]
             self._finish(job, entries, items)
 
     def _take_batch(self, downloads: ThreadPoolExecutor, device: DeviceSlot, block: bool):
@@ -359,13 +226,13 @@ class JobManager:
             entries = [job.queue.popleft() for _ in range(min(size, len(job.queue)))]
             if job.started_at is None:
                 job.started_at = time.time()
-            job.state = "running"
+            job.state = JobState.RUNNING
         futures = [downloads.submit(device.predictor.load, job.plan, e.work, job.access) for e in entries]
         return job, entries, futures
 
     def _next_job(self) -> PredictionJob | None:
         """Tasks a request is waiting for first (oldest request first), then background work in turn."""
-        live = [j for j in self._jobs.values() if j.queue and j.state != "waiting"]
+        live = [j for j in self._jobs.values() if j.queue and j.state != JobState.WAITING]
         if not live:
             return None
         waited = [j for j in live if j.queue[0].waiter is not None]
@@ -377,14 +244,14 @@ class JobManager:
         self._jobs[key] = self._jobs.pop(key)
         return job
 
-    def _finish(self, job: PredictionJob, entries: list[TaskEntry], items: list[dict]) -> None:
+    def _finish(self, job: PredictionJob, entries: list[TaskEntry], items: list[PredictionItem]) -> None:
         with self._cond:
             for entry, item in zip(entries, items):
                 entry.item, entry.done = item, True
                 job.done += 1
-                if "result" not in item:
+                if not item.ok:
                     job.failed += 1
-                    self.on_failure(job, entry, item.get("error") or "no result")
+                    self.on_failure(job, entry, item.error or "no result")
                 else:
                     self.on_success(job, entry)
                 for note in entry.work.notes:
@@ -397,7 +264,7 @@ class JobManager:
             self._cond.notify_all()
 
     def _finished_for_import(self, job: PredictionJob, entry: TaskEntry) -> None:
-        if "result" not in entry.item:  # failed: nothing to store; the next click retries it
+        if not entry.item.ok:  # failed: nothing to store; the next click retries it
             job.registry.pop(entry.key, None)
         elif job.target is None or job.import_error or not isinstance(entry.work.task_id, (int, str)):
             self._drop(job, entry, job.import_error or NO_TARGET)
@@ -418,8 +285,8 @@ class JobManager:
     def _settle(self, job: PredictionJob) -> None:
         self._unsaved.add(job)
         if job.idle:
-            if job.state != "cancelled":
-                job.state = "failed" if job.import_error else "done"
+            if job.state != JobState.CANCELLED:
+                job.state = JobState.FAILED if job.import_error else JobState.DONE
             job.finished_at = time.time()
             self._retire(job)
 
@@ -442,7 +309,7 @@ class JobManager:
                 job = next(j for j in self._jobs.values() if j.to_import)
                 chunk, job.to_import = job.to_import[:IMPORT_CHUNK], job.to_import[IMPORT_CHUNK:]
                 target = job.target
-            payload = [{"task": e.work.task_id, "result": e.item["result"], "score": e.item.get("score"),
+            payload = [{"task": e.work.task_id, "result": e.item.result, "score": e.item.score,
                         "model_version": job.version} for e in chunk]
             try:
                 importer = self._importer(target, job.project)
@@ -465,52 +332,10 @@ class JobManager:
                 self._settle(job)
                 self._cond.notify_all()
 
-    # ----- the journal: each job's unfinished tasks kept in STATE_DIR --------------------------------
-
-    def _journal_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopped and not self._unsaved:
-                    self._cond.wait()
-                if self._stopped:
-                    return  # stop() writes the last state itself
-            self.save_journal()
-            calm = time.monotonic() + JOURNAL_INTERVAL_S  # at most a write per job and interval
-            with self._cond:
-                while not self._stopped and time.monotonic() < calm:
-                    self._cond.wait(max(0.0, calm - time.monotonic()))
-
-    def save_journal(self) -> None:
-        """Write (or delete) the file of every job that changed since the last write."""
-        if self.journal is None:
-            return
-        with self._cond:
-            changed = [(job, self._kept(job)) for job in self._unsaved]
-            self._unsaved.clear()
-        for job, kept in changed:
-            if kept is None:
-                self.journal.remove(job.project, job.version)
-            else:
-                self.journal.write(kept)
-
-    def _kept(self, job: PredictionJob) -> KeptJob | None:
-        """What a restart needs of the job (under the lock): None when nothing of it is left to store.
-
-        Only the tasks left to the import: those a request still waits for go back in its answer (on
-        SIGTERM the server lets the request answer before it stops the jobs), so a request answered in
-        full never touches the disk."""
-        tasks = [{"id": e.work.task_id, "data": e.work.task.get("data")} for e in job.registry.values()
-                 if e.waiter is None and isinstance(e.work.task_id, (int, str)) and isinstance(e.work.task, dict)]
-        # (key_source: a key stored or will store the job's predictions; without any, nothing resumes)
-        if not tasks or not job.label_config or job.key_source is None:
-            return None
-        return KeptJob(job.project, job.version, job.label_config, job.access.hostname,
-                       job.key_source or "LABEL_STUDIO_API_KEY", tasks, job.started_at)
-
-    def _importer(self, target: ImportTarget, project: str) -> PredictionImporter:
-        key = (target.url, target.api_key, project)
+    def _importer(self, target: LabelStudioTarget, project: str) -> PredictionImporter:
+        key = (target.url, target.key, project)
         if key not in self._importers:
-            self._importers[key] = self.importer_factory(target.url, target.api_key, int(project),
+            self._importers[key] = self.importer_factory(target.url, target.key, int(project),
                                                          timeout=self.import_timeout)
         return self._importers[key]
 
@@ -519,7 +344,7 @@ class JobManager:
         log.error("project %s: %s; %d predictions were not stored (the next Retrieve Predictions redoes them)",
                   job.project, reason, len(chunk))
         with self._cond:
-            self._importers.pop((job.target.url, job.target.api_key, job.project), None)
+            self._importers.pop((job.target.url, job.target.key, job.project), None)
             for entry in chunk + job.to_import:
                 job.registry.pop(entry.key, None)
             job.dropped += len(chunk) + len(job.to_import)

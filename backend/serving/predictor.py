@@ -40,7 +40,9 @@ from labelstudio.media import MediaError, MediaFetcher
 from labelstudio.regions import make_region
 from backend.settings import Settings
 from labelstudio.smart_tools import SmartPromptError, exemplar_prompts, smart_prompts
-from backend.app.state import LabelStudioAccess
+from labelstudio.target import LabelStudioTarget
+
+from .items import PredictionItem
 
 log = logging.getLogger(__name__)
 DOWNLOAD_WORKERS = 8
@@ -274,9 +276,9 @@ class Predictor:
         return PredictionPlan(mapping, version, tuple(prompts), notice=resolution.unknown_message,
                               label_thresholds=dict(thresholds or {}))
 
-    def load(self, plan: PredictionPlan, work: TaskWork, access: LabelStudioAccess | None = None) -> TaskWork:
+    def load(self, plan: PredictionPlan, work: TaskWork, access: LabelStudioTarget | None = None) -> TaskWork:
         """Fetch and decode the task's images; a failed image is recorded, the others are kept."""
-        access = access or LabelStudioAccess()
+        access = access or LabelStudioTarget()
         if plan.error is not None:
             work.error = plan.error
             return work
@@ -289,7 +291,7 @@ class Predictor:
                 if url is None:
                     raise MediaError(f"the task has no data.{key} (the <Image> value ${key})")
                 work.images[image_name] = self.fetcher.fetch_image(
-                    url, task_id=work.task_id, hostname=access.hostname, access_token=access.access_token
+                    url, task_id=work.task_id, hostname=access.url, access_token=access.key
                 )
             except MediaError as exc:
                 work.image_errors[image_name] = str(exc)
@@ -303,7 +305,7 @@ class Predictor:
             )
         return work
 
-    def run(self, plan: PredictionPlan, works: list[TaskWork], urgent: bool = True) -> list[dict]:
+    def run(self, plan: PredictionPlan, works: list[TaskWork], urgent: bool = True) -> list[PredictionItem]:
         """Detect on loaded tasks (micro-batches of BATCH_SIZE); one item per task, in order."""
         ready = [w for w in works if w.error is None]
         for start in range(0, len(ready), self.batch_size):
@@ -326,14 +328,19 @@ class Predictor:
         access_token: str | None = None,
         thresholds: Mapping[str, float] | None = None,
     ) -> list[dict]:
-        """Exactly one item per task, in order: a prediction, or `{model_version, error}` (no `result`).
+        """Exactly one item per task, in order, as Label Studio's JSON: a prediction, or `{model_version,
+        error}` (no `result`). Raises LabelConfigError for a label config that cannot be used."""
+        return [item.as_json() for item in self.predict_items(tasks, label_config, context, hostname,
+                                                              access_token, thresholds)]
 
-        Raises LabelConfigError for a label config that cannot be used (nothing can be predicted).
-        """
+    def predict_items(self, tasks: list[dict], label_config: str, context: dict | None = None,
+                      hostname: str | None = None, access_token: str | None = None,
+                      thresholds: Mapping[str, float] | None = None) -> list[PredictionItem]:
+        """`predict_tasks`, typed: one PredictionItem per task, in order."""
         plan = self.plan(label_config, context, thresholds)
-        access = LabelStudioAccess(hostname, access_token)
+        access = LabelStudioTarget.from_setup(hostname, access_token)
         works = [TaskWork(i, t) for i, t in enumerate(tasks)]
-        items: list[dict] = []
+        items: list[PredictionItem] = []
         batch_size = self.batch_size
         with ThreadPoolExecutor(max_workers=min(DOWNLOAD_WORKERS, max(1, batch_size))) as pool:
             for start in range(0, len(works), batch_size):
@@ -443,16 +450,10 @@ class Predictor:
         return answer_smart(self.masks, self.gate, works, prompts, urgent)
 
     @staticmethod
-    def item(work: TaskWork, version: str, notice: str | None = None) -> dict:
+    def item(work: TaskWork, version: str, notice: str | None = None) -> PredictionItem:
         if work.error is not None:
-            return {"model_version": version, "error": work.error}
-        regions = sorted(work.regions, key=lambda r: -r["score"])
-        score = sum(r["score"] for r in regions) / len(regions) if regions else 0.0
-        item = {"result": regions, "score": score, "model_version": version}
-        notes = ([notice] if notice else []) + work.notes
-        if notes:  # not stored by Label Studio; for the caller and the interactive view
-            item["message"] = "; ".join(notes)
-        return item
+            return PredictionItem.failed(version, work.error)
+        return PredictionItem.predicted(version, work.regions, ([notice] if notice else []) + work.notes)
 
 
 def _held_to(dets, per_class: list[float]):

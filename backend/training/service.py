@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from label_studio_sdk import LabelStudio
 
 from backend.app.status_page import format_duration
+from backend.serving.job_status import JobRow, JobState, rate_and_eta
 from .errors import NotEnoughAnnotations, TrainingCancelled
 from .job import TrainingJob, TrainingJobConfig
 from .tasks import fetch_project
@@ -34,7 +35,7 @@ class TrainingRun:
     project: str
     model_version: str  # "" while running; at the end, the version the project is served with (what it produced)
     cancel: threading.Event = field(default_factory=threading.Event)
-    state: str = "queued"  # queued | running | done | failed | cancelled
+    state: JobState = JobState.QUEUED
     phase: str = ""
     step: int = 0
     total: int = 0
@@ -45,6 +46,9 @@ class TrainingRun:
     finished_at: float | None = None
     first_step: tuple[int, float] | None = None  # (step, time) of the first training step seen
     last_step_at: float | None = None
+
+    def __post_init__(self):
+        self.state = JobState(self.state)  # a state given by name ("running") is the Enum's member
 
     def steps_per_s(self) -> float | None:
         """Training steps per second, measured from the first step seen (reading and scoring left out)."""
@@ -61,21 +65,21 @@ class TrainingRun:
         return (f"fine-tuning takes about {format_duration(self.total / rate)} for {self.total:,} steps; about "
                 f"{format_duration((self.total - self.step) / rate)} left (timed over {measured:,} steps)")
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> JobRow:
         """In the status document's job shape (a training run is a job of the project; its rate counts steps)."""
-        rate = self.steps_per_s()
-        active = self.state in ("queued", "running")
+        active = self.state.active
         if active:
             loss = f", loss {self.loss:.3f}" if self.loss is not None else ""
             parts = [f"{self.phase}{loss}" if self.phase else "training", self.estimate(), self.plan]
             message = "; ".join(p for p in parts if p)
         else:
-            message = self.message or self.state
-        return {"id": self.id, "project": self.project, "model_version": self.model_version, "state": self.state,
-                "kind": "training", "unit": "steps", "total": self.total, "done": self.step, "failed": 0,
-                "imported": 0, "rate_per_s": round(rate, 4) if rate else None,
-                "eta_s": round((self.total - self.step) / rate, 1) if rate and self.phase == "training" and active else None,
-                "started_at": self.started_at, "finished_at": self.finished_at, "message": message}
+            message = self.message or str(self.state)
+        rate, eta = rate_and_eta(self.steps_per_s(), self.total - self.step, self.phase == "training" and active,
+                                 digits=4)
+        return JobRow(id=self.id, project=self.project, model_version=self.model_version, state=self.state,
+                      kind="training", unit="steps", total=self.total, done=self.step, failed=0, imported=0,
+                      rate_per_s=rate, eta_s=eta, started_at=self.started_at, finished_at=self.finished_at,
+                      message=message)
 
 
 class TrainingService:
@@ -97,7 +101,7 @@ class TrainingService:
             raise TrainingRefused("START_TRAINING without the project's id and label_config: retrain from Label Studio's "
                                   "model settings (Start Training)")
         with self._lock:
-            running = [r for r in self._runs if r.state in ("queued", "running")]
+            running = [r for r in self._runs if r.state.active]
             if running:
                 raise TrainingRefused(f"a training run is already in progress (project {running[0].project}, "
                                       f"{running[0].id}); one at a time per backend")
@@ -112,12 +116,12 @@ class TrainingService:
     def cancel(self, project: str) -> bool:
         with self._lock:
             for run in self._runs:
-                if run.project == str(project) and run.state in ("queued", "running"):
+                if run.project == str(project) and run.state.active:
                     run.cancel.set()
                     return True
         return False
 
-    def status(self) -> list[dict]:
+    def status(self) -> list[JobRow]:
         with self._lock:
             return [r.snapshot() for r in self._runs]
 
@@ -127,7 +131,7 @@ class TrainingService:
                 run.cancel.set()
 
     def _run(self, run: TrainingRun, job, label_config: str, version_before: str) -> None:
-        run.state, run.started_at = "running", time.time()
+        run.state, run.started_at = JobState.RUNNING, time.time()
 
         def progress(p):
             now = time.time()
@@ -149,18 +153,18 @@ class TrainingService:
             rate = run.steps_per_s()
             if rate is not None:
                 run.message += f"; fine-tuning ran at {60 * rate:.1f} steps/min"
-            run.state = "done"
+            run.state = JobState.DONE
             log.info("project %s: training finished: %s", run.project, run.message)
         except TrainingCancelled:
             run.model_version = version_before
-            run.state, run.message = "cancelled", f"cancelled: nothing changed (still served as {version_before})"
+            run.state, run.message = JobState.CANCELLED, f"cancelled: nothing changed (still served as {version_before})"
         except NotEnoughAnnotations as exc:
             run.model_version = version_before
-            run.state, run.message = "failed", str(exc)
+            run.state, run.message = JobState.FAILED, str(exc)
             log.warning("project %s: %s", run.project, exc)
         except Exception as exc:  # the job's own errors carry their message; anything else: say so
             run.model_version = version_before
-            run.state, run.message = "failed", f"training failed ({type(exc).__name__}: {exc})"
+            run.state, run.message = JobState.FAILED, f"training failed ({type(exc).__name__}: {exc})"
             log.exception("project %s: training failed", run.project)
         finally:
             run.finished_at = time.time()
@@ -181,13 +185,13 @@ def make_job_factory(settings, serving, import_target):
         if target is None:
             raise TrainingRefused("training reads the project's annotations through Label Studio's API: set "
                                   "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
-        client = LabelStudio(base_url=target.url, api_key=target.api_key, timeout=120)
+        client = LabelStudio(base_url=target.url, api_key=target.key, timeout=120)
         version = predictor.model_version(label_config, engine.thresholds)
         configured = configured_thresholds(predictor.mapping(label_config), predictor.box_threshold)
 
         def fetch_image(url, task_id):
-            return predictor.fetcher.fetch(url, task_id=task_id, hostname=access.hostname,
-                                           access_token=access.access_token)
+            return predictor.fetcher.fetch(url, task_id=task_id, hostname=access.url,
+                                           access_token=access.key)
 
         config = TrainingJobConfig.for_device(settings.state_dir, settings.model, settings.device,
                                               steps=settings.train_steps, image_size=settings.train_image_size,

@@ -18,6 +18,7 @@ from typing import Iterable, Iterator, Protocol
 from PIL import Image
 
 from detection import ImageError, open_image, to_rgb
+from detection.families import lever_report
 from detection.masks import BOX_MARGIN, clip_to_boxes
 from runtime.allocator import active_allocator, cpu_allocator_hint
 from runtime.distributed import Dist
@@ -256,6 +257,8 @@ def evaluate(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, run_dir
         return None
     classes = scorer.classes()
     prompt = detector.prompt(classes, s.chunk_size)
+    # Speed levers as installed: a lever that found nothing to patch (a newer transformers) says so here.
+    levers, lever_warnings = lever_report(detector)
     processed_all = sum(p for p, _, _ in stats)
     infer_all = max(t for _, t, _ in stats)
     config = {
@@ -265,9 +268,7 @@ def evaluate(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, run_dir
         **detector.describe_prompt(prompt), "num_categories": len(dataset.category_ids),
         "phrase_rule": scorer.phrase_rule, "phrases": [" | ".join(p) for p in classes],
         "preprocessing": getattr(detector, "preprocessing", None),
-        # Speed levers as installed: a lever that found nothing to patch (a newer transformers) says so here.
-        "levers": dict(getattr(detector, "lever_report", {}) or {}),
-        "lever_warnings": list(getattr(detector, "warnings", []) or []),
+        "levers": levers, "lever_warnings": lever_warnings,
         "num_images": len(ids), "image_ids": ids, "world_size": dist.world_size, "run_state": state,
         "resumed_images": resumed, "versions": library_versions(), "allocator": active_allocator(),  # CPU timings depend on it
         "iou_type": s.iou_type, **(mask_config(s, masker, detector) if masker is not None or s.own_masks else {}),

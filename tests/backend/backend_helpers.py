@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
@@ -82,3 +85,14 @@ class LocalServer:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_backend(env, *args, timeout=120):
+    """`python -m backend ARGS` with `env` over this environment (without Label Studio's and Basic auth's)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO", "BASIC_AUTH"))}
+    full.update(env)
+    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=REPO, env=full, capture_output=True,
+                          text=True, timeout=timeout)

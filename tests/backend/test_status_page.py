@@ -7,8 +7,9 @@ import lxml.html
 import pytest
 
 from backend.app.status_page import (
-    StatusDocumentError, format_ago, format_duration, format_rate, render_status_page, shorten_url,
+    StatusDocumentError, format_ago, format_duration, format_rate, render_status_page,
 )
+from labelstudio.urls import shorten_url
 from tests.backend.status_data import NOW, failure_entry, job_entry, model_section, project_entry, status_document
 
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>&amp;\"'"

@@ -7,13 +7,12 @@ from collections import Counter
 
 import pytest
 
+from tests.e2e.browser import CHROMIUM_ARGS, log_in, open_task
 from tests.e2e.ls_harness import ARTIFACTS, chromium_path
 from tests.e2e.ls_user import LABEL_CONFIG, predictions_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 # The labelling UI names a region by the Label's value; the stored prediction carries the alias.
 SHOWN_AS = {"RC": "Remote"}
 
@@ -43,18 +42,8 @@ def test_labelling_view_shows_the_predicted_boxes(prelabelled_project, ls_api, l
         browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
-            page.goto(f"{label_studio.url}/user/login/")
-            page.fill('input[name="email"]', label_studio.username)
-            page.fill('input[name="password"]', label_studio.password)
-            page.click('button[type="submit"]')
-            page.wait_for_url(lambda url: "/user/login" not in url, timeout=60_000)
-
-            page.goto(f"{label_studio.url}/projects/{prelabelled_project['project']}/data?task={task}")
-            page.wait_for_selector(".lsf-outliner-item__title", timeout=90_000)
-            page.wait_for_load_state("networkidle", timeout=30_000)
-            page.wait_for_timeout(2000)  # the canvas draws the image and boxes after the list
-            page.screenshot(path=str(shot))
-            titles = [t.strip() for t in page.locator(".lsf-outliner-item__title").all_inner_texts()]
+            log_in(page, label_studio)
+            titles = open_task(page, label_studio, prelabelled_project["project"], task, shot)
             scores = sorted(s.strip() for s in page.locator(".lsf-outliner-item__control_type_score").all_inner_texts())
             body = page.inner_text("body")
         finally:

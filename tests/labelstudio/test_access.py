@@ -7,7 +7,7 @@ import pytest
 
 from labelstudio.access import WHOAMI, AccessCheck, AccessChecker
 from labelstudio.media import MediaFetcher
-from tests.labelstudio.test_media import make_jwt
+from tests.labelstudio.tokens import make_jwt
 
 TOKEN = "legacy0123456789"
 USER = json.dumps({"id": 1, "email": "ann@example.com", "username": "ann"}).encode()

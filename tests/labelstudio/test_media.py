@@ -3,11 +3,11 @@ import base64
 import os
 import time
 
-import jwt
 import pytest
 
 from labelstudio.media import KeyRefusedError, MediaError, MediaFetcher
 from tests.backend.backend_helpers import LocalServer, jpeg_bytes
+from tests.labelstudio.tokens import make_jwt
 
 IMAGE = jpeg_bytes()
 TOKEN = "legacy0123456789"
@@ -102,10 +102,6 @@ def test_wrong_token_is_answered_with_what_to_do(make_settings, http_server):
         "(Label Studio → Account & Settings → Access Token; it takes precedence), or reconnect the model in the "
         "project's settings"
     )
-
-
-def make_jwt(token_type, seconds=3600):
-    return jwt.encode({"token_type": token_type, "exp": int(time.time()) + seconds, "user_id": 1, "jti": os.urandom(8).hex()}, "a-test-signing-key-of-at-least-32-bytes", algorithm="HS256")
 
 
 def test_personal_access_token_is_refreshed_through_the_sdk(make_settings, http_server):
@@ -337,7 +333,7 @@ def test_http_tries_every_checked_address_in_turn(make_settings, http_server, mo
 
 
 def test_messages_name_a_local_storage_file_but_never_a_signature():
-    from labelstudio.media import short_url
+    from labelstudio.urls import short_url
 
     assert short_url("/data/local-files/?d=images/cat%201.jpg") == "/data/local-files/?d=images/cat 1.jpg"
     assert short_url("http://ls:8080/data/local-files/?d=a/b.png&x=1") == "http://ls:8080/data/local-files/?d=a/b.png"

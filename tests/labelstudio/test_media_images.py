@@ -9,7 +9,7 @@ from PIL import Image
 
 from labelstudio.media import MediaError, MediaFetcher
 from tests.backend.backend_helpers import jpeg_bytes
-from tests.reliability.test_reliability_media_faults import png_header_only
+from tests.reliability.hostile_inputs import png_header_only
 
 IMAGE = jpeg_bytes()  # 64 x 48
 

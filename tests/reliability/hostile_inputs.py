@@ -4,6 +4,8 @@ reported, see tests/labelstudio/test_label_config.py.)"""
 from __future__ import annotations
 
 import base64
+import struct
+import zlib
 
 from tests.reliability.rel_helpers import config, jpeg_bytes
 
@@ -94,3 +96,12 @@ def hostile_configs(port: int) -> dict[str, tuple[str, str]]:
         "toName to nothing": (config('<RectangleLabels name="label" toName="ghost"><Label value="Cat"/>'
                                     '</RectangleLabels>'), "not an <Image>"),
     }
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR declares width x height, with a few bytes of image data (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")

@@ -13,7 +13,8 @@ from backend.training.job import TrainingJob
 from backend.training.service import TrainingService, make_job_factory
 from backend.training.store import ProjectStore
 from detection import SAM3
-from tests.backend.training.test_job import make_job, shapes24  # noqa: F401 (the fixture)
+from labelstudio.target import LabelStudioTarget
+from tests.backend.training.job_helpers import make_job
 
 STATEMENT = "SAM 3 cannot be fine-tuned by this backend (model /models/sam3): thresholds only"
 
@@ -24,9 +25,9 @@ def test_the_job_factory_of_a_sam3_model_asks_for_thresholds_only(make_settings)
                                 model_version=lambda config, thresholds: "sam3-abc",
                                 mapping=lambda config: SimpleNamespace(active=()))
     engine = SimpleNamespace(predictor=predictor, model=settings.model, thresholds={})
-    target = SimpleNamespace(url="http://ls.test:8080", api_key="k")
+    target = LabelStudioTarget(url="http://ls.test:8080", key="k")
     factory = make_job_factory(settings, lambda project: engine, lambda s, access: target)
-    job, version = factory(1, "<View/>", SimpleNamespace(hostname=None, access_token=None))
+    job, version = factory(1, "<View/>", LabelStudioTarget())
     assert version == "sam3-abc" and job.config.not_tunable == STATEMENT
 
 
@@ -42,8 +43,8 @@ def test_thresholds_only_run_says_so_and_never_fine_tunes(shapes24, tiny_model_d
     learned = ProjectStore(tmp_path / "state").load_thresholds(7)
     assert len(learned.learned_labels) == 3  # the labels with enough reviewed boxes
     (status,) = service.status()  # what the status page shows for the run
-    assert status["state"] == "done"
-    assert status["message"] == f"{STATEMENT}; thresholds learned for 3 of 3 labels (red_square, GreenDisk, blue triangle)"
+    assert status.state == "done"
+    assert status.message == f"{STATEMENT}; thresholds learned for 3 of 3 labels (red_square, GreenDisk, blue triangle)"
 
 
 def test_thresholds_only_with_too_few_reviewed_boxes_says_what_is_missing(shapes24, tiny_model_dir, tmp_path):

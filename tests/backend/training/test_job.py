@@ -9,27 +9,7 @@ import pytest
 from backend.training.errors import NotEnoughAnnotations, TrainingCancelled
 from backend.training.job import CPU_DEFAULTS, GPU_DEFAULTS, TrainingJob, TrainingJobConfig
 from backend.training.store import ProjectStore
-from backend.training.tasks import ProjectSnapshot
-from tests.backend.training.synthetic import CLASSES, LABEL_CONFIG, labelstudio_tasks, make_shapes_dataset
-
-VERSION = "tiny-1234abcd"
-CONFIGURED = {c["name"]: 0.3 for c in CLASSES}
-
-
-@pytest.fixture(scope="module")
-def shapes24(tmp_path_factory):
-    return make_shapes_dataset(tmp_path_factory.mktemp("shapes24"), num_images=24, size=96, seed=3)
-
-
-def make_job(shapes, tiny_model_dir, state_dir, annotated=None, **config):
-    ann, images = shapes
-    snapshot = ProjectSnapshot("7", LABEL_CONFIG, tuple(labelstudio_tasks(ann, VERSION, annotated)))
-    settings = dict(steps=2, batch_size=2, image_size=96, val_fraction=0.25, device="cpu", threads=1,
-                    min_annotated_tasks=20, min_reviewed_boxes=10)
-    settings.update(config)
-    return TrainingJob(7, lambda: snapshot, VERSION, CONFIGURED, lambda url, task_id: (images / url).read_bytes(),
-                       TrainingJobConfig(state_dir=state_dir, base_model=str(tiny_model_dir), **settings))
-
+from tests.backend.training.job_helpers import VERSION, make_job
 
 @pytest.mark.slow
 def test_start_training_learns_thresholds_then_fine_tunes(shapes24, tiny_model_dir, tmp_path):

@@ -28,7 +28,11 @@ def test_a_request_whose_client_left_is_not_worked_on_twice(start_backend, tmp_p
             "label_config": CONFIG, "project": "4.1"}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.url}/predict", json=body, timeout=1.0)
-    time.sleep(1.5)  # the backend looks for a closed connection every 0.5 s
+    # the backend looks for a closed connection every 0.5 s: wait (with a deadline) until it let the request go
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{server.url}/status", timeout=5).json()["server"]["pending_predicts"]:
+        assert time.monotonic() < deadline, "the backend did not notice the client had left within 30 s"
+        time.sleep(0.1)
     started = time.monotonic()
     retry = httpx.post(f"{server.url}/predict", json=body, timeout=60)
     assert retry.status_code == 200

@@ -13,33 +13,7 @@ import pytest
 
 from labelstudio.importer import ImportOutcome, PredictionImportError
 from tests.backend.backend_helpers import ls_body
-
-CONFIG = ls_body("setup")["schema"]
-PROJECT = "7.1746612998"
-
-
-class GatedDetector:
-    """The tiny detector, letting `free` detect calls through and holding the others until released:
-    the test decides how much is finished by the deadline, whatever the machine's speed."""
-
-    def __init__(self, detector, free=1, seconds=0.0):
-        self._detector, self.free, self.seconds = detector, free, seconds
-        self.released = threading.Event()
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name):
-        return getattr(self._detector, name)
-
-    def detect(self, *args, **kwargs):
-        with self._lock:
-            self.calls += 1
-            held = self.calls > self.free
-        if held:
-            assert self.released.wait(120), "the test never released the detector"
-        time.sleep(self.seconds)
-        return self._detector.detect(*args, **kwargs)
-
+from tests.backend.job_helpers import CONFIG, GatedDetector, post, tasks, wait_for_jobs
 
 class StandInImports:
     """Label Studio's import endpoint: records each task stored; can refuse the key; knows what is stored."""
@@ -65,31 +39,9 @@ class StandInImports:
             return ImportOutcome(imported=[i["task"] for i in fresh], already=already)
 
 
-def tasks(n, start=1):
-    return [{"id": i, "data": {"image": "/data/local-files/?d=a.jpg"}} for i in range(start, start + n)]
-
-
-def post(client, task_list, project=PROJECT):
-    response = client.post("/predict", json={"tasks": task_list, "label_config": CONFIG, "project": project})
-    assert response.status_code == 200, response.text
-    results = response.json()["results"]
-    assert len(results) == len(task_list), "exactly one item per task"
-    return results
-
-
 def without_ids(regions):
     """Region ids are made from the task id; everything else must be equal."""
     return [{k: v for k, v in r.items() if k != "id"} for r in regions]
-
-
-def wait_for_jobs(client, timeout=60.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        jobs = client.get("/status").json()["jobs"]
-        if jobs and all(j["state"] not in ("queued", "running") for j in jobs):
-            return jobs
-        time.sleep(0.1)
-    raise AssertionError(f"jobs still running after {timeout} s: {client.get('/status').json()['jobs']}")
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from backend.settings import Settings, SettingsError
+from tests.backend.backend_helpers import run_backend
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,13 +68,6 @@ def test_values_and_aliases(tmp_path):
 def test_bad_values_name_the_variable(env, name):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env(env)
-
-
-def run_backend(env, *args, timeout=120):
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO", "BASIC_AUTH"))}
-    full.update(env)
-    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=REPO, env=full, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 @pytest.mark.slow

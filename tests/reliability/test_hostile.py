@@ -191,9 +191,9 @@ def test_auth_compares_both_fields_in_constant_time(make_client, monkeypatch):
     already wrong (no early exit that tells which field was wrong), and no `==` touches a credential."""
     import secrets
 
-    import backend.app.server
+    import backend.app.auth
 
-    assert backend.app.server.secrets is secrets
+    assert backend.app.auth.secrets is secrets
     calls = []
 
     def recording(a, b):
@@ -210,7 +210,7 @@ def test_auth_compares_both_fields_in_constant_time(make_client, monkeypatch):
         assert {b"labeler", b"s3cr3t"} <= compared, f"both fields must be compared with compare_digest: {calls}"
 
     # And in the source: the credentials are never compared with ==/!= or `in`.
-    source = textwrap.dedent(inspect.getsource(backend.app.server.create_app))
+    source = textwrap.dedent(inspect.getsource(backend.app.auth.install_basic_auth))
     tree = ast.parse(source)
     secret_names = {"user", "password", "given_user", "given_pass"}
     for node in ast.walk(tree):

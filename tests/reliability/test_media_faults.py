@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import gzip
 import io
-import struct
 import time
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.reliability.hostile_inputs import png_header_only
 from tests.reliability.rel_helpers import (
     assert_good_unaffected, closed_port, jpeg_bytes, png_bytes, predict, RawServer, same_result, sandwich, url_task,
 )
@@ -19,15 +18,6 @@ from tests.reliability.rel_helpers import (
 pytestmark = pytest.mark.reliability
 GOOD = jpeg_bytes()  # 64 x 48
 LIMIT = 200_000
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose IHDR declares width x height, with a few bytes of image data (a decompression bomb's header)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
 
 
 def sixteen_bit_png() -> bytes:

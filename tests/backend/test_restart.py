@@ -15,7 +15,7 @@ import pytest
 from labelstudio.importer import PredictionImporter
 from tests.backend.backend_helpers import ls_body
 from tests.backend.standin_label_studio import StandInLabelStudio
-from tests.backend.test_backend_jobs import CONFIG, GatedDetector, post, tasks, wait_for_jobs
+from tests.backend.job_helpers import CONFIG, GatedDetector, post, tasks, wait_for_jobs
 
 PROJECT = "7.1746612998"
 

@@ -122,23 +122,14 @@ def labelling_view(label_studio, project, task, shot, height):
     is `height` pixels tall: the list shows only what fits)."""
     from playwright.sync_api import sync_playwright
 
-    from tests.e2e.test_browser import CHROMIUM_ARGS
+    from tests.e2e.browser import CHROMIUM_ARGS, log_in, open_task
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": height})
-            page.goto(f"{label_studio.url}/user/login/")
-            page.fill('input[name="email"]', label_studio.username)
-            page.fill('input[name="password"]', label_studio.password)
-            page.click('button[type="submit"]')
-            page.wait_for_url(lambda url: "/user/login" not in url, timeout=60_000)
-            page.goto(f"{label_studio.url}/projects/{project}/data?task={task}")
-            page.wait_for_selector(".lsf-outliner-item__title", timeout=90_000)
-            page.wait_for_load_state("networkidle", timeout=30_000)
-            page.wait_for_timeout(2000)  # the canvas draws the image and the masks after the list
-            page.screenshot(path=str(shot))
-            return [t.strip() for t in page.locator(".lsf-outliner-item__title").all_inner_texts()]
+            log_in(page, label_studio)
+            return open_task(page, label_studio, project, task, shot)
         finally:
             browser.close()
 

@@ -5,7 +5,7 @@ import threading
 import time
 
 from backend.settings import Settings
-from backend.app.state import LabelStudioAccess
+from labelstudio.target import LabelStudioTarget
 from backend.training.job import JobProgress
 from backend.training.service import TrainingRefused, TrainingService
 from tests.backend.backend_helpers import ls_body
@@ -35,7 +35,7 @@ class StandInJob:
 def wait_state(service, state, timeout=10):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = service.status()
+        runs = [row.model_dump() for row in service.status()]
         if runs and runs[0]["state"] == state:
             return runs[0]
         time.sleep(0.02)
@@ -53,13 +53,13 @@ def test_one_training_run_at_a_time_with_progress_and_cancel():
     service = TrainingService(Settings(), factory,
                               served_version=lambda project, config: served.append(project) or "ft-20260101-x1")
     project = {"id": 3, "label_config": ls_body("setup")["schema"]}
-    run = service.start(project, LabelStudioAccess())
+    run = service.start(project, LabelStudioTarget())
     running = wait_state(service, "running")
     assert (running["done"], running["total"], running["kind"], running["unit"]) == (3, 10, "training", "steps")
     assert "loss 0.500" in running["message"] and running["project"] == "3"
     assert running["model_version"] == ""  # it has produced nothing yet (the status page shows "—")
     try:
-        service.start(project, LabelStudioAccess())
+        service.start(project, LabelStudioTarget())
         raise AssertionError("a second run started")
     except TrainingRefused as exc:
         assert "already in progress" in str(exc) and run.id in str(exc)
@@ -69,7 +69,7 @@ def test_one_training_run_at_a_time_with_progress_and_cancel():
     assert done["model_version"] == "ft-20260101-x1" and served == ["3"]
     assert done["message"] == ("thresholds learned for 1 of 2 labels (Cat); the project is served as "
                                "ft-20260101-x1")
-    service.start(project, LabelStudioAccess())
+    service.start(project, LabelStudioTarget())
     assert service.cancel("3")
     cancelled = wait_state(service, "cancelled")
     assert cancelled["message"] == "cancelled: nothing changed (still served as tiny-abc123)"
@@ -84,7 +84,7 @@ def test_a_training_row_counts_steps_and_estimates_from_the_timed_steps():
     run = TrainingRun("train-1", "3", "", state="running", phase="training", step=25, total=200,
                       plan="fine-tuning 200 steps at 512 px on the CPU", started_at=1000.0,
                       first_step=(5, 1100.0), last_step_at=1140.0)  # 20 steps in 40 s: 0.5 steps/s
-    row = run.snapshot()
+    row = run.snapshot().model_dump()
     assert (row["rate_per_s"], row["eta_s"], row["unit"]) == (0.5, 350.0, "steps")
     assert format_rate(row["rate_per_s"], row["unit"]) == "30.0 steps/min"
     assert row["message"] == ("training; fine-tuning takes about 6 min 40 s for 200 steps; about "
