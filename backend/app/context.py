@@ -28,7 +28,8 @@ from .state import ServerState
 from .status import DeviceRow, FailureRow, ModelStatus, ProjectStatus, ServerStatus, StatusDocument
 
 MAX_FAILURES_SHOWN = 200
-MODEL_CLASS = "GroundingDINO"
+# /health's model_class per family (Label Studio shows it; "GroundingDINO" is what it has always said for that family)
+MODEL_CLASSES = {"grounding-dino": "GroundingDINO", "sam3": "SAM3"}
 try:
     from importlib.metadata import version as _dist_version
 
@@ -86,7 +87,10 @@ class AppContext:
         return record.access if record is not None else LabelStudioTarget()
 
     def health(self) -> dict:
-        return {"status": "UP", "model_class": MODEL_CLASS, "model": self.settings.model}
+        detector = getattr(self.state.predictor, "detector", None)
+        family = getattr(detector, "family", None)
+        name = MODEL_CLASSES.get(family.name, family.title) if family is not None else "loading"
+        return {"status": "UP", "model_class": name, "model": self.settings.model}
 
     def status_document(self) -> StatusDocument:
         """The status document: built here only (blocking: call it from a worker thread)."""

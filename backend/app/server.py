@@ -67,7 +67,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None, importer_
             if ctx.notes is not None:
                 ctx.notes.stop()
 
-    app = FastAPI(title="Grounding DINO ML backend for Label Studio", lifespan=lifespan)
+    app = FastAPI(title="Zero-shot pre-labelling ML backend for Label Studio (Grounding DINO, SAM 3)", lifespan=lifespan)
     app.state.backend = ctx.state
     app.state.context = ctx
     install_error_handlers(app)

@@ -297,6 +297,7 @@ def test_start_training_on_a_sam3_project_learns_thresholds_and_says_it_cannot_f
     state = tmp_path / "state"
     client = make_client(detector=detector, MODEL=checkpoint, STATE_DIR=state, LABEL_STUDIO_URL="http://ls.invalid",
                          LABEL_STUDIO_API_KEY="key")
+    assert client.get("/health").json()["model_class"] == "SAM3"  # Label Studio shows it on the model card
     version = client.post("/setup", json={"project": "7.1", "schema": LABEL_CONFIG}).json()["model_version"]
     assert version.startswith("sam3-my-detector-")
     snapshot = ProjectSnapshot("7", LABEL_CONFIG, tuple(labelstudio_tasks(ann, version)))
