@@ -33,9 +33,16 @@ def test_constraints_pin_torch_and_transformers_and_the_suite_runs_on_them():
     import transformers
 
     pinned = pins()
-    assert set(pinned) == {"torch", "transformers"}
+    assert set(pinned) == {"torch", "transformers", "torchvision"}
     assert Version(torch.__version__).public == pinned["torch"]  # 2.13.0+cpu and 2.13.0+cu126 are 2.13.0
     assert transformers.__version__ == pinned["transformers"]
+
+
+def test_the_pinned_torchvision_is_the_build_for_the_pinned_torch():
+    """torchvision X.Y.0 is built for one torch: 0.(N+15) for 2.N (0.28 requires torch==2.13.0)."""
+    pinned = pins()
+    torch_minor = Version(pinned["torch"]).minor
+    assert Version(pinned["torchvision"]).release[:2] == (0, torch_minor + 15), pinned
 
 
 def test_pyproject_ranges_admit_the_pins_and_bound_the_next_majors():
@@ -43,7 +50,11 @@ def test_pyproject_ranges_admit_the_pins_and_bound_the_next_majors():
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     requirements = {Requirement(r).name.lower(): Requirement(r) for r in project["dependencies"]}
+    image_only = {"torchvision"}  # installed by the Docker image beside its torch, not a dependency of the package
+    assert set(pins()) - image_only <= set(requirements)
     for name, version in pins().items():
+        if name in image_only:
+            continue
         specifier = requirements[name].specifier
         assert Version(version) in specifier, (name, version, specifier)
         next_major = Version(f"{Version(version).major + 1}.0")
@@ -92,6 +103,7 @@ def test_docker_image_installs_the_pinned_torch_cuda_build_and_transformers():
     assert all("-c constraints.txt" in l for _, l in pip), pip
     torch_line = pip[0][1]
     assert re.search(r"\storch(\s|$)", torch_line) and '--index-url "$TORCH_INDEX"' in torch_line
+    assert re.search(r"\storchvision(\s|$)", torch_line), "torchvision from the same index as its torch"
     index = re.search(r"^ARG TORCH_INDEX=(\S+)$", "\n".join(lines), re.M)
     assert index, "no TORCH_INDEX build argument"
     # the PyTorch index of a CUDA 12 build: https://download.pytorch.org/whl/cu12X
