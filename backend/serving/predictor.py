@@ -31,9 +31,8 @@ from labelstudio.label_config import (
     TextPromptError,
     model_version_hash,
     parse_label_config,
-    prompt_texts,
-    resolve_text_prompt,
 )
+from labelstudio.text_prompts import prompt_texts, resolve_text_prompt
 from .interactive import answer_exemplars, answer_smart
 from .mask_stage import MaskModelHolder, MaskModelUnavailable, mask_regions, masks_for
 from labelstudio.media import MediaError, MediaFetcher

@@ -6,13 +6,11 @@ from labelstudio.label_config import (
     LabelConfigError,
     SkippedItem,
     TextPromptError,
-    TextPromptResolution,
     model_version_hash,
     parse_label_config,
-    prompt_texts,
-    resolve_text_prompt,
     to_words,
 )
+from labelstudio.text_prompts import TextPromptResolution, prompt_texts, resolve_text_prompt
 from tests.backend.backend_helpers import ls_body
 
 
