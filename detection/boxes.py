@@ -63,3 +63,13 @@ def _as_bool_tensor(values, like):
     import torch
 
     return torch.as_tensor(values, dtype=torch.bool, device=like.device)
+
+
+def clip_to_image(boxes, width: int, height: int):
+    """xyxy pixel boxes clipped to the image, and which still have an area (a box wholly outside the image
+    collapses to zero area when clipped: nothing to show). Labelling mode's rule for every family."""
+    import torch
+
+    clipped = torch.stack([boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height), boxes[:, 2].clamp(0, width),
+                           boxes[:, 3].clamp(0, height)], dim=-1)
+    return clipped, (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])

@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 
 from .boxes import box_iou  # noqa: F401  (re-exported: its one home is boxes.py)
+from .boxes import clip_to_image
 from .prompt import PromptChunk
 
 
@@ -96,15 +97,9 @@ def label_detections(
     out = []
     for i, (width, height) in enumerate(sizes):
         keep = best[i] >= box_threshold
-        b = boxes[i][keep]
-        b = torch.stack(
-            [b[:, 0].clamp(0, width), b[:, 1].clamp(0, height), b[:, 2].clamp(0, width), b[:, 3].clamp(0, height)],
-            dim=-1,
-        )
+        b, area_ok = clip_to_image(boxes[i][keep], width, height)
         dets = Detections(best[i][keep].cpu(), (label[i][keep] + chunk.class_offset).cpu(), b.cpu())
-        # A box wholly outside the image collapses to zero area when clipped: nothing to show.
-        area_ok = (dets.boxes[:, 2] > dets.boxes[:, 0]) & (dets.boxes[:, 3] > dets.boxes[:, 1])
-        out.append(dets.select(area_ok))
+        out.append(dets.select(area_ok.cpu()))
     return out
 
 

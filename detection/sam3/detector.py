@@ -24,7 +24,7 @@ from typing import Iterator, Literal, Sequence
 import torch
 from PIL import Image
 
-from ..boxes import box_iou
+from ..boxes import box_iou, clip_to_image
 from ..detector import DTYPES, resolve_device, resolve_dtype
 from ..family import ModelLoadError
 from ..prompt import PromptError
@@ -150,12 +150,7 @@ class Sam3Detector:
         _, _, found = self._find(images, classes, threshold, masks)
         out = []
         for image, f in zip(images, found):
-            width, height = image.size
-            b = f.boxes
-            f.boxes = torch.stack([b[:, 0].clamp(0, width), b[:, 1].clamp(0, height), b[:, 2].clamp(0, width),
-                                   b[:, 3].clamp(0, height)], dim=-1)
-            # A box wholly outside the image collapses to zero area when clipped: nothing to show.
-            area_ok = (f.boxes[:, 2] > f.boxes[:, 0]) & (f.boxes[:, 3] > f.boxes[:, 1])
+            f.boxes, area_ok = clip_to_image(f.boxes, *image.size)
             out.append(_finish(f.select(area_ok), image.size, mask_rule))
         return out
 
