@@ -224,7 +224,7 @@ def _jobs(status: StatusDocument, now: float) -> str:
         rows.append(
             f'<tr class="job" data-job="{escape(str(job.id))}"><td><code>{escape(str(job.id))}</code></td>'
             f'<td class="project">{escape(_project_name(names, job.project))}</td>'
-            f'<td>{_version(job.model_version)}</td>'
+            f'<td class="version">{_version(job.model_version)}</td>'
             f'<td>{_badge(str(job.state), STATE_BADGE.get(job.state, "muted"))}</td>'
             f'<td class="progress">{_progress(job)}</td><td class="num answered">{answered_html}</td>'
             f'<td class="num imported">{job.imported:,}</td>'
@@ -302,6 +302,7 @@ tbody tr:last-child td{border-bottom:none}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.project{max-width:220px;overflow-wrap:anywhere}
 td.progress{min-width:170px}td.message,td.reason{overflow-wrap:break-word;min-width:180px;max-width:420px}
+td.version code{white-space:normal;overflow-wrap:anywhere}
 .scroll{overflow-x:auto}
 td.image{max-width:320px;overflow-wrap:anywhere}td.time{white-space:nowrap}
 .bar{position:relative;height:8px;border-radius:4px;background:var(--bar);overflow:hidden;margin:4px 0 3px}

@@ -69,6 +69,10 @@ def test_status_page_shows_job_progress_and_failure_reasons(status_server, brows
     assert "4711" in page.locator("tr.failure").first.inner_text()
     # the failed key check is in the banner, naming the variable to fix
     assert "set LABEL_STUDIO_API_KEY to a valid access token" in page.locator(".warnings").inner_text()
+    # at a laptop's width every table fits its panel: no column (the jobs' Message last) hides behind a scroll
+    overflowing = page.eval_on_selector_all(
+        ".scroll", "els => els.filter(e => e.scrollWidth > e.clientWidth).map(e => e.closest('section').id)")
+    assert overflowing == []
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "status-page.png"
