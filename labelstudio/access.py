@@ -25,13 +25,9 @@ from urllib.parse import urlparse
 import httpx
 from label_studio_sdk._extensions.label_studio_tools.core.utils.io import concat_urls, is_jwt_well_formed
 
-from .media import (
-    KeyRefusedError,
-    LabelStudioUnreachableError,
-    MediaError,
-    MediaFetcher,
-    check_destination,
-)
+from .destinations import check_destination
+from .media import MediaFetcher
+from .media_errors import KeyRefusedError, LabelStudioUnreachableError, MediaError
 from .target import LabelStudioTarget
 
 WHOAMI = "/api/current-user/whoami"

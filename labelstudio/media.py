@@ -1,4 +1,4 @@
-"""Task media URLs -> image bytes, with size/time limits and an SSRF guard.
+"""Task media URLs -> image bytes, with size/time limits, every request through the SSRF guard (`destinations`).
 
 URL kinds (as Label Studio stores them in `task.data`):
 - `/data/upload/<pid>/<file>` (falls back to `/storage-data/uploaded/?filepath=upload/...`),
@@ -18,11 +18,9 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import ipaddress
 import logging
 import os
 import posixpath
-import socket
 import threading
 import time
 from urllib.parse import parse_qs, unquote_to_bytes, urljoin, urlparse
@@ -40,27 +38,14 @@ from PIL import Image
 
 from detection.images import ImageError, open_image
 from labelstudio.api_errors import error_text, is_connection_error
+from labelstudio.destinations import check_destination
+from labelstudio.media_errors import KeyRefusedError, LabelStudioUnreachableError, MediaError
 from labelstudio.media_settings import MediaSettings
 from labelstudio.urls import short_url
 from labelstudio.target import LabelStudioTarget
 
 log = logging.getLogger(__name__)
 MAX_REDIRECTS = 5
-
-
-class MediaError(Exception):
-    """A task's image could not be obtained; the message tells the user what to do.
-
-    What a labeller can act on comes first, the technical detail (status code, URL) after it in parentheses:
-    Label Studio's Data Manager shows a data field (FAILED_TASK_FIELD) cut to about three lines."""
-
-
-class KeyRefusedError(MediaError):
-    """Label Studio answered that the key is not valid (HTTP 401/403, or a refresh token it refuses)."""
-
-
-class LabelStudioUnreachableError(MediaError):
-    """Label Studio did not answer at the address in use (connection refused, DNS, timeout)."""
 
 
 def source_name(url: str) -> str:
@@ -343,65 +328,3 @@ class MediaFetcher:
 
 class _NotFound(MediaError):
     """HTTP 404 (Label Studio uploads then try the storage proxy)."""
-
-
-# ----- SSRF guard ----------------------------------------------------------------------------------
-
-
-def _is_internal(ip: ipaddress._BaseAddress) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (
-        ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_reserved
-        or ip.is_multicast or ip.is_unspecified or ip in ipaddress.ip_network("100.64.0.0/10")
-    )
-
-
-def _allowed(host: str, port: int, ips, allowed: tuple[str, ...]) -> bool:
-    for entry in allowed:
-        if entry in (host, f"{host}:{port}"):
-            return True
-        try:
-            network = ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            continue
-        if ips and all(ip in network for ip in ips):
-            return True
-    return False
-
-
-def check_destination(url: str, settings: MediaSettings, trusted_netloc: str | None = None) -> list:
-    """Refuse non-http(s) URLs and hosts resolving to internal addresses (unless trusted/allowed).
-
-    Returns the host's checked addresses.
-    """
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https"):
-        raise MediaError(f"refused {short_url(url)}: only http and https URLs are fetched")
-    host = (parsed.hostname or "").lower()
-    if not host:
-        raise MediaError(f"refused {short_url(url)}: the URL has no host")
-    try:
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    except ValueError:
-        raise MediaError(f"refused {short_url(url)}: invalid port") from None
-    try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise MediaError(f"cannot resolve the host {host!r} of {short_url(url)} ({exc})") from None
-    ips = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
-    if _allowed(host, port, ips, settings.allowed_media_hosts):
-        return ips
-    internal = [ip for ip in ips if _is_internal(ip)]
-    if not internal:
-        return ips
-    link_local = any(
-        (ip.ipv4_mapped or ip).is_link_local if isinstance(ip, ipaddress.IPv6Address) else ip.is_link_local
-        for ip in internal
-    )
-    if trusted_netloc and parsed.netloc.lower() == trusted_netloc and not link_local:
-        return ips  # the configured Label Studio host may be on a private network
-    raise MediaError(
-        f"the image's host is on an internal network and not trusted: add it to ALLOWED_MEDIA_HOSTS if it is "
-        f"(refused {short_url(url)}: {host} resolves to the loopback, link-local or private address {internal[0]})"
-    )

@@ -35,7 +35,8 @@ from labelstudio.label_config import (
 from labelstudio.text_prompts import prompt_texts, resolve_text_prompt
 from .interactive import answer_exemplars, answer_smart
 from .mask_stage import MaskModelHolder, MaskModelUnavailable, mask_regions, masks_for
-from labelstudio.media import MediaError, MediaFetcher
+from labelstudio.media import MediaFetcher
+from labelstudio.media_errors import MediaError
 from labelstudio.regions import make_region
 from backend.settings import Settings
 from labelstudio.smart_tools import SmartPromptError, exemplar_prompts, smart_prompts

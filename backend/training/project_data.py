@@ -20,7 +20,7 @@ from typing import Callable
 
 from detection import ImageError, open_image
 from labelstudio.label_config import LabelClass, LabelConfigError, parse_label_config
-from labelstudio.media import MediaError
+from labelstudio.media_errors import MediaError
 from runtime.files import atomic_write
 from evaluation.labelstudio.export import Region
 

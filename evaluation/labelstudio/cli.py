@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -25,9 +26,10 @@ from runtime.files import atomic_write
 
 from .coco import coco_files
 from .export import TREATMENTS, Task, is_mask_export, prelabel_treatment, tasks_from_dicts
-from .fetch import LabelStudioAccess, resolve_predictions
-from .formats import read_export, require_annotated
-from .versions import choose_version, keep_version
+from .fetch import resolve_predictions
+from .formats import ExportFile, read_export, require_annotated
+from .target_options import TargetOptions
+from .versions import VersionChoice, choose_version, keep_version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,7 +115,24 @@ def main(argv: list[str] | None = None) -> int:
     return exit_code(lambda: run(args, [a.replace(args.api_key, "***") if args.api_key else a for a in argv]))
 
 
+@dataclass(frozen=True)
+class ScoredExport:
+    """An export as scored: one model version's pre-labels on the annotated tasks it predicted."""
+
+    path: Path
+    exported: ExportFile
+    predictions_from: str  # where the predictions came from, in words (fetch.ResolvedTasks.source)
+    choice: VersionChoice
+    all_tasks: list[Task]
+    tasks: list[Task]  # the scored tasks
+
+    @property
+    def iou_type(self) -> str:
+        return "segm" if is_mask_export(self.tasks) else "bbox"
+
+
 def run(args, argv) -> int:
+    """Score the stored pre-labels into a run directory and print the summary (`--model`: which_model)."""
     if not 0 < args.iou <= 1:
         raise InputError(f"--iou must be in (0, 1], got {args.iou}")
     if args.model:
@@ -125,23 +144,55 @@ def run(args, argv) -> int:
                          "--images to score the stored pre-labels")
     export = Path(args.export).expanduser().resolve()
     t0 = time.perf_counter()
-    access = LabelStudioAccess.from_options(args.label_studio_url, args.api_key, os.environ)
+    scored = read_scored_export(export, args)
+    out = make_run_dir(args.out or f"runs/labelstudio-{export.stem}-{datetime.date.today():%Y%m%d}")
+    gt, dets = coco_files(scored.tasks)
+    ann_path = out / "ground_truth.json"
+    atomic_write(ann_path, json.dumps(gt))
+    atomic_write(out / "detections.json", json.dumps(dets))
+    metrics, text, per_class = score_ap(gt, dets, scored.iou_type)
+    per_class.to_csv(out / "per_class.csv", index=False)
+    scores = [d["score"] for d in dets]
+    threshold = args.threshold if args.threshold is not None else (min(scores) if scores else 0.0)
+    counts, total = threshold_counts(gt, dets, threshold, args.iou, scored.iou_type)
+    per_label = per_class.rename(columns={"name": "label"}).merge(counts, on="label", how="left")
+    per_label[["tp", "fp", "fn"]] = per_label[["tp", "fp", "fn"]].fillna(0).astype(int)
+    per_label.to_csv(out / "per_label.csv", index=False)
+    treatment = treatment_table(scored.tasks, args.iou)
+    treatment.to_csv(out / "prelabels.csv", index=False)
+    config = run_config(args, argv, scored, ann_path, threshold, [im["id"] for im in gt["images"]], t0)
+    metrics.update({k: (None if pd.isna(total[k]) else float(total[k])) for k in ("precision", "recall", "f1")})
+    metrics.update({k: int(total[k]) for k in ("tp", "fp", "fn")})
+    metrics["prelabels"] = {k: int(treatment[k].sum()) for k in ["prelabels", *TREATMENTS]}
+    metrics["config"] = config
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    print_report(scored, metrics, text, out)
+    return 0
+
+
+def read_scored_export(export: Path, args) -> ScoredExport:
+    """The export read, its predictions fetched when it holds only ids, and the model version to score chosen."""
+    options = TargetOptions.from_options(args.label_studio_url, args.api_key, os.environ)
     exported = read_export(export)
     require_annotated(exported.tasks, str(export))
-    resolved = resolve_predictions(exported, access)
+    resolved = resolve_predictions(exported, options)
     choice = choose_version(resolved.tasks, args.model_version)
     all_tasks = tasks_from_dicts(keep_version(resolved.tasks, choice), str(export))
-    tasks = [t for t in all_tasks if t.annotation is not None and t.id in choice.task_ids]  # the scored tasks
-    iou_type = "segm" if is_mask_export(tasks) else "bbox"
-    out = Path(args.out or f"runs/labelstudio-{export.stem}-{datetime.date.today():%Y%m%d}").resolve()
+    tasks = [t for t in all_tasks if t.annotation is not None and t.id in choice.task_ids]
+    return ScoredExport(export, exported, resolved.source, choice, all_tasks, tasks)
+
+
+def make_run_dir(path: str) -> Path:
+    out = Path(path).resolve()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the run directory {out} ({exc.strerror or exc}): choose another --out")
-    gt, dets = coco_files(tasks)
-    ann_path = out / "ground_truth.json"
-    atomic_write(ann_path, json.dumps(gt))
-    atomic_write(out / "detections.json", json.dumps(dets))
+    return out
+
+
+def score_ap(gt: dict, dets: list[dict], iou_type: str) -> tuple[dict, str, pd.DataFrame]:
+    """pycocotools' metrics, its printed summary and the per-class table; masks beside boxes for "segm"."""
     ids = [im["id"] for im in gt["images"]]
     gt_coco = coco_gt(gt)
     metrics, ev, text = score(gt_coco, dets, ids)
@@ -150,22 +201,18 @@ def run(args, argv) -> int:
         metrics["segm"], segm_ev, segm_text = score(gt_coco, dets, ids, "segm")
         text = f"boxes (COCOeval bbox):\n{text.rstrip()}\nmasks (COCOeval segm):\n{segm_text}"
         add_mask_columns(per_class, per_class_table(segm_ev, gt["categories"]))
-    per_class.to_csv(out / "per_class.csv", index=False)
-    scores = [d["score"] for d in dets]
-    threshold = args.threshold if args.threshold is not None else (min(scores) if scores else 0.0)
-    counts, total = threshold_counts(gt, dets, threshold, args.iou, iou_type)
-    per_label = per_class.rename(columns={"name": "label"}).merge(counts, on="label", how="left")
-    per_label[["tp", "fp", "fn"]] = per_label[["tp", "fp", "fn"]].fillna(0).astype(int)
-    per_label.to_csv(out / "per_label.csv", index=False)
-    treatment = treatment_table(tasks, args.iou)
-    treatment.to_csv(out / "prelabels.csv", index=False)
-    prelabels = {k: int(treatment[k].sum()) for k in ["prelabels", *TREATMENTS]}
-    config = {
-        "export": str(export), "ann": str(ann_path), "images": None, "iou": args.iou, "iou_type": iou_type,
+    return metrics, text, per_class
+
+
+def run_config(args, argv, scored: ScoredExport, ann_path: Path, threshold: float, ids: list, t0: float) -> dict:
+    """metrics.json's "config": what was scored, how, and with which versions (the command without its key)."""
+    tasks, all_tasks, choice = scored.tasks, scored.all_tasks, scored.choice
+    return {
+        "export": str(scored.path), "ann": str(ann_path), "images": None, "iou": args.iou, "iou_type": scored.iou_type,
         "region_kinds": sorted({r.kind for t in tasks if t.annotation is not None for r in t.regions}),
         "threshold": threshold,
         "threshold_source": "--threshold" if args.threshold is not None else "lowest stored pre-label score",
-        "export_format": exported.format, "predictions_from": resolved.source,
+        "export_format": scored.exported.format, "predictions_from": scored.predictions_from,
         "model": choice.version or None, "model_version_choice": choice.reason,
         "model_versions": sorted(choice.versions), "annotated_tasks_per_version": choice.versions,
         "unpredicted_tasks": list(choice.unpredicted),
@@ -176,22 +223,22 @@ def run(args, argv) -> int:
         "versions": library_versions(), "command": argv,
         "timings": {"total_s": round(time.perf_counter() - t0, 3)},
     }
-    metrics.update({k: (None if pd.isna(total[k]) else float(total[k])) for k in ("precision", "recall", "f1")})
-    metrics.update({k: int(total[k]) for k in ("tp", "fp", "fn")})
-    metrics["prelabels"] = prelabels
-    metrics["config"] = config
-    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
-    print(f"Label Studio {exported.format} export {export}: {len(ids)} of its {len(all_tasks)} tasks scored "
-          f"({config['num_annotated_tasks']} annotated); predictions: {resolved.source}")
-    print(f"scored: {choice.summary()}")
+
+
+def print_report(scored: ScoredExport, metrics: dict, text: str, out: Path) -> None:
+    config = metrics["config"]
+    print(f"Label Studio {scored.exported.format} export {scored.path}: {config['num_images']} of its "
+          f"{len(scored.all_tasks)} tasks scored ({config['num_annotated_tasks']} annotated); predictions: "
+          f"{scored.predictions_from}")
+    print(f"scored: {scored.choice.summary()}")
     print(text.rstrip())
     f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     if "segm" in metrics:
         print(f"mask AP {100 * metrics['segm']['AP']:.1f} (box AP {100 * metrics['AP']:.1f})")
-    print(f"at threshold {threshold:.3f}, {'mask ' if iou_type == 'segm' else ''}IoU {args.iou}: precision {f(metrics['precision'])}, "
+    mask = "mask " if config["iou_type"] == "segm" else ""
+    print(f"at threshold {config['threshold']:.3f}, {mask}IoU {config['iou']}: precision {f(metrics['precision'])}, "
           f"recall {f(metrics['recall'])}, F1 {f(metrics['f1'])} (tp {metrics['tp']}, fp {metrics['fp']}, "
           f"fn {metrics['fn']})")
-    print("pre-labels: " + ", ".join(f"{k.replace('_', '/')} {v}" for k, v in prelabels.items()))
+    print("pre-labels: " + ", ".join(f"{k.replace('_', '/')} {v}" for k, v in metrics["prelabels"].items()))
     print(f"results in {out}/ (detections.json, ground_truth.json, metrics.json, per_class.csv, per_label.csv, "
           "prelabels.csv)")
-    return 0

@@ -68,7 +68,7 @@ class ImageSource:
                 return open_image(path)
             except ImageError as exc:
                 raise InputError(f"task {task.id}: {path}: {exc}") from None
-        from labelstudio.media import MediaError
+        from labelstudio.media_errors import MediaError
 
         try:
             return self.fetcher.fetch_image(task.image, task.id)

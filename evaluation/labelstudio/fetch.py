@@ -11,74 +11,36 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping
+from typing import Callable
 
 import httpx
 from label_studio_sdk._extensions.label_studio_tools.core.utils.io import concat_urls
 
-from labelstudio.media import KeyRefusedError, LabelStudioUnreachableError, MediaFetcher
-from labelstudio.environment import LabelStudioEnvError, label_studio_api_key, label_studio_url
-from labelstudio.media_settings import ApiOnlySettings
+from labelstudio.media_errors import KeyRefusedError, LabelStudioUnreachableError
+from labelstudio.target import LabelStudioTarget
 from runtime.errors import InputError
 
 from .formats import JSON_MIN, ExportFile
+from .target_options import TargetOptions
 
 EXPORT_HELP = "see the README's section \"Exporting a project for evaluation\""
 WORKERS = 4  # concurrent requests: a large project is read in seconds without crowding Label Studio
 
 
-@dataclass(frozen=True)
-class LabelStudioAccess:
-    """Label Studio's address and API key, and the option or variable each came from (to name in messages)."""
-
-    url: str | None
-    key: str | None
-    url_name: str = "--label-studio-url"
-    key_name: str = "--api-key"
-    timeout: float = 30.0
-
-    @classmethod
-    def from_options(cls, url: str | None, key: str | None, environ: Mapping[str, str]) -> "LabelStudioAccess":
-        """The options when given, else the backend's variables."""
-        try:
-            env_url = label_studio_url(environ)
-        except LabelStudioEnvError as exc:
-            raise InputError(str(exc)) from None
-        if url:
-            try:
-                url = label_studio_url({"LABEL_STUDIO_URL": url})
-            except LabelStudioEnvError:
-                raise InputError(f"--label-studio-url {url!r} must be a full URL with http:// or https:// "
-                                 "(e.g. http://localhost:8080)") from None
-        return cls(url or env_url, key or label_studio_api_key(environ),
-                   "--label-studio-url" if url else "LABEL_STUDIO_URL",
-                   "--api-key" if key else "LABEL_STUDIO_API_KEY")
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.url and self.key)
-
-    def missing(self) -> str:
-        gaps = [name for value, name in ((self.url, "--label-studio-url URL"), (self.key, "--api-key KEY"))
-                if not value]
-        return " and ".join(gaps)
-
-
 class PredictionClient:
     """Reads a task's predictions; every failure an InputError naming the option to fix."""
 
-    def __init__(self, access: LabelStudioAccess, transport: httpx.BaseTransport | None = None):
-        self.access = access
-        self.fetcher = MediaFetcher(ApiOnlySettings(label_studio_url=access.url, label_studio_api_key=access.key,
-                                             download_timeout=access.timeout), transport)
-        self.target = self.fetcher.label_studio_target()
+    def __init__(self, options: TargetOptions, transport: httpx.BaseTransport | None = None):
+        self.options = options
+        self.target = options.target
+        self.fetcher = options.media_fetcher(transport)
 
     def close(self) -> None:
         self.fetcher.client.close()
 
     def task_predictions(self, task_id: int) -> list[dict]:
-        a = self.access
-        url = concat_urls(a.url, "/api/predictions/")
+        host, url_name = self.target.url, self.options.url_name
+        url = concat_urls(host, "/api/predictions/")
         try:
             header = self.fetcher.auth_header(self.target)
             response = self.fetcher.client.get(url, params={"task": task_id}, headers={"Authorization": header})
@@ -86,34 +48,33 @@ class PredictionClient:
             raise InputError(self._refused("a personal access token that cannot be refreshed: expired, revoked or "
                                            "not valid")) from None
         except LabelStudioUnreachableError:
-            raise InputError(f"could not reach Label Studio at {a.url} to refresh the personal access token: "
-                             f"check {a.url_name}") from None
+            raise InputError(f"could not reach Label Studio at {host} to refresh the personal access token: "
+                             f"check {url_name}") from None
         except httpx.HTTPError as exc:
             reason = (str(exc).strip() or type(exc).__name__)[:200]
-            raise InputError(f"could not reach Label Studio at {a.url} ({reason}): check {a.url_name}") from None
+            raise InputError(f"could not reach Label Studio at {host} ({reason}): check {url_name}") from None
         code = response.status_code
         if code in (401, 403):
             raise InputError(self._refused(f"HTTP {code}"))
         if code in (400, 404):
-            raise InputError(f"Label Studio at {a.url} has no task {task_id} (HTTP {code} for its predictions): "
-                             f"give the address of the Label Studio this export came from ({a.url_name}), or "
+            raise InputError(f"Label Studio at {host} has no task {task_id} (HTTP {code} for its predictions): "
+                             f"give the address of the Label Studio this export came from ({url_name}), or "
                              "export the project again if the task was deleted")
         body = _json(response) if code == 200 else None
         if isinstance(body, dict) and isinstance(body.get("results"), list):  # a paginated answer
             body = body["results"]
         if not isinstance(body, list) or not all(isinstance(p, dict) for p in body):
-            raise InputError(f"{a.url} answered HTTP {code} to {url}?task={task_id}, not with Label Studio's list "
-                             f"of predictions: check {a.url_name} (Label Studio's address, e.g. http://localhost:8080)")
+            raise InputError(f"{host} answered HTTP {code} to {url}?task={task_id}, not with Label Studio's list "
+                             f"of predictions: check {url_name} (Label Studio's address, e.g. http://localhost:8080)")
         for pred in body:
             if pred.get("result") is not None and not isinstance(pred["result"], list):
-                raise InputError(f"Label Studio at {a.url}: prediction {pred.get('id')!r} of task {task_id} has a "
+                raise InputError(f"Label Studio at {host}: prediction {pred.get('id')!r} of task {task_id} has a "
                                  "\"result\" that is not a list")
         return body
 
     def _refused(self, detail: str) -> str:
-        a = self.access
-        return (f"Label Studio at {a.url} refused the API key ({a.key_name}, {detail}): give an access token of a "
-                "user with access to the project (Label Studio -> Account & Settings -> Access Token)")
+        return (f"Label Studio at {self.target.url} refused the API key ({self.options.key_name}, {detail}): give an "
+                "access token of a user with access to the project (Label Studio -> Account & Settings -> Access Token)")
 
 
 def _json(response: httpx.Response):
@@ -129,8 +90,8 @@ class ResolvedTasks:
     source: str  # where the scored predictions came from, in words
 
 
-def resolve_predictions(export: ExportFile, access: LabelStudioAccess,
-                        client_factory: Callable[[LabelStudioAccess], PredictionClient] = PredictionClient,
+def resolve_predictions(export: ExportFile, options: TargetOptions,
+                        client_factory: Callable[[TargetOptions], PredictionClient] = PredictionClient,
                         ) -> ResolvedTasks:
     """The export's tasks with each annotated task's predictions as objects, fetched when the export holds
     only their ids (the Export button's JSON) or none at all (JSON_MIN)."""
@@ -140,9 +101,9 @@ def resolve_predictions(export: ExportFile, access: LabelStudioAccess,
         wanted = [t for t in export.annotated() if any(isinstance(p, int) for p in t.get("predictions") or [])]
     if not wanted:
         return ResolvedTasks(export.tasks, "the export")
-    if not access.complete:
-        raise InputError(_needs_access(export, wanted, access))
-    client = client_factory(access)
+    if not options.target.complete:
+        raise InputError(_needs_access(export, wanted, options))
+    client = client_factory(options)
     try:
         with ThreadPoolExecutor(WORKERS) as pool:
             fetched = dict(zip((t["id"] for t in wanted), pool.map(client.task_predictions, (t["id"] for t in wanted))))
@@ -165,16 +126,16 @@ def resolve_predictions(export: ExportFile, access: LabelStudioAccess,
         tasks.append({**task, "predictions": preds})
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise InputError(f"the export lists predictions that Label Studio at {access.url} no longer has: {shown}; "
+        raise InputError(f"the export lists predictions that Label Studio at {options.target.url} no longer has: {shown}; "
                          "they were deleted after the export: export the project again")
     what = "the predictions the export lists by id" if export.format != JSON_MIN else \
         "the tasks' predictions as they are now (JSON_MIN holds none)"
-    return ResolvedTasks(tasks, f"{what}, fetched from Label Studio at {access.url} for {len(wanted)} annotated "
+    return ResolvedTasks(tasks, f"{what}, fetched from Label Studio at {options.target.url} for {len(wanted)} annotated "
                                 "tasks")
 
 
-def _needs_access(export: ExportFile, wanted: list[dict], access: LabelStudioAccess) -> str:
-    give = (f"give Label Studio's address and an API key to fetch them ({access.missing()}, or LABEL_STUDIO_URL "
+def _needs_access(export: ExportFile, wanted: list[dict], options: TargetOptions) -> str:
+    give = (f"give Label Studio's address and an API key to fetch them ({options.missing()}, or LABEL_STUDIO_URL "
             "and LABEL_STUDIO_API_KEY)")
     if export.format == JSON_MIN:
         return (f"{export.path} is Label Studio's JSON_MIN export: it holds the annotations but not the backend's "
@@ -187,4 +148,4 @@ def _needs_access(export: ExportFile, wanted: list[dict], access: LabelStudioAcc
 
 def require_prediction_objects(export: ExportFile) -> ExportFile:
     """The export itself, when every annotated task holds its predictions as objects; else the message."""
-    return replace(export, tasks=resolve_predictions(export, LabelStudioAccess(None, None)).tasks)
+    return replace(export, tasks=resolve_predictions(export, TargetOptions(LabelStudioTarget())).tasks)

@@ -11,8 +11,8 @@ from runtime.errors import InputError
 
 from .compare import ImageSource, ground_truth, recommend, run_model, score_run, write_comparison
 from .export import is_mask_export, tasks_from_dicts
-from .fetch import LabelStudioAccess
 from .formats import read_export, require_annotated
+from .target_options import TargetOptions
 
 
 def image_source(args) -> ImageSource:
@@ -21,15 +21,11 @@ def image_source(args) -> ImageSource:
         if not images.is_dir():
             raise InputError(f"--images {images}: not a directory")
         return ImageSource(images_dir=images)
-    from labelstudio.media import MediaFetcher
-    from labelstudio.media_settings import ApiOnlySettings
-
-    access = LabelStudioAccess.from_options(args.label_studio_url, args.api_key, os.environ)
-    if access.missing():
-        raise InputError(f"--model runs the models on the tasks' images: give --images DIR, or {access.missing()} "
+    options = TargetOptions.from_options(args.label_studio_url, args.api_key, os.environ)
+    if options.missing():
+        raise InputError(f"--model runs the models on the tasks' images: give --images DIR, or {options.missing()} "
                          "to fetch them from Label Studio")
-    return ImageSource(fetcher=MediaFetcher(ApiOnlySettings(label_studio_url=access.url, label_studio_api_key=access.key,
-                                                            download_timeout=access.timeout)))
+    return ImageSource(fetcher=options.media_fetcher())
 
 
 def run_models(args, argv) -> int:

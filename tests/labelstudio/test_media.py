@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from labelstudio.media import KeyRefusedError, MediaError, MediaFetcher
+from labelstudio.media import MediaFetcher
+from labelstudio.media_errors import KeyRefusedError, MediaError
 from tests.backend.backend_helpers import LocalServer, jpeg_bytes
 from tests.labelstudio.tokens import make_jwt
 
@@ -289,14 +290,14 @@ def test_http_connects_to_the_checked_address_with_the_original_host(make_settin
     """The name is resolved once, checked, and that address is used (no second DNS answer to rebind)."""
     import socket
 
-    import labelstudio.media
+    import labelstudio.destinations
 
     real = socket.getaddrinfo
 
     def fake(host, *args, **kwargs):
         return real("127.0.0.1" if host == "media.example" else host, *args, **kwargs)
 
-    monkeypatch.setattr(labelstudio.media.socket, "getaddrinfo", fake)
+    monkeypatch.setattr(labelstudio.destinations.socket, "getaddrinfo", fake)
     http_server.file("/x.jpg", IMAGE)
     f = fetcher(make_settings, ALLOWED_MEDIA_HOSTS="media.example")
     assert f.fetch(f"http://media.example:{http_server.port}/x.jpg") == IMAGE
@@ -307,7 +308,7 @@ def test_http_tries_every_checked_address_in_turn(make_settings, http_server, mo
     """A name whose first address refuses (a dead record, IPv6 without a route) still downloads."""
     import socket
 
-    import labelstudio.media
+    import labelstudio.destinations
 
     real = socket.getaddrinfo
     closed = socket.socket()
@@ -320,7 +321,7 @@ def test_http_tries_every_checked_address_in_turn(make_settings, http_server, mo
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.9", port)),
                 *real("127.0.0.1", port, socket.AF_INET, socket.SOCK_STREAM)]
 
-    monkeypatch.setattr(labelstudio.media.socket, "getaddrinfo", fake)
+    monkeypatch.setattr(labelstudio.destinations.socket, "getaddrinfo", fake)
     http_server.file("/x.jpg", IMAGE)
     f = fetcher(make_settings, ALLOWED_MEDIA_HOSTS="media.example")
     try:

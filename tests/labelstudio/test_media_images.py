@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelstudio.media import MediaError, MediaFetcher
+from labelstudio.media import MediaFetcher
+from labelstudio.media_errors import MediaError
 from tests.backend.backend_helpers import jpeg_bytes
 from tests.reliability.hostile_inputs import png_header_only
 

@@ -90,14 +90,14 @@ def test_internal_host_is_fetched_only_when_allowed_by_configuration(make_client
 @pytest.fixture
 def public_host(monkeypatch):
     """`images.example.com` resolves to 127.0.0.1 (a public-looking name, faked for the test)."""
-    import labelstudio.media
+    import labelstudio.destinations
 
     real = socket.getaddrinfo
 
     def fake(host, *args, **kwargs):
         return real("127.0.0.1" if host == "images.example.com" else host, *args, **kwargs)
 
-    monkeypatch.setattr(labelstudio.media.socket, "getaddrinfo", fake)
+    monkeypatch.setattr(labelstudio.destinations.socket, "getaddrinfo", fake)
     return "images.example.com"
 
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from labelstudio.label_config import parse_label_config
-from labelstudio.media import MediaError
+from labelstudio.media_errors import MediaError
 from backend.training.data import load_training_data
 from backend.training.errors import TrainingError
 from backend.training.project_data import export_project, project_classes
