@@ -134,7 +134,7 @@ class ProjectRun:
     @classmethod
     def open(cls, client, predictor, project_id: int, base_url: str = "", thresholds: dict | None = None) -> "ProjectRun":
         """Raises ConfigError naming what to fix (no such project, a refused key, an unusable config)."""
-        from labelstudio.label_config import LabelConfigError
+        from labelstudio.label_sets import LabelConfigError
 
         try:
             project = client.projects.get(id=project_id)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .label_config import LabelMapping, LabelSet
+from .label_sets import LabelMapping, LabelSet
 
 
 class SmartPromptError(ValueError):

@@ -13,7 +13,7 @@ from typing import Iterable
 from detection.phrases import to_words
 from detection.prompt import normalise_phrase
 
-from .label_config import ControlKind, LabelClass, LabelMapping, LabelSet, TextPromptError
+from .label_sets import ControlKind, LabelClass, LabelMapping, LabelSet, TextPromptError
 
 
 def prompt_texts(mapping: LabelMapping, context: dict | None) -> dict[str, list[str]]:

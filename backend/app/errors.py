@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from labelstudio.label_config import LabelConfigError
+from labelstudio.label_sets import LabelConfigError
 
 from .state import project_key
 

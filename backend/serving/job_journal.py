@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from labelstudio.target import LabelStudioTarget
-from labelstudio.label_config import LabelConfigError
+from labelstudio.label_sets import LabelConfigError
 from runtime.files import atomic_write
 from runtime.json_encoding import encode_json_list
 

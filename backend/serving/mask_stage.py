@@ -16,7 +16,7 @@ from typing import Callable
 from detection.masks import (
     BOX_MARGIN, DEFAULT_SAM_MODEL, MaskModel, MaskModelConfig, MaskModelLoadError, clip_to_boxes, has_torchvision,
 )
-from labelstudio.label_config import LabelSet
+from labelstudio.label_sets import LabelSet
 from labelstudio.regions import PolygonConfig, brush_region, polygon_regions, region_id
 from backend.settings import Settings
 

@@ -24,14 +24,8 @@ from typing import Mapping
 import torch
 
 from detection import PromptError
-from labelstudio.label_config import (
-    LabelConfigError,
-    LabelMapping,
-    LabelSet,
-    TextPromptError,
-    model_version_hash,
-    parse_label_config,
-)
+from labelstudio.label_config import parse_label_config
+from labelstudio.label_sets import LabelConfigError, LabelMapping, LabelSet, TextPromptError, model_version_hash
 from labelstudio.text_prompts import prompt_texts, resolve_text_prompt
 from .interactive import answer_exemplars, answer_smart
 from .mask_stage import MaskModelHolder, MaskModelUnavailable, mask_regions, masks_for

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Callable
 
 from detection import ImageError, open_image
-from labelstudio.label_config import LabelClass, LabelConfigError, parse_label_config
+from labelstudio.label_config import parse_label_config
+from labelstudio.label_sets import LabelClass, LabelConfigError
 from labelstudio.media_errors import MediaError
 from runtime.files import atomic_write
 from evaluation.labelstudio.export import Region

@@ -5,7 +5,7 @@ from .result import pct, region_id, region_result
 
 
 def make_region(task_id, label_set, size, box, score: float, label: str, n: int) -> dict:
-    """The n-th region of a task for a box control (`label_set`: labelstudio.label_config.LabelSet), box in
+    """The n-th region of a task for a box control (`label_set`: labelstudio.label_sets.LabelSet), box in
     xyxy pixels: percent x/y/width/height of the image as shown (EXIF applied)."""
     width, height = size
     x0, y0, x1, y1 = box

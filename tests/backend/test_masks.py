@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from detection import Detections
 from detection.masks import BOX_MARGIN, MaskModel, MaskModelConfig, MaskModelLoadError, clip_to_boxes
-from labelstudio.label_config import LabelConfigError
+from labelstudio.label_sets import LabelConfigError
 from backend.serving.mask_stage import FALLBACK_SAM_MODEL, MaskModelHolder, sam_model_name
 from backend.serving.predictor import Predictor
 from labelstudio.regions import PolygonConfig, rle_to_mask

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from labelstudio.label_config import LabelConfigError
+from labelstudio.label_sets import LabelConfigError
 from backend.serving.predictor import Predictor
 from detection import GROUNDING_DINO
 from tests.backend.backend_helpers import jpeg_bytes, ls_body

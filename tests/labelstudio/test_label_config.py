@@ -1,15 +1,9 @@
 """Label config -> label sets, phrases, emitted labels; skipped labels; free-text prompts; bad configs."""
 import pytest
 
-from labelstudio.label_config import (
-    LabelClass,
-    LabelConfigError,
-    SkippedItem,
-    TextPromptError,
-    model_version_hash,
-    parse_label_config,
-    to_words,
-)
+from detection.phrases import to_words
+from labelstudio.label_config import parse_label_config
+from labelstudio.label_sets import LabelClass, LabelConfigError, SkippedItem, TextPromptError, model_version_hash
 from labelstudio.text_prompts import TextPromptResolution, prompt_texts, resolve_text_prompt
 from tests.backend.backend_helpers import ls_body
 

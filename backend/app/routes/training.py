@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from backend.training.service import TrainingRefused
-from labelstudio.label_config import LabelConfigError
+from labelstudio.label_sets import LabelConfigError
 
 from ..context import AppContext, context_of
 from ..errors import ApiError

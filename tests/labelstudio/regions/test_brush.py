@@ -38,7 +38,7 @@ def test_rle_decodes_back_to_the_mask_bit_for_bit(name):
 
 
 def test_brush_region_has_make_regions_shape_and_a_valid_value():
-    from labelstudio.label_config import LabelSet
+    from labelstudio.label_sets import LabelSet
     from backend.serving.predictor import make_region
 
     mask = torch.from_numpy(MASKS["disc"])
