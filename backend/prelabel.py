@@ -13,8 +13,8 @@ ML backend would give.
 
 Pages through the project's tasks with the SDK, skips tasks that already hold a prediction of the current
 model_version, predicts in batches with the backend's Predictor and imports the predictions chunk by chunk
-through `ls_import.PredictionImporter` (which asks Label Studio again under a per-project lock, so a
-running backend and this command never store one task twice). Killed half-way, a re-run skips what was
+through `labelstudio.importer.PredictionImporter` (which asks Label Studio again under a per-project lock,
+so a running backend and this command never store one task twice). Killed half-way, a re-run skips what was
 imported and goes on: nothing is predicted twice into Label Studio and nothing is lost.
 
 Under torchrun every process (rank) takes the tasks whose id modulo the number of processes is its rank,
@@ -27,13 +27,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
 from dataclasses import dataclass, field
-
-from tqdm import tqdm
 
 from backend.serving.items import PredictionItem
 from labelstudio.importer import PredictionImporter, PredictionImportError, describe_api_error, field_of, has_version
+
+from .prelabel_progress import BarProgress, SharedProgress
 
 # The settings, the model and the devices are imported inside main(): --help and argument errors answer
 # without loading torch (backend.settings imports the detection core).
@@ -102,23 +101,6 @@ class Summary:
         return "\n".join(lines)
 
 
-class BarProgress:
-    """This process's progress on a tqdm bar."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self._bar = None
-
-    def start(self, total: int | None, desc: str) -> None:
-        self._bar = tqdm(total=total, unit="task", desc=desc, disable=not self.enabled)
-
-    def advance(self, tasks: int) -> None:
-        self._bar.update(tasks)
-
-    def close(self) -> None:
-        self._bar.close()
-
-
 @dataclass(frozen=True)
 class ProjectRun:
     """One project to pre-label: its label config, the model_version it gets, its size."""
@@ -153,41 +135,8 @@ class ProjectRun:
               import_chunk: int = 100, hostname: str | None = None, access_token: str | None = None) -> Summary:
         """Predict and import this shard's tasks that lack a prediction of this version."""
         tracker = tracker or BarProgress(enabled=False)
-        summary = Summary()
-        batch: list[dict] = []
-        pending: list[dict] = []  # predictions waiting to be imported
-
-        def flush_imports(force: bool = False) -> None:
-            while pending and (force or len(pending) >= import_chunk):
-                chunk = pending[:import_chunk]
-                try:
-                    outcome = importer.import_items(chunk, self.version)
-                except PredictionImportError as exc:
-                    raise RunStopped(str(exc)) from None
-                del pending[:import_chunk]
-                stored = set(outcome.imported)
-                summary.predicted += len(stored)
-                summary.empty += sum(1 for item in chunk if item["task"] in stored and not item["result"])
-                summary.skipped += len(outcome.already)
-                summary.stored_meanwhile += len(outcome.already)
-
-        def run_batch() -> None:
-            if not batch:
-                return
-            items = self.predictor.predict_tasks(batch, self.label_config, hostname=hostname,
-                                                 access_token=access_token, thresholds=self.thresholds)
-            for task, item in zip(batch, map(PredictionItem.from_json, items)):
-                if not item.ok:
-                    summary.failed[task["id"]] = item.error or "no result"
-                elif item.model_version != self.version:
-                    summary.failed[task["id"]] = f"model_version changed during the run ({item.model_version})"
-                else:
-                    pending.append({"task": task["id"], "result": item.result, "score": item.score,
-                                    "model_version": self.version})
-            tracker.advance(len(batch))
-            batch.clear()
-            flush_imports()
-
+        labelling = LabelPass(self, importer, tracker, batch_size, import_chunk,
+                              {"hostname": hostname, "access_token": access_token, "thresholds": self.thresholds})
         tracker.start(self.total, f"project {self.project_id}")
         try:
             for task in self._tasks(page_size, importer.base_url):
@@ -195,21 +144,18 @@ class ProjectRun:
                 if not shard.owns(task_id):
                     continue
                 if has_version(task, self.version):
-                    summary.skipped += 1
-                    tracker.advance(1)
+                    labelling.skip()
                     continue
-                batch.append({"id": task_id, "data": field_of(task, "data") or {}, "meta": field_of(task, "meta") or {}})
-                if len(batch) >= batch_size:
-                    run_batch()
-            run_batch()
-            flush_imports(force=True)
+                labelling.take({"id": task_id, "data": field_of(task, "data") or {},
+                                "meta": field_of(task, "meta") or {}})
+            labelling.finish()
         except RunStopped as exc:
             log.error("project %s: %s; %d predictions were not stored (a re-run redoes them)",
-                      self.project_id, exc, len(pending) + len(batch))
-            summary.stopped.append(str(exc))
+                      self.project_id, exc, labelling.unstored)
+            labelling.summary.stopped.append(str(exc))
         finally:
             tracker.close()
-        return summary
+        return labelling.summary
 
     def _tasks(self, page_size: int, base_url: str):
         """Every task of the project, page by page; a failed page stops the run with a clear reason."""
@@ -225,6 +171,71 @@ class ProjectRun:
             yield task
 
 
+class LabelPass:
+    """One pass of `ProjectRun.label`: tasks gather into batches for the predictor, their predictions into
+    chunks for the importer, and every outcome is counted in `summary`."""
+
+    def __init__(self, run: ProjectRun, importer, tracker, batch_size: int, import_chunk: int, predict_options: dict):
+        self.run, self.importer, self.tracker = run, importer, tracker
+        self.batch_size, self.import_chunk = batch_size, import_chunk
+        self.predict_options = predict_options  # hostname, access_token, thresholds for predict_tasks
+        self.summary = Summary()
+        self.batch: list[dict] = []  # tasks waiting to be predicted
+        self.pending: list[dict] = []  # predictions waiting to be imported
+
+    @property
+    def unstored(self) -> int:
+        """Tasks taken whose prediction is not in Label Studio yet (lost if the pass stops now)."""
+        return len(self.pending) + len(self.batch)
+
+    def skip(self) -> None:
+        """A task that holds a prediction of this version already."""
+        self.summary.skipped += 1
+        self.tracker.advance(1)
+
+    def take(self, task: dict) -> None:
+        self.batch.append(task)
+        if len(self.batch) >= self.batch_size:
+            self._predict_batch()
+
+    def finish(self) -> None:
+        """Predict the last batch and import everything still pending. Raises RunStopped."""
+        self._predict_batch()
+        self._import(force=True)
+
+    def _predict_batch(self) -> None:
+        if not self.batch:
+            return
+        version = self.run.version
+        items = self.run.predictor.predict_tasks(self.batch, self.run.label_config, **self.predict_options)
+        for task, item in zip(self.batch, map(PredictionItem.from_json, items)):
+            if not item.ok:
+                self.summary.failed[task["id"]] = item.error or "no result"
+            elif item.model_version != version:
+                self.summary.failed[task["id"]] = f"model_version changed during the run ({item.model_version})"
+            else:
+                self.pending.append({"task": task["id"], "result": item.result, "score": item.score,
+                                     "model_version": version})
+        self.tracker.advance(len(self.batch))
+        self.batch.clear()
+        self._import()
+
+    def _import(self, force: bool = False) -> None:
+        """Import full chunks (every pending prediction with `force`); Label Studio refusing stops the run."""
+        while self.pending and (force or len(self.pending) >= self.import_chunk):
+            chunk = self.pending[:self.import_chunk]
+            try:
+                outcome = self.importer.import_items(chunk, self.run.version)
+            except PredictionImportError as exc:
+                raise RunStopped(str(exc)) from None
+            del self.pending[:self.import_chunk]
+            stored = set(outcome.imported)
+            self.summary.predicted += len(stored)
+            self.summary.empty += sum(1 for item in chunk if item["task"] in stored and not item["result"])
+            self.summary.skipped += len(outcome.already)
+            self.summary.stored_meanwhile += len(outcome.already)
+
+
 def prelabel(client, predictor, project_id: int, batch_size: int = 16, page_size: int = 100,
              import_chunk: int = 100, progress: bool = True, hostname: str | None = None,
              access_token: str | None = None, shard: Shard = Shard(), tracker=None) -> Summary:
@@ -234,58 +245,6 @@ def prelabel(client, predictor, project_id: int, batch_size: int = 16, page_size
     importer = PredictionImporter(client, hostname or "", project_id)
     return run.label(importer, shard, tracker or BarProgress(progress), batch_size, page_size, import_chunk,
                      hostname, access_token)
-
-
-class SharedProgress:
-    """Rank 0's bar shows the whole run: a thread on every rank sums the ranks' counts (all_reduce in a
-    gloo group of its own) every `interval` seconds, until every rank has finished its share. Every rank
-    sees the same sums, so all take the same number of rounds and none waits on a collective alone."""
-
-    def __init__(self, dist, enabled: bool = True, interval: float = 1.0):
-        import torch.distributed as torch_dist
-
-        self.dist, self.interval = dist, interval
-        self._group = torch_dist.new_group(backend="gloo")  # collective: every rank creates it here
-        self._bar = BarProgress(enabled and dist.is_main)
-        self._lock = threading.Lock()
-        self._done = 0
-        self._finished = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self, total: int | None, desc: str) -> None:
-        self._bar.start(total, desc)
-        self._thread = threading.Thread(target=self._sum_loop, name="prelabel-progress", daemon=True)
-        self._thread.start()
-
-    def advance(self, tasks: int) -> None:
-        with self._lock:
-            self._done += tasks
-
-    def close(self) -> None:
-        self._finished.set()
-        self._thread.join()
-        self._bar.close()
-
-    def _sum_loop(self) -> None:
-        import torch
-        import torch.distributed as torch_dist
-
-        shown = 0
-        while True:
-            self._finished.wait(self.interval)
-            with self._lock:
-                counts = torch.tensor([self._done, int(self._finished.is_set())], dtype=torch.int64)
-            try:
-                torch_dist.all_reduce(counts, group=self._group)
-            except Exception as exc:  # a process died: torchrun stops the run; no traceback from this thread
-                log.warning("progress: lost contact with the other processes (%s); the bar stops here",
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                return
-            done, finished = int(counts[0]), int(counts[1])
-            self._bar.advance(done - shown)
-            shown = done
-            if finished == self.dist.world_size:
-                return
 
 
 def served_settings(settings, project_id):

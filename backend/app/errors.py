@@ -8,9 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend.project_key import project_key
 from labelstudio.label_sets import LabelConfigError
-
-from .state import project_key
 
 log = logging.getLogger("backend.app.server")  # the server's log, as before the routes had their own modules
 

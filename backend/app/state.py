@@ -19,17 +19,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.project_key import project_key
+from backend.training.store import ProjectStore, StateError
 from labelstudio.target import LabelStudioTarget
 from runtime.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 MAX_VERSIONS_PER_PROJECT = 50
-
-
-def project_key(project) -> str:
-    """Label Studio sends `"<id>.<created timestamp>"`; the id alone names the project."""
-    return str(project).split(".", 1)[0]
 
 
 @dataclass
@@ -90,8 +87,6 @@ class ServerState:
     _save_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _path(self, key: str) -> Path | None:
-        from backend.training.store import ProjectStore, StateError  # here: the store imports this module
-
         if self.state_dir is None:
             return None
         try:

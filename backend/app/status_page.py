@@ -17,34 +17,15 @@ import time
 from datetime import datetime, timezone
 from html import escape
 
+from backend.progress_text import format_duration, format_rate
 from backend.serving.job_status import JobRow, JobState
 from labelstudio.urls import shorten_url, split_url
 
 from .status import StatusDocument, StatusDocumentError  # noqa: F401  (the error is part of this API)
 
 REFRESH_SECONDS = 5
-DURATION_UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
 
-# --- formatting: numbers, durations, times, URLs -------------------------------------------------------------
-
-def format_duration(seconds: float | None) -> str:
-    """`3 min 20 s`, `2 h 5 min`, `4 d 1 h`: the two largest units, for ETAs, uptimes and ages."""
-    if seconds is None:
-        return "—"
-    seconds = max(0.0, float(seconds))
-    if seconds < 1:
-        return "< 1 s"
-    total = int(round(seconds))
-    major = next(i for i, (_, size) in enumerate(DURATION_UNITS) if total >= size or size == 1)
-    name, size = DURATION_UNITS[major]
-    value, rest = divmod(total, size)
-    text = f"{value} {name}"
-    if major + 1 < len(DURATION_UNITS):
-        minor_name, minor_size = DURATION_UNITS[major + 1]
-        if rest // minor_size:
-            text += f" {rest // minor_size} {minor_name}"
-    return text
-
+# --- formatting: times, URLs (durations and rates: backend.progress_text) -----------------------------------
 
 def format_ago(then: float | None, now: float) -> str:
     if then is None:
@@ -59,14 +40,6 @@ def format_utc(then: float | None) -> str:
     if then is None:
         return "—"
     return datetime.fromtimestamp(then, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def format_rate(per_second: float | None, unit: str = "tasks") -> str:
-    if per_second is None:
-        return "—"
-    if per_second >= 1:
-        return f"{per_second:.1f} {unit}/s"
-    return f"{per_second * 60:.1f} {unit}/min"
 
 
 def _link(url: str | None, shown: str | None = None) -> str:

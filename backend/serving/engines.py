@@ -13,7 +13,7 @@ import logging
 import threading
 from dataclasses import dataclass, replace
 
-from backend.app.state import project_key
+from backend.project_key import project_key
 from backend.training.job import heldout_comparison
 from backend.training.store import ProjectStore, StateError
 

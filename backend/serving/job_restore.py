@@ -14,7 +14,7 @@ from labelstudio.target import LabelStudioTarget
 from .job_journal import JobJournal, KeptJob, dropped_row, name_tasks
 from .job_status import JobState
 from .job_types import PredictionJob
-from .predictor import PredictionPlan
+from .work import PredictionPlan
 
 log = logging.getLogger("backend.serving.jobs")
 NO_TARGET = ("set LABEL_STUDIO_API_KEY (and LABEL_STUDIO_URL) so that the backend can store in Label Studio "

@@ -10,7 +10,7 @@ from labelstudio.target import LabelStudioTarget
 
 from .items import PredictionItem
 from .job_status import JobRow, JobState, rate_and_eta
-from .predictor import PredictionPlan, TaskWork
+from .work import PredictionPlan, TaskWork
 
 
 class RequestWaiter:

@@ -33,7 +33,8 @@ from .job_journal import JobJournal
 from .job_restore import NO_TARGET, KeptJobs
 from .job_status import JobRow, JobState
 from .job_types import PredictionJob, RequestWaiter, TaskEntry  # noqa: F401  (RequestWaiter: the server's)
-from .predictor import DOWNLOAD_WORKERS, PredictionPlan, Predictor, TaskWork
+from .predictor import DOWNLOAD_WORKERS, Predictor
+from .work import PredictionPlan, TaskWork
 
 log = logging.getLogger(__name__)
 IMPORT_CHUNK = 100

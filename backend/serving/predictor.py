@@ -4,7 +4,8 @@ Three steps, so that the server's background jobs can overlap downloads with the
 `plan` (label config + context -> prompts and model_version, once per request), `load` (one task's
 images, any thread) and `run` (a batch of loaded tasks through the model -> items).
 `predict_tasks` chains them for a list of tasks; it is also the entry point of bulk pre-labelling
-(`backend/prelabel.py`): keep its name and signature.
+(`backend/prelabel.py`): keep its name and signature. The values passed between the steps are in
+backend/serving/work.py; the gate that gives the model to one forward pass at a time, in backend/serving/gate.py.
 
 Mask controls (`<BrushLabels>`, `<PolygonLabels>`) get the detector's boxes turned into masks by the
 mask model (backend/serving/mask_stage.py); a smart tool's click or box is answered by the mask model alone.
@@ -17,117 +18,30 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Mapping
 
 import torch
 
+from backend.settings import Settings
 from detection import PromptError
 from labelstudio.label_config import parse_label_config
 from labelstudio.label_sets import LabelConfigError, LabelMapping, LabelSet, TextPromptError, model_version_hash
-from labelstudio.text_prompts import prompt_texts, resolve_text_prompt
-from .interactive import answer_exemplars, answer_smart
-from .mask_stage import MaskModelHolder, MaskModelUnavailable, mask_regions, masks_for
 from labelstudio.media import MediaFetcher
 from labelstudio.media_errors import MediaError
 from labelstudio.regions import make_region
-from backend.settings import Settings
 from labelstudio.smart_tools import SmartPromptError, exemplar_prompts, smart_prompts
 from labelstudio.target import LabelStudioTarget
+from labelstudio.text_prompts import prompt_texts, resolve_text_prompt
 
+from .gate import ModelGate, is_oom
+from .interactive import answer_exemplars, answer_smart
 from .items import PredictionItem
+from .mask_stage import MaskModelHolder, MaskModelUnavailable, mask_regions, masks_for
+from .work import PredictionPlan, TaskWork
 
 log = logging.getLogger(__name__)
 DOWNLOAD_WORKERS = 8
-
-
-def is_oom(exc: BaseException) -> bool:
-    oom_type = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    if isinstance(exc, MemoryError):
-        return True
-    # CUDA says "out of memory"; the CPU allocator says "can't allocate memory" (DefaultCPUAllocator).
-    message = str(exc).lower()
-    return isinstance(exc, RuntimeError) and any(
-        sign in message for sign in ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
-    )
-
-
-class ModelGate:
-    """One forward pass at a time, urgent callers (interactive pre-annotation) first.
-
-    Background jobs take the gate once per batch with `urgent=False`, so an interactive request waits
-    for at most the batch in flight, never for the job's queue.
-    """
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._busy = False
-        self._urgent_waiting = 0
-
-    @contextmanager
-    def hold(self, urgent: bool = True):
-        with self._cond:
-            if urgent:
-                self._urgent_waiting += 1
-            try:
-                while self._busy or (not urgent and self._urgent_waiting):
-                    self._cond.wait()
-            finally:
-                if urgent:
-                    self._urgent_waiting -= 1
-            self._busy = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._busy = False
-                self._cond.notify_all()
-
-
-@dataclass(frozen=True)
-class PredictionPlan:
-    """What one request predicts: the label sets with their prompts, and the version it stamps."""
-
-    mapping: LabelMapping
-    version: str
-    prompts: tuple = ()  # ((LabelSet, Prompt), ...)
-    error: str | None = None  # every task fails with this (e.g. a typed prompt that maps to nothing)
-    notice: str | None = None  # said with every answer (e.g. typed phrases that map to no label)
-    smart: tuple = ()  # (SmartPrompt, ...): an interactive smart-tool request, answered by the mask model
-    exemplars: tuple = ()  # (ExemplarPrompt, ...): "find all like this", answered by an exemplar family
-    label_thresholds: dict = field(default_factory=dict)  # label -> threshold learned for the project
-
-    @property
-    def images(self) -> dict[str, str]:
-        """image name -> task data key, for the images some label set or smart prompt needs."""
-        return {**{s.to_name: s.data_key for s, _ in self.prompts}, **{p.to_name: p.data_key for p in self.smart},
-                **{p.to_name: p.data_key for p in self.exemplars}}
-
-
-@dataclass
-class TaskWork:
-    """One task on its way through a batch."""
-
-    index: int
-    task: dict
-    images: dict = field(default_factory=dict)  # image name -> PIL image
-    image_errors: dict = field(default_factory=dict)  # image name -> reason
-    regions: list = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def task_id(self):
-        return self.task.get("id") if isinstance(self.task, dict) else None
-
-    @property
-    def notes(self) -> list[str]:
-        """Failures that did not stop the task (one image of several), for the log and the status page."""
-        if self.error is not None:
-            return []
-        return [f"image {name!r}: {reason}" for name, reason in self.image_errors.items()]
 
 
 class Predictor:

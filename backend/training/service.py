@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from label_studio_sdk import LabelStudio
 
-from backend.app.status_page import format_duration
+from backend.progress_text import format_duration
 from backend.serving.job_status import JobRow, JobState, rate_and_eta
 from .errors import NotEnoughAnnotations, TrainingCancelled
 from .job import TrainingJob, TrainingJobConfig

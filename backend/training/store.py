@@ -20,7 +20,7 @@ from pathlib import Path
 
 from runtime.files import atomic_write
 
-from backend.app.state import project_key
+from backend.project_key import project_key
 from .thresholds import LearnedThresholds
 
 

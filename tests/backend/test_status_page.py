@@ -6,9 +6,8 @@ import json
 import lxml.html
 import pytest
 
-from backend.app.status_page import (
-    StatusDocumentError, format_ago, format_duration, format_rate, render_status_page,
-)
+from backend.app.status_page import StatusDocumentError, format_ago, render_status_page
+from backend.progress_text import format_duration, format_rate
 from labelstudio.urls import shorten_url
 from tests.backend.status_data import NOW, failure_entry, job_entry, model_section, project_entry, status_document
 

@@ -78,7 +78,7 @@ def test_one_training_run_at_a_time_with_progress_and_cancel():
 
 def test_a_training_row_counts_steps_and_estimates_from_the_timed_steps():
     """Rate and ETA from the training steps only (reading and scoring the project left out), in steps/min."""
-    from backend.app.status_page import format_rate
+    from backend.progress_text import format_rate
     from backend.training.service import TrainingRun
 
     run = TrainingRun("train-1", "3", "", state="running", phase="training", step=25, total=200,

@@ -13,15 +13,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
+from backend.project_key import project_key
 from backend.serving.items import PredictionItem
 from backend.serving.jobs import RequestWaiter
+from labelstudio.target import LabelStudioTarget
 from runtime.json_encoding import encode_answer
 
 from ..context import AppContext, context_of, import_target
 from ..errors import ApiError
-from labelstudio.target import LabelStudioTarget
-
-from ..state import project_key
 
 log = logging.getLogger("backend.app.server")
 router = APIRouter()

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend.project_key import project_key
+
 from ..context import AppContext, context_of, import_target
 from ..errors import ApiError
-from ..state import project_key
 
 log = logging.getLogger("backend.app.server")
 router = APIRouter()

@@ -39,7 +39,7 @@ def test_rle_decodes_back_to_the_mask_bit_for_bit(name):
 
 def test_brush_region_has_make_regions_shape_and_a_valid_value():
     from labelstudio.label_sets import LabelSet
-    from backend.serving.predictor import make_region
+    from labelstudio.regions import make_region
 
     mask = torch.from_numpy(MASKS["disc"])
     region = brush_region(region_id="r1", from_name="brush", to_name="image", label="Cat", score=0.75, size=(64, 48), mask=mask)
