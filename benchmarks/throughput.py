@@ -35,7 +35,9 @@ import io
 import os
 import statistics
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from evaluation.coco.names import COCO_NAMES
 
@@ -55,7 +57,11 @@ GLIBC_BACKEND_ROW = "backend /predict, 5 LS labels, fp32, glibc malloc"
 GLIBC_EVAL_ROW = "evaluation rank, batch 1 (parity), fp32, glibc malloc"
 
 
-def main(argv=None) -> int:
+BASELINE_OF = {"ls5": "model-card loop, 5 LS labels", "coco80": "model-card loop, 80 COCO names"}  # prompt -> row
+PARITY_ROW = "evaluation rank, batch 1 (parity), fp32"
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="4 rounds of 1 image per path (3-6 minutes on a "
                         "2-core CPU); batch sizes > 1 need --images >= the batch size")
@@ -74,139 +80,213 @@ def main(argv=None) -> int:
     parser.add_argument("--allocator", choices=("auto", "tcmalloc", "glibc"), default="auto", help="malloc of the "
                         "fast paths: auto = tcmalloc when installed, as `make serve` and the Docker image run the "
                         "backend (runtime/allocator.py); on the CPU the fp32 rows are then also run on glibc malloc")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The command line with the device's defaults filled in."""
+
+    device: str
+    cuda: bool
+    dtypes: list[str]
+    rounds: int
+    per_round: int  # images per path per round
+    batch_sizes: list[int]  # evaluation batch sizes besides 1
+    backend_batch: int
+    model: str
+    quick: bool
+
+
+def make_plan(args) -> Plan:
+    """Defaults that depend on the device; builds the random full-size model when no --model is given."""
     device = args.device
     if device == "auto":
         import torch  # the parent runs no model; its settings do not reach the workers (explicit env)
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cuda = device.startswith("cuda")
-    dtypes = (args.dtypes or ("fp32,bf16,fp16" if cuda else "fp32,bf16")).split(",")
-    rounds = args.rounds or (4 if args.quick else 3)  # --quick: one image per path per round, finer interleave
-    per_round = args.images or (1 if args.quick else 4)
-    batch_sizes = [int(b) for b in (args.batch_sizes if args.batch_sizes is not None else ("2,4,8" if cuda else "2")).split(",") if b]
-    backend_batch = args.backend_batch_size or (8 if cuda else 1)
-    model = str(model_dir(args.model))
-    images = make_images()
-    from PIL import Image
+    batch_sizes = args.batch_sizes if args.batch_sizes is not None else ("2,4,8" if cuda else "2")
+    return Plan(device=device, cuda=cuda,
+                dtypes=(args.dtypes or ("fp32,bf16,fp16" if cuda else "fp32,bf16")).split(","),
+                rounds=args.rounds or (4 if args.quick else 3),  # --quick: one image per round, finer interleave
+                per_round=args.images or (1 if args.quick else 4),
+                batch_sizes=[int(b) for b in batch_sizes.split(",") if b],
+                backend_batch=args.backend_batch_size or (8 if cuda else 1),
+                model=str(model_dir(args.model)), quick=args.quick)
 
-    sizes = [Image.open(io.BytesIO(b)).size for b in images]
 
+@dataclass
+class Workers:
+    """The model-card process, the fast-path process and (CPU with tcmalloc) the fast path on glibc malloc."""
+
+    baseline: Worker
+    fast: Worker
+    fast_glibc: Worker | None
+
+    def close(self) -> None:
+        for worker in (self.baseline, self.fast, self.fast_glibc):
+            if worker is not None:
+                worker.close()
+
+
+def start_workers(plan: Plan, allocator: str, parser: argparse.ArgumentParser) -> Workers:
+    """One worker process per path kind, each with its own environment: the model card as users run it,
+    the fast paths on tcmalloc unless `allocator` is glibc (or it is not installed)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("LD_PRELOAD", None)
     plain_env = {k: v for k, v in env.items() if k != "THP_MEM_ALLOC_ENABLE"}  # the model card, as users run it
     from runtime.allocator import find_tcmalloc
 
-    tcmalloc = find_tcmalloc() if args.allocator != "glibc" else None
-    if args.allocator == "tcmalloc" and tcmalloc is None:
+    tcmalloc = find_tcmalloc() if allocator != "glibc" else None
+    if allocator == "tcmalloc" and tcmalloc is None:
         parser.error("--allocator tcmalloc: libtcmalloc_minimal.so.4 not found (apt-get install libtcmalloc-minimal4)")
     fast_env = dict(env, LD_PRELOAD=tcmalloc) if tcmalloc else env
-    print(f"model {model}; device {device}; dtypes {','.join(dtypes)}; {rounds} rounds x {per_round} images; "
-          f"backend micro-batch {backend_batch}; fast paths on {'tcmalloc' if tcmalloc else 'glibc malloc'}; "
-          "starting workers ...", file=sys.stderr, flush=True)
-    fast_args = {"model": model, "device": device, "batch_size": backend_batch}
-    baseline = Worker("baseline", {"model": model, "device": device}, plain_env)
+    print(f"model {plan.model}; device {plan.device}; dtypes {','.join(plan.dtypes)}; {plan.rounds} rounds x "
+          f"{plan.per_round} images; backend micro-batch {plan.backend_batch}; fast paths on "
+          f"{'tcmalloc' if tcmalloc else 'glibc malloc'}; starting workers ...", file=sys.stderr, flush=True)
+    fast_args = {"model": plan.model, "device": plan.device, "batch_size": plan.backend_batch}
+    baseline = Worker("baseline", {"model": plan.model, "device": plan.device}, plain_env)
     fast = Worker("fast", fast_args, fast_env)
     # On the CPU the allocator is worth ~12%: show the fp32 rows without it too (a second process).
-    fast_glibc = Worker("fast", fast_args, env, label="fast-glibc") if tcmalloc and not cuda else None
+    fast_glibc = Worker("fast", fast_args, env, label="fast-glibc") if tcmalloc and not plan.cuda else None
+    return Workers(baseline, fast, fast_glibc)
 
-    # Rows: name -> (worker, request, prompt); the baseline has one row per prompt.
-    rows = {
-        "model-card loop, 5 LS labels": (baseline, {"classes": LS_CLASSES}, "ls5", "fp32"),
-        "model-card loop, 80 COCO names": (baseline, {"classes": COCO_NAMES}, "coco80", "fp32"),
-    }
-    for dt in dtypes:
-        rows[f"backend /predict, 5 LS labels, {dt}"] = (fast, {"classes": LS_CLASSES, "mode": "backend", "dtype": dt}, "ls5", dt)
-    rows["evaluation rank, batch 1 (parity), fp32"] = (fast, {"classes": COCO_NAMES, "mode": "eval", "dtype": "fp32", "batch": 1}, "coco80", "fp32")
+
+class Row(NamedTuple):
+    """One measured path: the worker that runs it, its request, its prompt (a BASELINE_OF key) and dtype."""
+
+    worker: Worker
+    request: dict
+    prompt: str
+    dtype: str
+
+
+def path_rows(plan: Plan, workers: Workers) -> dict[str, Row]:
+    """Every measured path by its table name; the baseline has one row per prompt."""
+    fast, fast_glibc = workers.fast, workers.fast_glibc
+    ls5 = {"classes": LS_CLASSES, "mode": "backend"}
+    coco = {"classes": COCO_NAMES, "mode": "eval"}
+    rows = {BASELINE_OF["ls5"]: Row(workers.baseline, {"classes": LS_CLASSES}, "ls5", "fp32"),
+            BASELINE_OF["coco80"]: Row(workers.baseline, {"classes": COCO_NAMES}, "coco80", "fp32")}
+    for dt in plan.dtypes:
+        rows[f"backend /predict, 5 LS labels, {dt}"] = Row(fast, dict(ls5, dtype=dt), "ls5", dt)
+    rows[PARITY_ROW] = Row(fast, dict(coco, dtype="fp32", batch=1), "coco80", "fp32")
     if fast_glibc is not None:
-        rows[GLIBC_BACKEND_ROW] = (fast_glibc, {"classes": LS_CLASSES, "mode": "backend", "dtype": "fp32"}, "ls5", "fp32")
-        rows[GLIBC_EVAL_ROW] = (fast_glibc, {"classes": COCO_NAMES, "mode": "eval", "dtype": "fp32", "batch": 1}, "coco80", "fp32")
-    for dt in dtypes if cuda else ["fp32"]:  # on the CPU the evaluation stays fp32 (the parity setting)
+        rows[GLIBC_BACKEND_ROW] = Row(fast_glibc, dict(ls5, dtype="fp32"), "ls5", "fp32")
+        rows[GLIBC_EVAL_ROW] = Row(fast_glibc, dict(coco, dtype="fp32", batch=1), "coco80", "fp32")
+    for dt in plan.dtypes if plan.cuda else ["fp32"]:  # on the CPU the evaluation stays fp32 (the parity setting)
         if dt != "fp32":
-            rows[f"evaluation rank, batch 1, {dt}"] = (fast, {"classes": COCO_NAMES, "mode": "eval", "dtype": dt, "batch": 1}, "coco80", dt)
-        for b in (b for b in batch_sizes if b <= per_round):  # a batch needs that many images per round
-            rows[f"evaluation rank, batch {b}, {dt}"] = (fast, {"classes": COCO_NAMES, "mode": "eval", "dtype": dt, "batch": b}, "coco80", dt)
-    chunked = {"classes": COCO_NAMES, "mode": "eval", "dtype": "fp32", "batch": 1, "chunk_size": len(COCO_NAMES) // CHUNKS}
-    rows[CHUNK_REUSE_ROW] = (fast, dict(chunked, reuse_backbone=True), "coco80", "fp32")
-    rows[CHUNK_PLAIN_ROW] = (fast, dict(chunked, reuse_backbone=False), "coco80", "fp32")
-    baseline_of = {"ls5": "model-card loop, 5 LS labels", "coco80": "model-card loop, 80 COCO names"}
+            rows[f"evaluation rank, batch 1, {dt}"] = Row(fast, dict(coco, dtype=dt, batch=1), "coco80", dt)
+        for b in (b for b in plan.batch_sizes if b <= plan.per_round):  # a batch needs that many images per round
+            rows[f"evaluation rank, batch {b}, {dt}"] = Row(fast, dict(coco, dtype=dt, batch=b), "coco80", dt)
+    chunked = dict(coco, dtype="fp32", batch=1, chunk_size=len(COCO_NAMES) // CHUNKS)
+    rows[CHUNK_REUSE_ROW] = Row(fast, dict(chunked, reuse_backbone=True), "coco80", "fp32")
+    rows[CHUNK_PLAIN_ROW] = Row(fast, dict(chunked, reuse_backbone=False), "coco80", "fp32")
+    return rows
 
-    # Warm-up (first-call costs: allocator, oneDNN primitives for new shapes): every path, every size.
+
+def warm_up(rows: dict[str, Row], images: list[bytes], baseline: Worker, quick: bool) -> None:
+    """First-call costs (allocator, oneDNN primitives for new shapes) paid before timing: every path,
+    per dtype and batch shape, every image size (--quick: one batch)."""
     print("warm-up ...", file=sys.stderr, flush=True)
     warmed = set()
-    for name, (worker, request, _, dt) in rows.items():
+    for worker, request, _, dt in rows.values():
         key = (worker.label, dt, request.get("batch", 1))
-        if key not in warmed:  # per dtype and batch shape: every image size (--quick: one batch)
+        if key not in warmed:
             warmed.add(key)
-            n = request.get("batch", 1) if args.quick or worker is baseline else len(images)
+            n = request.get("batch", 1) if quick or worker is baseline else len(images)
             worker(images=images[:n], **request)
 
-    times = {name: [] for name in rows}
-    cpu_times = {name: [] for name in rows}
-    raw = {name: [] for name in rows}
-    dets = {name: [] for name in rows}
-    rss, notes, thp, allocators = {}, set(), None, {}
-    round_images = []
+
+@dataclass
+class Measured:
+    """Per row and round: seconds and CPU seconds per image, raw outputs and detections; per worker its
+    peak RSS and malloc; the fast paths' notes and THP lever; the image indices of each round."""
+
+    times: dict
+    cpu_times: dict
+    raw: dict
+    dets: dict
+    rss: dict = field(default_factory=dict)
+    notes: set = field(default_factory=set)
+    thp: object = None
+    allocators: dict = field(default_factory=dict)
+    round_images: list = field(default_factory=list)
+
+
+def measure(rows: dict[str, Row], images: list[bytes], rounds: int, per_round: int) -> Measured:
+    """Interleaved rounds A B C A B C …: every path on the same images in each round."""
+    def per_row() -> dict:
+        return {name: [] for name in rows}
+
+    m = Measured(times=per_row(), cpu_times=per_row(), raw=per_row(), dets=per_row())
     for r in range(rounds):
         idx = [(r * per_round + i) % len(images) for i in range(per_round)]
-        round_images.append(idx)
+        m.round_images.append(idx)
         batch = [images[i] for i in idx]
         for name, (worker, request, _, _) in rows.items():
             reply = worker(images=batch, **request)
-            times[name].append(reply["seconds"] / len(batch))
-            cpu_times[name].append(reply["cpu"] / len(batch))
-            raw[name].append(reply["raw"])
-            dets[name].append(reply.get("detections"))
-            rss[worker.label] = reply["rss_mb"]
+            m.times[name].append(reply["seconds"] / len(batch))
+            m.cpu_times[name].append(reply["cpu"] / len(batch))
+            m.raw[name].append(reply["raw"])
+            m.dets[name].append(reply.get("detections"))
+            m.rss[worker.label] = reply["rss_mb"]
             if reply.get("allocator"):
-                allocators[worker.label] = reply["allocator"]
+                m.allocators[worker.label] = reply["allocator"]
             if reply.get("note"):
-                notes.add(reply["note"])
-            thp = reply.get("thp", thp)
+                m.notes.add(reply["note"])
+            m.thp = reply.get("thp", m.thp)
             print(f"  round {r + 1}/{rounds} {name}: {reply['seconds'] / len(batch) * 1000:.0f} ms/image",
                   file=sys.stderr, flush=True)
-    for worker in (baseline, fast, fast_glibc):
-        if worker is not None:
-            worker.close()
+    return m
 
-    # Agreement with the baseline's raw outputs (same images, same prompt).
+
+def agreement_with_baseline(rows: dict[str, Row], m: Measured, model: str, sizes: list) -> dict:
+    """Per fast row: (raw agreement with its baseline row's outputs on the same images and prompt, or None;
+    for a backend row, its detections vs the same post-processing of the baseline's raw outputs)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     agreement = {}
     for name, (_, request, prompt, _) in rows.items():
-        base_name = baseline_of[prompt]
+        base_name = BASELINE_OF[prompt]
         if name == base_name or name.startswith("model-card"):
             continue
-        ref_raw = [x for rr in raw[base_name] for x in rr]
-        got_raw = [x for rr in raw[name] for x in rr]
+        ref_raw = [x for rr in m.raw[base_name] for x in rr]
+        got_raw = [x for rr in m.raw[name] for x in rr]
         agree = raw_agreement(ref_raw, got_raw) if len(got_raw) == len(ref_raw) else None
         det_agree = None
-        if request.get("mode") == "backend" and all(d is not None for d in dets[name]):
-            got = [d for dd in dets[name] for d in dd]
+        if request.get("mode") == "backend" and all(d is not None for d in m.dets[name]):
+            got = [d for dd in m.dets[name] for d in dd]
             ref = reference_detections(ref_raw, request["classes"], tokenizer,
-                                       [sizes[i] for idx in round_images for i in idx])
+                                       [sizes[i] for idx in m.round_images for i in idx])
             det_agree = detection_agreement(ref, got)
         agreement[name] = (agree, det_agree)
+    return agreement
 
-    # Table
-    ratios, cpu_ratios = {}, {}
-    for name, (_, _, prompt, _) in rows.items():
-        base = times[baseline_of[prompt]]
-        ratios[name] = [b / t for b, t in zip(base, times[name])]
-        cpu_ratios[name] = [b / t for b, t in zip(cpu_times[baseline_of[prompt]], cpu_times[name])]
+
+def per_round_ratios(rows: dict[str, Row], per_image: dict) -> dict[str, list[float]]:
+    """Per row and round: its baseline row's seconds per image over its own (the speed-up, > 1 is faster)."""
+    return {name: [b / t for b, t in zip(per_image[BASELINE_OF[row.prompt]], per_image[name])]
+            for name, row in rows.items()}
+
+
+def print_table(plan: Plan, workers: Workers, rows: dict[str, Row], m: Measured, agreement: dict) -> None:
+    """The header lines and the Markdown table, one line per path, with its footnote."""
+    ratios, cpu_ratios = per_round_ratios(rows, m.times), per_round_ratios(rows, m.cpu_times)
     print()
-    print(f"device: {device} ({_device_name(device)}); torch threads: {_threads()}; model: full grounding-dino-tiny "
-          f"architecture, random weights; images: {', '.join(f'{w}x{h}' for w, h in IMAGE_SIZES)}; "
-          f"{rounds} rounds x {per_round} images, interleaved")
-    print(f"fast paths: THP allocation lever {'on' if thp else 'off'}; malloc: {allocators.get('fast', '?')}"
-          f"{' (glibc-malloc rows: a second process on glibc malloc)' if fast_glibc else ''}; backend: "
-          f"{'; '.join(sorted(notes)) or 'core labelling mode'}; backend micro-batch {backend_batch}")
+    print(f"device: {plan.device} ({_device_name(plan.device)}); torch threads: {_threads()}; model: full "
+          f"grounding-dino-tiny architecture, random weights; images: "
+          f"{', '.join(f'{w}x{h}' for w, h in IMAGE_SIZES)}; {plan.rounds} rounds x {plan.per_round} images, interleaved")
+    print(f"fast paths: THP allocation lever {'on' if m.thp else 'off'}; malloc: {m.allocators.get('fast', '?')}"
+          f"{' (glibc-malloc rows: a second process on glibc malloc)' if workers.fast_glibc else ''}; backend: "
+          f"{'; '.join(sorted(m.notes)) or 'core labelling mode'}; backend micro-batch {plan.backend_batch}")
     header = f"| {'path':<54} | dtype | images/s | ms/image | vs model card (median, min-max) | CPU s/image | vs model card, CPU time | max Δlogit* | max Δbox* | top-100 overlap* | detections** |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for name, (_, request, prompt, dt) in rows.items():
-        ms = statistics.median(times[name]) * 1000
+        ms = statistics.median(m.times[name]) * 1000
         rr, cr = ratios[name], cpu_ratios[name]
         agree, det_agree = agreement.get(name, (None, None))
         a = ("-", "-", "-") if agree is None else (
@@ -215,30 +295,53 @@ def main(argv=None) -> int:
         d = "-" if det_agree is None else (
             f"{det_agree['matched']}/{det_agree['total']} matched, +{det_agree['extra']}, max Δscore {det_agree['score']:.1e}")
         print(f"| {name:<54} | {dt:<5} | {1000 / ms:8.3f} | {ms:8.0f} | "
-              f"{statistics.median(rr):5.2f}x ({min(rr):.2f}-{max(rr):.2f}) | {statistics.median(cpu_times[name]):6.1f} | "
+              f"{statistics.median(rr):5.2f}x ({min(rr):.2f}-{max(rr):.2f}) | {statistics.median(m.cpu_times[name]):6.1f} | "
               f"{statistics.median(cr):5.2f}x ({min(cr):.2f}-{max(cr):.2f}) | {a[0]} | {a[1]} | {a[2]} | {d} |")
     print("* vs the baseline's raw outputs on its top-100 queries, queries matched up to order (nearest box and logits); "
           "rel. = relative to the baseline's largest |logit| (random weights give logits in the hundreds); "
           "** the backend's boxes vs the same post-processing of the baseline's raw outputs: matched "
           "(same label, IoU >= 0.9) / reference count, + extra boxes, max |Δscore| of matched boxes")
-    print(f"peak RSS: model-card process {rss.get('baseline', 0):.0f} MB, fast-path process {rss.get('fast', 0):.0f} MB "
+
+
+def print_summary(rows: dict[str, Row], m: Measured, backend_dtype: str | None) -> None:
+    """Peak memory, the backbone-reuse speed-up, the glibc-malloc ratios and, last, the summary line."""
+    ratios = per_round_ratios(rows, m.times)
+    print(f"peak RSS: model-card process {m.rss.get('baseline', 0):.0f} MB, fast-path process {m.rss.get('fast', 0):.0f} MB "
           "(one model shared by every fast row)"
-          + (f", glibc-malloc fast-path process {rss['fast-glibc']:.0f} MB" if "fast-glibc" in rss else ""))
-    backend_dtype = args.backend_dtype or _backend_default_dtype()
+          + (f", glibc-malloc fast-path process {m.rss['fast-glibc']:.0f} MB" if "fast-glibc" in m.rss else ""))
+    backend_dtype = backend_dtype or _backend_default_dtype()
     backend_default = next((n for n in rows if n.startswith("backend") and n.endswith(backend_dtype)),
                            next(n for n in rows if n.startswith("backend")))
     backend = statistics.median(ratios[backend_default])
-    evaluation = statistics.median(ratios["evaluation rank, batch 1 (parity), fp32"])
-    reuse = [p / r for p, r in zip(times[CHUNK_PLAIN_ROW], times[CHUNK_REUSE_ROW])]
-    print(f"backbone reuse: one {CHUNKS}-chunk image {statistics.median(times[CHUNK_REUSE_ROW]) * 1000:.0f} ms vs "
-          f"{CHUNKS} single-chunk forwards {statistics.median(times[CHUNK_PLAIN_ROW]) * 1000:.0f} ms: "
+    evaluation = statistics.median(ratios[PARITY_ROW])
+    reuse = [p / r for p, r in zip(m.times[CHUNK_PLAIN_ROW], m.times[CHUNK_REUSE_ROW])]
+    print(f"backbone reuse: one {CHUNKS}-chunk image {statistics.median(m.times[CHUNK_REUSE_ROW]) * 1000:.0f} ms vs "
+          f"{CHUNKS} single-chunk forwards {statistics.median(m.times[CHUNK_PLAIN_ROW]) * 1000:.0f} ms: "
           f"chunk_reuse_speedup={statistics.median(reuse):.2f} (per-round ratios {min(reuse):.2f}-{max(reuse):.2f})")
-    if fast_glibc is not None:
+    if GLIBC_BACKEND_ROW in rows:
         print(f"on glibc malloc (no tcmalloc): backend {statistics.median(ratios[GLIBC_BACKEND_ROW]):.2f}x, "
               f"evaluation {statistics.median(ratios[GLIBC_EVAL_ROW]):.2f}x")
     print(f"(backend_vs_model_card: row '{backend_default}'; eval_vs_model_card: batch-1 parity row; fast paths on "
-          f"{allocators.get('fast', '?')}, as the backend runs from `make serve` and the Docker image)")
+          f"{m.allocators.get('fast', '?')}, as the backend runs from `make serve` and the Docker image)")
     print(f"backend_vs_model_card={backend:.2f} eval_vs_model_card={evaluation:.2f}")
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    plan = make_plan(args)
+    images = make_images()
+    from PIL import Image
+
+    sizes = [Image.open(io.BytesIO(b)).size for b in images]
+    workers = start_workers(plan, args.allocator, parser)
+    rows = path_rows(plan, workers)
+    warm_up(rows, images, workers.baseline, plan.quick)
+    measured = measure(rows, images, plan.rounds, plan.per_round)
+    workers.close()
+    agreement = agreement_with_baseline(rows, measured, plan.model, sizes)
+    print_table(plan, workers, rows, measured, agreement)
+    print_summary(rows, measured, args.backend_dtype)
     return 0
 
 

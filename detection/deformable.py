@@ -40,9 +40,20 @@ def ms_deform_attn_embedding_bag(value, spatial_shapes_list, sampling_locations,
     attention_weights (B, Q, H, L, P). Returns (B, Q, H·D).
     """
     batch, _, heads, dim = value.shape
-    _, queries, _, levels, points, _ = sampling_locations.shape
-    device = value.device
-    # Zero-bordered value table: (B, sum((h+2)(w+2)), H, D) -> rows of D contiguous values.
+    queries = sampling_locations.shape[1]
+    table, starts, image_pixels = _bordered_table(value, spatial_shapes_list)
+    index_dtype = torch.int32 if table.shape[0] < 2**31 else torch.long
+    index, weight = _bag_members(sampling_locations, attention_weights, spatial_shapes_list, starts, image_pixels,
+                                 index_dtype, table.dtype)
+    rows = batch * queries * heads
+    out = F.embedding_bag(index.view(rows, -1), table, per_sample_weights=weight.view(rows, -1), mode="sum")
+    return out.view(batch, queries, heads * dim)
+
+
+def _bordered_table(value, spatial_shapes_list) -> tuple[torch.Tensor, list[int], int]:
+    """The value table, every level with a one-pixel zero border: (B·pixels·H, D), rows of D contiguous
+    values; with each level's first bordered pixel and the bordered pixels of one image."""
+    batch, _, heads, dim = value.shape
     parts, starts, start = [], [], 0
     for (h, w), v in zip(spatial_shapes_list, value.split([h * w for h, w in spatial_shapes_list], dim=1)):
         parts.append(F.pad(v.reshape(batch, h, w, heads, dim), (0, 0, 0, 0, 1, 1, 1, 1)).reshape(batch, -1, heads, dim))
@@ -51,8 +62,15 @@ def ms_deform_attn_embedding_bag(value, spatial_shapes_list, sampling_locations,
     table = torch.cat(parts, dim=1).reshape(-1, dim)
     if table.dtype in (torch.float16, torch.bfloat16):
         table = table.float()  # as transformers' path: grid_sample runs in fp32 under autocast
-    index_dtype = torch.int32 if table.shape[0] < 2**31 else torch.long
+    return table, starts, start
 
+
+def _bag_members(sampling_locations, attention_weights, spatial_shapes_list, starts: list[int], image_pixels: int,
+                 index_dtype: torch.dtype, weight_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per bag (one (batch, query, head)) its members, (B·Q·H, 4, L·P) each: the table rows of the 4
+    bilinear corners of every sampling point, and each corner's bilinear weight × its attention weight."""
+    batch, queries, heads, levels, points, _ = sampling_locations.shape
+    device = sampling_locations.device
     # Everything below works on (rows = B·Q·H, columns = L·P) matrices, so that every elementwise op runs
     # along long contiguous rows; per-level constants are materialised per column. (Broadcasts over small
     # inner dims, e.g. a corner axis of 2, made these ops ~10x slower than the gather itself.)
@@ -63,27 +81,15 @@ def ms_deform_attn_embedding_bag(value, spatial_shapes_list, sampling_locations,
     def per_column(values, dtype):
         return torch.tensor(values, dtype=dtype, device=device).repeat_interleave(points)
 
-    width = per_column([w for _, w in spatial_shapes_list], coord_dtype)
-    height = per_column([h for h, _ in spatial_shapes_list], coord_dtype)
+    x0, x1, fx = _corners(loc[..., 0], per_column([w for _, w in spatial_shapes_list], coord_dtype), index_dtype)
+    y0, y1, fy = _corners(loc[..., 1], per_column([h for h, _ in spatial_shapes_list], coord_dtype), index_dtype)
     row_step = per_column([(w + 2) * heads for _, w in spatial_shapes_list], index_dtype)
     head = torch.arange(heads, dtype=index_dtype, device=device).view(heads, 1)
     base = per_column(starts, index_dtype) * heads + head  # (H, L·P): first row of (level, head)
-
-    def corners(coord, size):
-        # Pixel coordinate as grid_sample with align_corners=False, x·W - 0.5, shifted by +1 into the
-        # bordered map; corners outside the map are clamped onto its zero border.
-        pix = torch.addcmul(torch.tensor(0.5, dtype=coord_dtype, device=device), coord, size)
-        low = pix.floor()
-        frac = pix - low
-        limit = size + 1
-        return low.clamp(min=0).minimum(limit).to(index_dtype), (low + 1).clamp(min=0).minimum(limit).to(index_dtype), frac
-
-    x0, x1, fx = corners(loc[..., 0], width)
-    y0, y1, fy = corners(loc[..., 1], height)
     row0 = (y0 * row_step).view(-1, heads, cols).add_(base)
     row1 = (y1 * row_step).view(-1, heads, cols).add_(base)
     if batch > 1:
-        image = torch.arange(batch, dtype=index_dtype, device=device).view(batch, 1, 1) * (start * heads)
+        image = torch.arange(batch, dtype=index_dtype, device=device).view(batch, 1, 1) * (image_pixels * heads)
         row0, row1 = (r.view(batch, -1, cols).add_(image) for r in (row0, row1))
     row0, row1 = row0.view(rows, cols), row1.view(rows, cols)
     col0, col1 = x0.mul_(heads), x1.mul_(heads)
@@ -93,12 +99,24 @@ def ms_deform_attn_embedding_bag(value, spatial_shapes_list, sampling_locations,
     wy0 = attn - wy1  # (1 - fy) · attn
     wx0 = 1 - fx
     index = torch.empty(rows, 4, cols, dtype=index_dtype, device=device)
-    weight = torch.empty(rows, 4, cols, dtype=table.dtype, device=device)
+    weight = torch.empty(rows, 4, cols, dtype=weight_dtype, device=device)
     for k, (r, c, wy, wx) in enumerate(((row0, col0, wy0, wx0), (row0, col1, wy0, fx), (row1, col0, wy1, wx0), (row1, col1, wy1, fx))):
         torch.add(r, c, out=index[:, k])
         torch.mul(wy, wx, out=weight[:, k])
-    out = F.embedding_bag(index.view(rows, 4 * cols), table, per_sample_weights=weight.view(rows, 4 * cols), mode="sum")
-    return out.view(batch, queries, heads * dim)
+    return index, weight
+
+
+def _corners(coord: torch.Tensor, size: torch.Tensor, index_dtype: torch.dtype):
+    """The low and high corner of each sampling coordinate in the bordered map, and its fraction past the low one.
+
+    Pixel coordinate as grid_sample with align_corners=False, x·W - 0.5, shifted by +1 into the bordered
+    map; corners outside the map are clamped onto its zero border.
+    """
+    pix = torch.addcmul(torch.tensor(0.5, dtype=coord.dtype, device=coord.device), coord, size)
+    low = pix.floor()
+    frac = pix - low
+    limit = size + 1
+    return low.clamp(min=0).minimum(limit).to(index_dtype), (low + 1).clamp(min=0).minimum(limit).to(index_dtype), frac
 
 
 class FastMSDA(nn.Module):

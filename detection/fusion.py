@@ -41,22 +41,45 @@ def fused_bi_attention_forward(
     vision_attention_mask: torch.Tensor | None = None,
     text_attention_mask: torch.Tensor | None = None,
 ):
+    """`BiMultiHeadAttention.forward` reassociated (the module docstring's three identities), with
+    transformers' signature and return value: ((vision out, (B·H, N, T) weights), (text out, (B·H, T, N)
+    weights)). Bound to a fusion attention instance by :func:`install`."""
     if self.training:  # dropout on the attention probabilities: transformers' own path
         return type(self).forward(self, vision_features, text_features, vision_attention_mask, text_attention_mask)
-    batch, tokens, channels = vision_features.shape
+    batch, tokens, _ = vision_features.shape
     text_len = text_features.shape[1]
     heads, head_dim = self.num_heads, self.head_dim
 
     keys = self.text_proj(text_features).view(batch, text_len, heads, head_dim)
     text_values = self.values_text_proj(text_features).view(batch, text_len, heads, head_dim)
+    logits = _folded_logits(self, vision_features, keys)
+    vision_probs, text_probs = _attention_probs(logits, vision_attention_mask, text_attention_mask, heads)
+    vision_out = _vision_output(self, vision_probs, text_values)
+    text_out = _text_output(self, text_probs, vision_features)
 
-    # Queries folded into the keys: logits[b, n, h·T + t] = X[b, n]·query_to_logit[b, :, h·T + t] + bias.
+    # Attention weights in transformers' layouts, (B·H, N, T) and (B·H, T, N), for output_attentions.
+    vision_weights = vision_probs.permute(0, 2, 1, 3).reshape(batch * heads, tokens, text_len)
+    text_weights = text_probs.view(batch, tokens, heads, text_len).permute(0, 2, 3, 1).reshape(batch * heads, text_len, tokens)
+    return (vision_out, vision_weights), (text_out, text_weights)
+
+
+def _folded_logits(self, vision_features: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """The scaled attention logits laid out (B, N, H·T), with the queries folded into the text keys:
+    logits[b, n, h·T + t] = X[b, n]·query_to_logit[b, :, h·T + t] + bias (no N×1024 query tensor)."""
+    batch, text_len, heads, head_dim = keys.shape
+    channels = vision_features.shape[2]
     wq = self.vision_proj.weight.view(heads, head_dim, channels)
     bq = self.vision_proj.bias.view(heads, head_dim)
     query_to_logit = torch.einsum("hdc,bthd->bcht", wq, keys).reshape(batch, channels, heads * text_len)
     logit_bias = torch.einsum("hd,bthd->bht", bq, keys).reshape(batch, 1, heads * text_len)
-    logits = torch.baddbmm(logit_bias, vision_features, query_to_logit, alpha=self.scale, beta=self.scale)
+    return torch.baddbmm(logit_bias, vision_features, query_to_logit, alpha=self.scale, beta=self.scale)
 
+
+def _attention_probs(logits: torch.Tensor, vision_attention_mask: torch.Tensor | None,
+                     text_attention_mask: torch.Tensor | None, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' two softmaxes on the (B, N, H·T) logits: the image side's over the text tokens,
+    shaped (B, N, H, T), and the text side's over the image tokens, shaped (B, N, H·T)."""
+    batch, tokens, columns = logits.shape
     # transformers shifts by the global max and clamps at -50000 before both softmaxes (then shifts
     # each text token's column by its max again). Softmax ignores shifts, so when the logits span less
     # than 50000 (always, in fp32 and bf16 practice) the clamps cannot bite and both shifts are skipped.
@@ -76,28 +99,33 @@ def fused_bi_attention_forward(
     text_probs = text_logits.softmax(dim=1)
 
     # Image side: each (image token, head) attends over the text tokens.
-    logits = logits.view(batch, tokens, heads, text_len)
+    logits = logits.view(batch, tokens, heads, columns // heads)
     if text_masked:
         logits = logits.masked_fill(text_attention_mask[:, None, None, :], float("-inf"))
-    vision_probs = logits.softmax(dim=-1)
+    return logits.softmax(dim=-1), text_probs
 
-    # Image output: the text values pushed through out_vision_proj first (T rows instead of N).
-    wo = self.out_vision_proj.weight.view(channels, heads, head_dim)
+
+def _vision_output(self, vision_probs: torch.Tensor, text_values: torch.Tensor) -> torch.Tensor:
+    """The image tokens' output: the text values pushed through out_vision_proj first (T rows instead of N)."""
+    batch, tokens, heads, text_len = vision_probs.shape
+    channels = self.out_vision_proj.weight.shape[0]
+    wo = self.out_vision_proj.weight.view(channels, heads, self.head_dim)
     values_to_out = torch.einsum("bthd,chd->bhtc", text_values, wo).reshape(batch, heads * text_len, channels)
-    vision_out = torch.baddbmm(
+    return torch.baddbmm(
         self.out_vision_proj.bias.expand(batch, 1, channels), vision_probs.view(batch, tokens, heads * text_len), values_to_out
     )
 
-    # Text output: average the image tokens first, then values_vision_proj (exact: rows of P' sum to 1).
+
+def _text_output(self, text_probs: torch.Tensor, vision_features: torch.Tensor) -> torch.Tensor:
+    """The text tokens' output: the image tokens averaged first, then values_vision_proj (exact: rows of
+    P' sum to 1), then out_text_proj."""
+    batch, _, channels = vision_features.shape
+    heads, head_dim = self.num_heads, self.head_dim
+    text_len = text_probs.shape[2] // heads
     pooled = torch.bmm(text_probs.transpose(1, 2), vision_features).view(batch, heads, text_len, channels)
     wv = self.values_vision_proj.weight.view(heads, head_dim, channels)
     text_attended = torch.einsum("bhtc,hdc->bthd", pooled, wv) + self.values_vision_proj.bias.view(heads, head_dim)
-    text_out = self.out_text_proj(text_attended.reshape(batch, text_len, heads * head_dim))
-
-    # Attention weights in transformers' layouts, (B·H, N, T) and (B·H, T, N), for output_attentions.
-    vision_weights = vision_probs.permute(0, 2, 1, 3).reshape(batch * heads, tokens, text_len)
-    text_weights = text_probs.view(batch, tokens, heads, text_len).permute(0, 2, 3, 1).reshape(batch * heads, text_len, tokens)
-    return (vision_out, vision_weights), (text_out, text_weights)
+    return self.out_text_proj(text_attended.reshape(batch, text_len, heads * head_dim))
 
 
 def _host_checks_are_cheap(device: torch.device) -> bool:

@@ -4,160 +4,32 @@ A run directory is what ``python -m evaluation.coco`` or ``python -m evaluation.
 ``metrics.json`` (with a ``config`` object whose ``ann`` is the COCO ground-truth JSON),
 ``detections.json`` (COCO results) and ``per_class.csv``. Everything here is recomputed from those
 files with pycocotools (evaluation.coco.scoring); a mask run (``iou_type`` "segm": masks in
-``detections.json`` ``segmentation``) is matched by mask IoU and shows mask AP beside box AP; figures live in :mod:`evaluation.analysis_plots`
-(re-exported here), the threshold matching in :mod:`evaluation.analysis_sweep`, the Label Studio tables
+``detections.json`` ``segmentation``) is matched by mask IoU and shows mask AP beside box AP. Reading a
+run directory lives in :mod:`evaluation.analysis_run` and figures in :mod:`evaluation.analysis_plots` (both
+re-exported here), the threshold matching in :mod:`evaluation.analysis_sweep`, the Label Studio tables
 in :mod:`evaluation.analysis_labelstudio`. An LVIS run (``python -m evaluation.lvis``) is read from its
 metrics.json and per_class.csv only: its federated scoring is evaluation.lvis's. Notebooks and
 ``python -m evaluation.report`` only call these functions.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import string
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from evaluation.analysis_plots import *  # noqa: F401,F403  (figures, re-exported for notebooks)
+from evaluation.analysis_run import NotARunDir, Run, load_run  # noqa: F401  (re-exported)
 from evaluation.analysis_sweep import (  # noqa: F401  (re-exported)
     DEFAULT_THRESHOLDS, best_work_threshold, match_detections, recommend_threshold, threshold_sweep,
     work_saved,
 )
 from evaluation.coco import scoring
 from evaluation.coco.scoring import METRICS  # noqa: F401  (re-exported: the one list of COCO metrics)
-from evaluation.published import COCO_VAL2017, published_for
+from evaluation.published import published_for
 
-REQUIRED_FILES = ("metrics.json",)
 LVIS_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"]
-
-
-class NotARunDir(ValueError):
-    """The directory is not an evaluation run directory."""
-
-
-@dataclass
-class Run:
-    path: Path
-    metrics: dict
-    config: dict
-    detections: pd.DataFrame
-    per_class: pd.DataFrame | None
-    ann_path: Path
-    extra: dict = field(default_factory=dict)
-    _cache: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def model(self) -> str:
-        return str(self.config.get("model", "?"))
-
-    @property
-    def kind(self) -> str:
-        if self.extra or "export" in self.config:
-            return "labelstudio"
-        return "lvis" if str(self.config.get("benchmark", "")).startswith("lvis") else "coco"
-
-    @property
-    def iou_type(self) -> str:
-        """"segm" for a run with masks (evaluation.coco --iou-type segm, a Label Studio export with brush or
-        polygon regions): its threshold matching is by mask IoU, and mask AP is shown beside box AP."""
-        return "segm" if self.config.get("iou_type") == "segm" else "bbox"
-
-    @property
-    def benchmark(self) -> str:
-        """The published-table benchmark the run is on (COCO_VAL2017 for every COCO-format run)."""
-        return str(self.config.get("benchmark") or COCO_VAL2017)
-
-    @property
-    def gt(self):
-        if "gt" not in self._cache:
-            from pycocotools.coco import COCO
-            with contextlib.redirect_stdout(io.StringIO()):
-                self._cache["gt"] = COCO(str(self.ann_path))
-        return self._cache["gt"]
-
-    @property
-    def categories(self) -> dict[int, str]:
-        return {c["id"]: c["name"] for c in self.gt.dataset["categories"]}
-
-    @property
-    def image_ids(self) -> list[int]:
-        """Images the run scored: the config's list if given, else all GT images for a full run,
-        else (``--limit``) the images that have detections."""
-        ids = self.config.get("image_ids")
-        if ids:
-            return sorted(int(i) for i in ids)
-        all_ids = sorted(self.gt.getImgIds())
-        if not self.config.get("limit"):
-            return all_ids
-        have = set(self.detections["image_id"].astype(int)) if len(self.detections) else set()
-        return [i for i in all_ids if i in have]
-
-
-def load_run(run_dir, ann=None) -> Run:
-    """Load a run directory. ``ann`` overrides the ground-truth path recorded in metrics.json."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise NotARunDir(f"{path}: not a directory")
-    missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
-    if missing:
-        raise NotARunDir(f"{path} is not an evaluation run directory (missing {', '.join(missing)}); "
-                         "create one with `python -m evaluation.coco --out DIR`, `python -m evaluation.lvis "
-                         "--out DIR` or `python -m evaluation.labelstudio EXPORT.json --out DIR` (an interrupted "
-                         "run has no metrics.json yet: rerun its command to finish it)")
-    try:
-        metrics = json.loads((path / "metrics.json").read_text())
-        dets = json.loads((path / "detections.json").read_text()) if (path / "detections.json").is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise NotARunDir(f"{path}: unreadable run file ({exc})") from exc
-    if not isinstance(metrics, dict) or not isinstance(dets, (list, type(None))):
-        raise NotARunDir(f"{path}: metrics.json must hold an object and detections.json a list")
-    config = metrics.get("config") or {}
-    lvis = str(config.get("benchmark", "")).startswith("lvis")
-    if dets is None and not lvis:
-        raise NotARunDir(f"{path} is not an evaluation run directory (missing detections.json)")
-    ann_path = _find_ann(path, config, ann)
-    columns = ["image_id", "category_id", "bbox", "score"]
-    if config.get("iou_type") == "segm":
-        columns.append("segmentation")
-    detections = pd.DataFrame(dets or [], columns=columns)
-    per_class = pd.read_csv(path / "per_class.csv") if (path / "per_class.csv").is_file() else None
-    extra = {p.stem: _read_extra(p) for p in sorted(path.iterdir())
-             if p.is_file() and p.stem in LABELSTUDIO_FILES}
-    return Run(path=path, metrics=metrics, config=config, detections=detections,
-               per_class=per_class, ann_path=ann_path, extra=extra)
-
-
-def _find_ann(path: Path, config: dict, ann) -> Path:
-    candidates = [ann] if ann else []
-    recorded = config.get("ann") or config.get("annotations")
-    if recorded:
-        candidates += [Path(recorded), path / recorded]
-    candidates += [path / n for n in ("ground_truth.json", "gt.json", "annotations.json")]
-    for c in candidates:
-        if c and Path(c).is_file():
-            return Path(c)
-    raise NotARunDir(f"{path}: ground-truth annotations not found (metrics.json config.ann = "
-                     f"{recorded!r}); pass ann=... / --ann PATH")
-
-
-# Extra files written by `python -m evaluation.labelstudio` (read when present).
-LABELSTUDIO_FILES = ("prelabels", "per_label")  # prelabels.csv: treatment counts per label
-
-
-def _read_extra(p: Path):
-    if p.suffix == ".csv":
-        return pd.read_csv(p)
-    if p.suffix == ".json":
-        return json.loads(p.read_text())
-    return None
 
 
 # ---------------------------------------------------------------- COCOeval

@@ -222,64 +222,23 @@ def stored_records(store: PartialStore, ids: list[int]) -> Iterable[tuple[int, l
 
 def evaluate(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, run_dir: Path, dist: Dist, load_s: float,
              argv, masker=None) -> dict | None:
+    """The whole run on every rank: accept (or resume) the run directory, infer this rank's shard into
+    its partial store, then on the main rank score the merged results and write metrics.json. Returns
+    metrics.json's content on the main rank, None on the others."""
     t_start = time.perf_counter()
     ids = selected_ids(dataset, s.limit)
-    error = None
-    state = None
-    if dist.is_main:
-        try:
-            state = check_fingerprint(run_dir, fingerprint(dataset, scorer, s, detector, masker), s.resume)
-        except InputError as exc:
-            error = str(exc)
-    error = dist.agree(error)
-    if error:
-        raise InputError(error)
+    state = together(dist, lambda: check_fingerprint(run_dir, fingerprint(dataset, scorer, s, detector, masker),
+                                                     s.resume) if dist.is_main else None)
     store = PartialStore(run_dir, dist.rank, dist.world_size)
     done = store.done_ids()
-    shard = ids[dist.rank :: dist.world_size]
     resumed = len([i for i in ids if i in done])
-    if dist.is_main and resumed:
-        print(f"resuming: {resumed} of {len(ids)} images already done in {run_dir}", file=sys.stderr)
-    hint = cpu_allocator_hint(detector.device.type) if dist.is_main else None
-    if hint:  # only once the run is accepted: a refused run prints its one error line and nothing else
-        print(f"note: {hint}", file=sys.stderr)
-    error, processed, infer_s, mask_s = None, 0, 0.0, 0.0
-    try:
-        processed, infer_s, mask_s = infer(dataset, scorer, s, detector, store, shard, done, dist, masker)
-    except InputError as exc:
-        error = str(exc)
-    error = dist.agree(error)
-    if error:
-        raise InputError(error)
-    stats = dist.gather((processed, infer_s, mask_s))
+    announce_start(detector, dist, run_dir, resumed, len(ids))
+    shard = ids[dist.rank :: dist.world_size]
+    stats = dist.gather(together(dist, lambda: infer(dataset, scorer, s, detector, store, shard, done, dist, masker)))
     if not dist.is_main:
         dist.barrier()
         return None
-    classes = scorer.classes()
-    prompt = detector.prompt(classes, s.chunk_size)
-    # Speed levers as installed: a lever that found nothing to patch (a newer transformers) says so here.
-    levers, lever_warnings = lever_report(detector)
-    processed_all = sum(p for p, _, _ in stats)
-    infer_all = max(t for _, t, _ in stats)
-    config = {
-        "ann": str(dataset.ann_path), "images": str(dataset.images_dir), "model": s.model,
-        "revision": detector.model_revision, "device": str(detector.device), "dtype": s.dtype,
-        "batch_size": s.batch_size, "num_select": s.num_select, "limit": s.limit, "chunk_size": s.chunk_size,
-        **detector.describe_prompt(prompt), "num_categories": len(dataset.category_ids),
-        "phrase_rule": scorer.phrase_rule, "phrases": [" | ".join(p) for p in classes],
-        "preprocessing": getattr(detector, "preprocessing", None),
-        "levers": levers, "lever_warnings": lever_warnings,
-        "num_images": len(ids), "image_ids": ids, "world_size": dist.world_size, "run_state": state,
-        "resumed_images": resumed, "versions": library_versions(), "allocator": active_allocator(),  # CPU timings depend on it
-        "iou_type": s.iou_type, **(mask_config(s, masker, detector) if masker is not None or s.own_masks else {}),
-        "family": detector.family.name, "protocol": s.protocol,
-        "command": list(argv),
-        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "timings": {"model_load_s": round(load_s, 3), "inference_s": round(infer_all, 3),
-                    "images_this_run": processed_all,
-                    "images_per_s": round(processed_all / infer_all, 3) if infer_all > 0 else None,
-                    **({"mask_s": round(max(m for _, _, m in stats), 3)} if masker is not None else {})},
-    }
+    config = run_config(dataset, scorer, s, detector, masker, dist, ids, RunRecord(state, resumed, argv, load_s, stats))
     try:
         metrics = scorer.finish(run_dir, stored_records(store, ids), ids, config)
         metrics["config"]["timings"]["total_s"] = round(time.perf_counter() - t_start + load_s, 3)
@@ -288,3 +247,73 @@ def evaluate(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, run_dir
     finally:
         dist.barrier()
     return metrics
+
+
+def together(dist: Dist, step):
+    """`step()` on this rank; an InputError on any rank is raised on every rank (the first rank's
+    message), so that no rank goes on to wait for the others at the next collective."""
+    error, result = None, None
+    try:
+        result = step()
+    except InputError as exc:
+        error = str(exc)
+    error = dist.agree(error)
+    if error:
+        raise InputError(error)
+    return result
+
+
+def announce_start(detector, dist: Dist, run_dir: Path, resumed: int, total: int) -> None:
+    """The main rank's notes once the run is accepted (a refused run prints its one error line and
+    nothing else): how much a resume finds done, and the CPU allocator hint."""
+    if not dist.is_main:
+        return
+    if resumed:
+        print(f"resuming: {resumed} of {total} images already done in {run_dir}", file=sys.stderr)
+    hint = cpu_allocator_hint(detector.device.type)
+    if hint:
+        print(f"note: {hint}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What this run did, for metrics.json's config: the resume state, images found done, the command,
+    the model load time and every rank's (images processed, inference seconds, mask seconds)."""
+
+    state: str  # check_fingerprint's 'new', 'resumed' or 'restarted'
+    resumed: int
+    argv: list
+    load_s: float
+    stats: list
+
+
+def run_config(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, masker, dist: Dist, ids: list[int],
+               record: RunRecord) -> dict:
+    """metrics.json's `config`: the settings, the prompt, the levers as installed, versions and timings."""
+    classes = scorer.classes()
+    prompt = detector.prompt(classes, s.chunk_size)
+    # Speed levers as installed: a lever that found nothing to patch (a newer transformers) says so here.
+    levers, lever_warnings = lever_report(detector)
+    stats = record.stats
+    processed_all = sum(p for p, _, _ in stats)
+    infer_all = max(t for _, t, _ in stats)
+    return {
+        "ann": str(dataset.ann_path), "images": str(dataset.images_dir), "model": s.model,
+        "revision": detector.model_revision, "device": str(detector.device), "dtype": s.dtype,
+        "batch_size": s.batch_size, "num_select": s.num_select, "limit": s.limit, "chunk_size": s.chunk_size,
+        **detector.describe_prompt(prompt), "num_categories": len(dataset.category_ids),
+        "phrase_rule": scorer.phrase_rule, "phrases": [" | ".join(p) for p in classes],
+        "preprocessing": getattr(detector, "preprocessing", None),
+        "levers": levers, "lever_warnings": lever_warnings,
+        "num_images": len(ids), "image_ids": ids, "world_size": dist.world_size, "run_state": record.state,
+        "resumed_images": record.resumed, "versions": library_versions(),
+        "allocator": active_allocator(),  # CPU timings depend on it
+        "iou_type": s.iou_type, **(mask_config(s, masker, detector) if masker is not None or s.own_masks else {}),
+        "family": detector.family.name, "protocol": s.protocol,
+        "command": list(record.argv),
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "timings": {"model_load_s": round(record.load_s, 3), "inference_s": round(infer_all, 3),
+                    "images_this_run": processed_all,
+                    "images_per_s": round(processed_all / infer_all, 3) if infer_all > 0 else None,
+                    **({"mask_s": round(max(m for _, _, m in stats), 3)} if masker is not None else {})},
+    }
