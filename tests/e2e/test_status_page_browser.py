@@ -8,7 +8,6 @@ import pytest
 from PIL import Image
 
 from backend.app.status_page import render_status_page
-from tests.backend.backend_helpers import LocalServer
 from tests.backend.status_data import NOW, failure_entry, job_entry, project_entry, status_document
 from tests.e2e.ls_harness import ARTIFACTS, chromium_path
 
@@ -24,8 +23,8 @@ def html_route(html: str):
 
 
 @pytest.fixture
-def status_server():
-    server = LocalServer()
+def status_server(http_server):
+    server = http_server
     server.routes["/"] = html_route(render_status_page(status_document(), now=NOW))
     hostile = status_document(
         projects=[project_entry(HOSTILE, skipped_labels=[HOSTILE],
@@ -34,8 +33,7 @@ def status_server():
         jobs=[job_entry(HOSTILE, message=HOSTILE)],
         failures=[failure_entry(HOSTILE, image="javascript:window.__pwned=4", reason=HOSTILE)])
     server.routes["/hostile"] = html_route(render_status_page(hostile, now=NOW))
-    yield server
-    server.close()
+    return server
 
 
 @pytest.fixture

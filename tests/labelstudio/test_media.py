@@ -6,7 +6,8 @@ import time
 import pytest
 
 from labelstudio.media import KeyRefusedError, MediaError, MediaFetcher
-from tests.backend.backend_helpers import LocalServer, jpeg_bytes
+from tests.backend.backend_helpers import jpeg_bytes
+from tests.http_server import LocalServer
 from tests.labelstudio.tokens import make_jwt
 
 IMAGE = jpeg_bytes()

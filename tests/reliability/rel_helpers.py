@@ -15,7 +15,7 @@ import httpx
 
 from PIL import Image
 
-from tests.backend.backend_helpers import jpeg_bytes, ls_body  # noqa: F401 (jpeg_bytes: re-exported to the suite)
+from tests.backend.backend_helpers import jpeg_bytes, ls_body, no_trace  # noqa: F401 (jpeg_bytes, no_trace: re-exported to the suite)
 from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -211,7 +211,3 @@ class BackendProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
-
-
-def no_trace(text: str) -> None:
-    assert "Traceback" not in text and 'File "' not in text, text[:2000]
