@@ -50,6 +50,6 @@ def basic(user: str, password: str) -> dict:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-def no_trace(text: str) -> None:
-    """What a user reads (an answer, an error item) holds no stack trace."""
-    assert "Traceback" not in text and 'File "' not in text, text[:2000]
+def no_trace(text: str, what: str = "") -> None:
+    """What a user reads (an answer, an error item) holds no stack trace; `what` names it in a failure."""
+    assert "Traceback" not in text and 'File "' not in text, (what, text[:2000]) if what else text[:2000]

@@ -182,13 +182,14 @@ class BackendProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = 120, headers: dict | None = None) -> None:
+        """Until /health answers 200 (sent with `headers`: Basic auth guards it too), or fail with the log."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"the backend exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/health", headers=headers, timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
