@@ -9,6 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 
 
+from tests.http_server import LocalServer  # noqa: E402
 from tests.model_factory import build_tiny_mm_model, build_tiny_model  # noqa: E402
 
 
@@ -77,3 +78,11 @@ def make_client(tiny_detector, make_settings):
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def http_server():
+    """A local HTTP server (tests/http_server.py) for the test to give routes: a stand-in Label Studio, a media host."""
+    server = LocalServer()
+    yield server
+    server.close()

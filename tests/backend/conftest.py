@@ -1,11 +1,12 @@
-"""Fixtures of the ML backend tests: settings, the real app on the tiny model, a local HTTP server."""
+"""Fixtures of the ML backend tests: a media directory (settings, the app and the local HTTP server are
+tests/conftest.py's)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from tests.backend.backend_helpers import LocalServer, jpeg_bytes
+from tests.backend.backend_helpers import jpeg_bytes
 
 
 @pytest.fixture
@@ -17,10 +18,3 @@ def media_root(tmp_path) -> Path:
     (root / "not-an-image.jpg").write_bytes(b"this is text")
     (tmp_path / "secret.jpg").write_bytes(jpeg_bytes())
     return root
-
-
-@pytest.fixture
-def http_server():
-    server = LocalServer()
-    yield server
-    server.close()

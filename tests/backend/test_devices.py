@@ -3,7 +3,6 @@ requests, and the background jobs spread over two model instances on the CPU sta
 from __future__ import annotations
 
 import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -15,29 +14,15 @@ from backend.serving.predictor import Predictor
 from backend.app.server import create_app
 from backend.settings import Settings, SettingsError
 from tests.backend.backend_helpers import ls_body
+from tests.backend.job_helpers import CONFIG, tasks, wait_for_jobs
 from tests.backend.standin_label_studio import StandInLabelStudio
 
-CONFIG = ls_body("setup")["schema"]
-IMAGE = "/data/local-files/?d=a.jpg"
+IMAGE = "/data/local-files/?d=a.jpg"  # the image of job_helpers.tasks
 
 
 def without_ids(regions):
     """Region ids are made from the task id; everything else must be equal."""
     return [{k: v for k, v in r.items() if k != "id"} for r in regions]
-
-
-def finished_job(client, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        jobs = client.get("/status").json()["jobs"]
-        if jobs and jobs[0]["state"] not in ("queued", "running"):
-            return jobs[0]
-        time.sleep(0.1)
-    raise AssertionError(f"the job is still running after {timeout} s: {jobs}")
-
-
-def tasks(n):
-    return [{"id": i, "data": {"image": IMAGE}} for i in range(1, n + 1)]
 
 
 @pytest.mark.parametrize("env, cuda_count, expected", [
@@ -130,7 +115,7 @@ def test_two_devices_share_the_jobs_and_predict_each_task_once_as_one_device_wou
         response = client.post("/predict", json={"tasks": tasks(6), "label_config": CONFIG, "project": "7.1"})
         released.set()
         answered = {i + 1: r for i, r in enumerate(response.json()["results"]) if r != []}
-        job = finished_job(client)
+        (job,) = wait_for_jobs(client)
         devices = client.get("/status").json()["devices"]
     assert job["state"] == "done" and job["done"] == 6, job
     imported = {t: preds for t in range(1, 7) if (preds := label_studio.predictions(t))}

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from label_studio_sdk.converter.brush import decode_rle
 
-from tests.e2e.ls_harness import ARTIFACTS, ROOT, chromium_path, start_backend, stop
+from tests.e2e.browser import labelling_view, shown_titles
+from tests.e2e.ls_harness import ARTIFACTS, ROOT, start_backend, stop
 from tests.e2e.ls_user import (
     backend_setup_version, create_project, make_image, predictions_of, retrieve_predictions,
     upload_images,
@@ -26,7 +27,6 @@ BRUSH_CONFIG = (f'<View><Image name="image" value="$image"/><BrushLabels name="m
                 '<Label value="Cat" background="#e6194b"/></KeyPointLabels></View>')
 POLYGON_CONFIG = f'<View><Image name="image" value="$image"/><PolygonLabels name="outline" toName="image">{LABELS}</PolygonLabels></View>'
 EMITTED = {"Cat", "RC", "TrafficLight"}
-SHOWN_AS = {"RC": "Remote"}  # the labelling view names a region by its Label's value
 SIZES = [(320, 240), (360, 240)]
 # Above the box tests' threshold: a few masks per image, so that the whole region list fits on screen.
 MASK_BOX_THRESHOLD = "0.9"
@@ -117,23 +117,6 @@ def test_smart_click_is_answered_with_a_mask(brush_project, ls_api):
     assert len(predictions_of(ls_api, tasks[0])) == 1  # a suggestion, not stored
 
 
-def labelling_view(label_studio, project, task, shot, height):
-    """Log in with headless Chromium, open the task, screenshot it; the region list's titles (the window
-    is `height` pixels tall: the list shows only what fits)."""
-    from playwright.sync_api import sync_playwright
-
-    from tests.e2e.browser import CHROMIUM_ARGS, log_in, open_task
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": height})
-            log_in(page, label_studio)
-            return open_task(page, label_studio, project, task, shot)
-        finally:
-            browser.close()
-
-
 def fewest_regions(ls_api, tasks, version):
     """The task with the fewest regions (but some): its whole region list fits on screen."""
     candidates = [(len(p["result"]), t, p) for t, p in zip(tasks, stored(ls_api, tasks, version)) if p["result"]]
@@ -142,8 +125,6 @@ def fewest_regions(ls_api, tasks, version):
 
 
 def test_labelling_view_shows_the_masks(brush_project, polygon_project, ls_api, label_studio):
-    if chromium_path() is None:
-        pytest.fail("Debian's chromium is missing: `make install-chromium` (as root) installs /usr/bin/chromium")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     # The random SAM's masks are ragged: up to 3 polygons per mask (POLYGON_MAX_PARTS) make the list long.
     for (project, tasks, _, version), kind, name, height in [
@@ -151,8 +132,8 @@ def test_labelling_view_shows_the_masks(brush_project, polygon_project, ls_api, 
     ]:
         task, pred = fewest_regions(ls_api, tasks, version)
         shot = ARTIFACTS / name
-        titles = labelling_view(label_studio, project, task, shot, height)
-        expected = Counter(SHOWN_AS.get(r["value"][kind][0], r["value"][kind][0]) for r in pred["result"])
+        titles, _, _ = labelling_view(label_studio, project, task, shot, height)
+        expected = shown_titles(pred["result"], kind)
         assert Counter(titles) == expected, (kind, titles, expected)
         assert shot.stat().st_size > 10_000
 

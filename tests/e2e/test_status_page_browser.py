@@ -8,14 +8,12 @@ import pytest
 from PIL import Image
 
 from backend.app.status_page import render_status_page
-from tests.backend.backend_helpers import LocalServer
 from tests.backend.status_data import NOW, failure_entry, job_entry, project_entry, status_document
-from tests.e2e.ls_harness import ARTIFACTS, chromium_path
+from tests.e2e.browser import chromium
+from tests.e2e.ls_harness import ARTIFACTS
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">"
 
 
@@ -24,8 +22,8 @@ def html_route(html: str):
 
 
 @pytest.fixture
-def status_server():
-    server = LocalServer()
+def status_server(http_server):
+    server = http_server
     server.routes["/"] = html_route(render_status_page(status_document(), now=NOW))
     hostile = status_document(
         projects=[project_entry(HOSTILE, skipped_labels=[HOSTILE],
@@ -34,23 +32,13 @@ def status_server():
         jobs=[job_entry(HOSTILE, message=HOSTILE)],
         failures=[failure_entry(HOSTILE, image="javascript:window.__pwned=4", reason=HOSTILE)])
     server.routes["/hostile"] = html_route(render_status_page(hostile, now=NOW))
-    yield server
-    server.close()
+    return server
 
 
 @pytest.fixture
 def browser():
-    chromium = chromium_path()
-    if chromium is None:
-        pytest.fail("Debian's chromium is missing: `make install-chromium` (as root) installs /usr/bin/chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser
 
 
 def test_status_page_shows_job_progress_and_failure_reasons(status_server, browser):

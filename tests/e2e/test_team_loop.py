@@ -187,6 +187,42 @@ def check_new_predictions(stored: dict[int, list[dict]], old: list[str], version
     assert any(p["result"] for ps in stored.values() for p in ps if p["model_version"] == version)
 
 
+def connect_project(ls_client, ls_api, url: str, state_dir: Path, log: Path) -> tuple[Team, list[int]]:
+    """A project of a few images behind TASKS tasks, with the backend at `url` connected: the team, task ids."""
+    project = create_project(ls_client, "E2E team loop", CONFIG)
+    uploaded = upload_images(ls_api, project, {f"loop_{i}.png": make_image(40 + i, SIZE) for i in range(3)})
+    images = [ls_api.get(f"/api/tasks/{t}").json()["data"]["image"] for t in uploaded]
+    import_tasks(ls_api, project, [{"image": images[k % 3]} for k in range(TASKS - len(uploaded))])
+    ids = task_ids(ls_api, project)
+    assert len(ids) == TASKS
+    ml = ls_client.ml.create(project=project, url=url, title="Grounding DINO", is_interactive=False)
+    return Team(ls_client, ls_api, url, project, ml.id, state_dir, log), ids
+
+
+def check_export_scores(ls_api, label_studio, project: int, tmp_path: Path, base: str, reviewed: list[int],
+                        did: Counter) -> None:
+    """The Export button's file, scored by evaluation.labelstudio (its prediction ids fetched): the counts
+    are those of the review."""
+    export = tmp_path / "export.json"
+    export.write_bytes(button_export(ls_api, project))
+    err = one_line_error(evaluate(export, tmp_path / "no-access"))
+    assert "--label-studio-url URL and --api-key KEY" in err, err
+    proc_eval = evaluate(export, tmp_path / "eval", "--label-studio-url", label_studio.url,
+                         "--api-key", label_studio.token)
+    assert proc_eval.returncode == 0, proc_eval.stderr
+    assert f"fetched from Label Studio at {label_studio.url} for {REVIEWED} annotated tasks" in proc_eval.stdout
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["config"]["model"] == base and metrics["config"]["num_images"] == REVIEWED
+    exported = json.loads(export.read_bytes())  # the button exports the annotated tasks only (its default)
+    assert sorted(t["id"] for t in exported) == reviewed
+    assert metrics["config"]["num_tasks"] == metrics["config"]["num_annotated_tasks"] == REVIEWED
+    assert metrics["prelabels"] == {"prelabels": did["prelabels"], "kept": did["kept"],
+                                    "moved_resized": did["moved_resized"], "relabelled": 0,
+                                    "deleted": did["deleted"], "added": did["added"]}
+    # every stored pre-label counted (the threshold is the lowest stored score), every final box once
+    assert metrics["tp"] + metrics["fp"] == did["prelabels"] and metrics["tp"] + metrics["fn"] == did["final"]
+
+
 def test_the_team_loop_holds_at_every_joint(ls_client, ls_api, label_studio, tiny_model_dir, tmp_path):
     started = time.monotonic()
     state_dir = tmp_path / "state"
@@ -195,14 +231,7 @@ def test_the_team_loop_holds_at_every_joint(ls_client, ls_api, label_studio, tin
         "BOX_THRESHOLD": "0.05", "STATE_DIR": str(state_dir), "TRAIN_STEPS": "8", "TRAIN_IMAGE_SIZE": "128"})
     try:
         # 1. A project of a few images behind 30 tasks, the model connected, everything pre-labelled.
-        project = create_project(ls_client, "E2E team loop", CONFIG)
-        uploaded = upload_images(ls_api, project, {f"loop_{i}.png": make_image(40 + i, SIZE) for i in range(3)})
-        images = [ls_api.get(f"/api/tasks/{t}").json()["data"]["image"] for t in uploaded]
-        import_tasks(ls_api, project, [{"image": images[k % 3]} for k in range(TASKS - len(uploaded))])
-        ids = task_ids(ls_api, project)
-        assert len(ids) == TASKS
-        ml = ls_client.ml.create(project=project, url=url, title="Grounding DINO", is_interactive=False)
-        team = Team(ls_client, ls_api, url, project, ml.id, state_dir, log)
+        team, ids = connect_project(ls_client, ls_api, url, state_dir, log)
         base = team.served_version()
         stored = team.prelabel(ids)
         check_new_predictions(stored, [], base, adopted=False)
@@ -214,24 +243,7 @@ def test_the_team_loop_holds_at_every_joint(ls_client, ls_api, label_studio, tin
         assert all(did[k] for k in ("kept", "moved_resized", "deleted", "added")), did
 
         # 3. The Export button's file, scored by evaluation.labelstudio (its prediction ids fetched).
-        export = tmp_path / "export.json"
-        export.write_bytes(button_export(ls_api, project))
-        err = one_line_error(evaluate(export, tmp_path / "no-access"))
-        assert "--label-studio-url URL and --api-key KEY" in err, err
-        proc_eval = evaluate(export, tmp_path / "eval", "--label-studio-url", label_studio.url,
-                             "--api-key", label_studio.token)
-        assert proc_eval.returncode == 0, proc_eval.stderr
-        assert f"fetched from Label Studio at {label_studio.url} for {REVIEWED} annotated tasks" in proc_eval.stdout
-        metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-        assert metrics["config"]["model"] == base and metrics["config"]["num_images"] == REVIEWED
-        exported = json.loads(export.read_bytes())  # the button exports the annotated tasks only (its default)
-        assert sorted(t["id"] for t in exported) == reviewed
-        assert metrics["config"]["num_tasks"] == metrics["config"]["num_annotated_tasks"] == REVIEWED
-        assert metrics["prelabels"] == {"prelabels": did["prelabels"], "kept": did["kept"],
-                                        "moved_resized": did["moved_resized"], "relabelled": 0,
-                                        "deleted": did["deleted"], "added": did["added"]}
-        # every stored pre-label counted (the threshold is the lowest stored score), every final box once
-        assert metrics["tp"] + metrics["fp"] == did["prelabels"] and metrics["tp"] + metrics["fn"] == did["final"]
+        check_export_scores(ls_api, label_studio, team.project, tmp_path, base, reviewed, did)
 
         # 4. Start Training, cancelled while it fine-tunes: nothing changes.
         team.train_and_cancel()

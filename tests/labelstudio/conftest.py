@@ -1,2 +1,2 @@
-"""The media tests use the backend tests' local HTTP server and media directory."""
-from tests.backend.conftest import http_server, media_root  # noqa: F401  (pytest fixtures)
+"""The media tests use the backend tests' media directory (the local HTTP server is tests/conftest.py's)."""
+from tests.backend.conftest import media_root  # noqa: F401  (pytest fixture)

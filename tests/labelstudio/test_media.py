@@ -7,7 +7,8 @@ import pytest
 
 from labelstudio.media import MediaFetcher
 from labelstudio.media_errors import KeyRefusedError, MediaError
-from tests.backend.backend_helpers import LocalServer, jpeg_bytes
+from tests.backend.backend_helpers import jpeg_bytes
+from tests.http_server import LocalServer
 from tests.labelstudio.tokens import make_jwt
 
 IMAGE = jpeg_bytes()

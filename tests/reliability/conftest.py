@@ -1,7 +1,8 @@
 """Fixtures of the reliability suite: the real app in-process, the real server as a subprocess, media.
 
 Every test module here is marked `reliability` (run alone with `-m reliability`). Helpers of the backend
-tests (Label Studio's verbatim bodies, JPEGs, the local HTTP server) are reused from tests/backend.
+tests (Label Studio's verbatim bodies, JPEGs) are reused from tests/backend; the local HTTP server is
+tests/conftest.py's `http_server`.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import pytest
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
 
-from tests.backend.backend_helpers import LocalServer  # noqa: E402
 from tests.reliability.rel_helpers import BackendProcess  # noqa: E402
 
 
@@ -21,13 +21,6 @@ from tests.reliability.rel_helpers import BackendProcess  # noqa: E402
 def make_client(make_client):
     """The shared app fixture, answering unexpected errors as a 500 instead of raising in the test."""
     return functools.partial(make_client, raise_server_exceptions=False)
-
-
-@pytest.fixture
-def http_server():
-    server = LocalServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture

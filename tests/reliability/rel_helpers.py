@@ -15,7 +15,7 @@ import httpx
 
 from PIL import Image
 
-from tests.backend.backend_helpers import jpeg_bytes, ls_body  # noqa: F401 (jpeg_bytes: re-exported to the suite)
+from tests.backend.backend_helpers import jpeg_bytes, ls_body, no_trace  # noqa: F401 (jpeg_bytes, no_trace: re-exported to the suite)
 from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,13 +182,14 @@ class BackendProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = 120, headers: dict | None = None) -> None:
+        """Until /health answers 200 (sent with `headers`: Basic auth guards it too), or fail with the log."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"the backend exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/health", headers=headers, timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -211,7 +212,3 @@ class BackendProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
-
-
-def no_trace(text: str) -> None:
-    assert "Traceback" not in text and 'File "' not in text, text[:2000]

@@ -6,7 +6,6 @@ printed. (tests/backend fuzzes the app in-process through ASGI; this is the real
 """
 from __future__ import annotations
 
-import base64
 import json
 
 import httpx
@@ -14,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.reliability.rel_helpers import CONFIG, BackendProcess, jpeg_bytes
+from tests.backend.backend_helpers import basic
+from tests.reliability.rel_helpers import CONFIG, BackendProcess, jpeg_bytes, no_trace
 from tests.reliability.hostile_inputs import ESCAPES, SSRF_URLS, hostile_configs
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -31,7 +31,7 @@ def server(tiny_model_dir, tmp_path_factory):
            "BASIC_AUTH_USER": USER, "BASIC_AUTH_PASS": PASSWORD}
     proc = BackendProcess(env, tmp_path_factory.mktemp("fuzz-log") / "backend.log")
     try:
-        _wait(proc)
+        proc.wait_ready(headers=_auth())
         yield proc
     finally:
         proc.stop()
@@ -39,30 +39,14 @@ def server(tiny_model_dir, tmp_path_factory):
 
 
 def _auth() -> dict:
-    return {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
-
-
-def _wait(proc):
-    import time
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.alive(), proc.log()
-        try:
-            if httpx.get(proc.url + "/health", headers=_auth(), timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(proc.log())
+    return basic(USER, PASSWORD)
 
 
 def check(response, what: str) -> None:
     assert response.status_code < 500, (what, response.status_code, response.text[:500])
-    text = response.text
-    assert "Traceback" not in text and 'File "' not in text, (what, text[:1000])
+    no_trace(response.text, what)
     if response.status_code >= 400:
-        assert "detail" in response.json(), (what, text[:300])
+        assert "detail" in response.json(), (what, response.text[:300])
 
 
 def count(name: str) -> None:

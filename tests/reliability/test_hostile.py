@@ -15,6 +15,8 @@ import textwrap
 
 import pytest
 
+from tests.backend.backend_helpers import basic
+from tests.http_server import LocalServer
 from tests.reliability.hostile_inputs import ESCAPES, HOSTILE_DATA_URIS, SSRF_URLS, hostile_configs
 from tests.reliability.rel_helpers import (
     CONFIG, assert_good_unaffected, config, jpeg_bytes, local_task, predict, rect_config, no_trace, sandwich, url_task,
@@ -103,8 +105,6 @@ def public_host(monkeypatch):
 
 def test_allowed_host_redirecting_to_a_private_address_is_refused(make_client, http_server, media_root, reference,
                                                                   public_host):
-    from tests.backend.backend_helpers import LocalServer
-
     private = LocalServer()  # the internal service the redirect aims at
     try:
         private.file("/x.jpg", IMAGE)
@@ -151,10 +151,6 @@ def test_local_files_outside_the_root_are_refused(make_client, media_root, refer
 
 
 # ----- Basic auth --------------------------------------------------------------------------------------
-
-def basic(user: str, password: str) -> dict:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
 
 AUTH_CASES = {
     "missing": {},

@@ -5,33 +5,30 @@ Asserts and prints: every request answered with one item per task, in order (eac
 belong to its task: region ids hash the task id, and its boxes equal the image's own reference);
 /health p99 < 1 s and /setup p99 < 3 s (Label Studio's timeouts); the server's thread count bounded;
 no second model copy (RSS never jumps by the model's size); RSS flat from after warm-up to the end.
+The phases (warm-up, load run, burst) are tests/reliability/load_phases.py's.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import random
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.reliability.rel_helpers import CONFIG, png_bytes, same_result
+from tests.reliability.load_phases import (
+    BATCH_SIZE, CLIENTS, MAX_PENDING, LoadRun, Target, burst, p99, proc_status, settled_status, warm_up,
+)
+from tests.reliability.rel_helpers import CONFIG, png_bytes
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
-
-LOAD_SECONDS = 40
-MAX_REQUESTS = 120
-CLIENTS = 4
-SIZES = [1, 2, 3, 4, 5, 8, 13, 21, 32]
-BATCH_SIZE = 4
-MAX_PENDING = 16
+MB = 1024 * 1024
 
 
 def build_load_model(out: Path) -> Path:
@@ -48,15 +45,6 @@ def build_load_model(out: Path) -> Path:
     return set_input_size(build_tiny_model(out, config=config), 160, 267)
 
 
-def proc_status(pid: int) -> dict:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM", "Threads"):
-            out[key] = int(value.split()[0])  # kB, or a count
-    return out
-
-
 def bare_process_rss(model_dir: Path) -> int:
     """RSS (bytes) of a process that imports everything the backend imports but loads no weights."""
     code = ("import backend.app.server, detection, transformers, torch;"
@@ -68,15 +56,6 @@ def bare_process_rss(model_dir: Path) -> int:
                          cwd=Path(__file__).parents[2])
     assert out.returncode == 0, out.stderr[-2000:]
     return int(out.stdout.strip().splitlines()[-1]) * 1024
-
-
-def region_ids(task_id, n: int) -> set:
-    return {hashlib.sha1(f"{task_id}/label/image/{k}".encode()).hexdigest()[:10] for k in range(n)}
-
-
-def p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
 def make_images(root: Path) -> list[str]:
@@ -92,246 +71,121 @@ def make_images(root: Path) -> list[str]:
     return names
 
 
-def test_load_nothing_lost_probes_fast_memory_flat(tiny_model_dir, tmp_path, start_backend, http_server):
-    model = build_load_model(tmp_path / "load-model")
-    model_bytes = sum(p.stat().st_size for p in model.glob("*.safetensors"))
-    bare_rss = bare_process_rss(model)
+def start_target(tmp_path: Path, model: Path, start_backend, http_server) -> Target:
+    """The server on `model`, with six images in its local-files root and the same images over HTTP."""
     root = tmp_path / "media"
     root.mkdir()
     names = make_images(root)
     for name in names:  # the same images over HTTP too
         http_server.file(f"/{name}", (root / name).read_bytes(), content_type="image/png")
-    sources = [f"/data/local-files/?d={n}" for n in names] + [f"{http_server.url}/{n}" for n in names]
-    image_of = {s: s.rsplit("=", 1)[-1].rsplit("/", 1)[-1] for s in sources}
-    bad_source = f"{http_server.url}/missing.png"  # 404: an error item, in place
     server = start_backend(GROUNDING_DINO_MODEL=str(model), LOCAL_FILES_DOCUMENT_ROOT=str(root),
                            ALLOWED_MEDIA_HOSTS=f"127.0.0.1:{http_server.port}", BATCH_SIZE=str(BATCH_SIZE),
                            MAX_PENDING_PREDICTS=str(MAX_PENDING))
-    base = server.url
-    start_status = proc_status(server.pid)
+    sources = [f"/data/local-files/?d={n}" for n in names] + [f"{http_server.url}/{n}" for n in names]
+    return Target(server, names, sources, bad_source=f"{http_server.url}/missing.png")
 
-    # ----- warm-up: every image once (its reference), then a full 32-task request -----------------------
-    with httpx.Client(timeout=120) as http:
-        version = http.post(f"{base}/setup", json={"project": "1.1", "schema": CONFIG}).json()["model_version"]
-        ref_items = http.post(f"{base}/predict", json={
-            "tasks": [{"id": i, "data": {"image": f"/data/local-files/?d={n}"}} for i, n in enumerate(names)],
-            "label_config": CONFIG}).json()["results"]
-        reference = dict(zip(names, ref_items))
-        assert all("result" in r for r in ref_items), ref_items
-        warm = http.post(f"{base}/predict", json={
-            "tasks": [{"id": 10_000 + i, "data": {"image": sources[i % len(sources)]}} for i in range(32)],
-            "label_config": CONFIG})
-        assert warm.status_code == 200
-    time.sleep(1)
-    warm_status = proc_status(server.pid)
 
-    # ----- load ------------------------------------------------------------------------------------------
-    stop = threading.Event()
-    lock = threading.Lock()
-    next_id = [1_000_000]
-    requests_sent = [0]
-    problems: list[str] = []
-    stats = {"sizes": [], "requests": 0, "tasks": 0, "errors_expected": 0, "regions": 0, "latency": []}
-    samples = {"health": [], "setup": [], "rss": [], "threads": []}
-    probe_failures: list[str] = []
+@dataclass
+class Measured:
+    """What the load test measured: the weights, the server's /proc status at each phase's end, the load
+    run and the burst; the figures the assertions compare, and the printed report."""
 
-    def take_ids(n):
-        with lock:
-            if requests_sent[0] >= MAX_REQUESTS:
-                return None
-            requests_sent[0] += 1
-            first = next_id[0]
-            next_id[0] += n
-            return list(range(first, first + n))
+    model_bytes: int
+    bare_rss: int  # bytes: the same imports, no weights
+    start_status: dict
+    warm_status: dict  # after the warm-up
+    load: LoadRun
+    end_status: dict  # the end of the load run (the burst is measured apart)
+    burst_answers: list[tuple[int, dict]]
+    burst_threads: list[int]
+    after_burst: dict
 
-    def client(seed: int):
-        rng = random.Random(seed)
-        order = []
-        with httpx.Client(timeout=100) as http:  # Label Studio's /predict timeout
-            while not stop.is_set():
-                if not order:  # every size once per round, in a random order
-                    order = rng.sample(SIZES, len(SIZES))
-                size = order.pop()
-                ids = take_ids(size)
-                if ids is None:
-                    return
-                srcs = [bad_source if rng.random() < 0.05 else rng.choice(sources) for _ in ids]
-                body = {"tasks": [{"id": t, "data": {"image": s}, "meta": {}, "annotations": []}
-                                  for t, s in zip(ids, srcs)],
-                        "project": "1.1", "label_config": CONFIG,
-                        "params": {"login": None, "password": None, "context": None}}
-                t0 = time.monotonic()
-                try:
-                    response = http.post(f"{base}/predict", json=body)
-                except httpx.HTTPError as exc:
-                    problems.append(f"request of {size} failed: {exc!r}")
-                    continue
-                latency = time.monotonic() - t0
-                if response.status_code != 200:
-                    problems.append(f"HTTP {response.status_code}: {response.text[:200]}")
-                    continue
-                results = response.json()["results"]
-                local_problems = []
-                if len(results) != len(ids):
-                    local_problems.append(f"{len(results)} items for {len(ids)} tasks")
-                for tid, src, item in zip(ids, srcs, results):
-                    if item.get("model_version") != version:
-                        local_problems.append(f"task {tid}: version {item.get('model_version')}")
-                    if src == bad_source:
-                        if "result" in item or "404" not in item.get("error", ""):
-                            local_problems.append(f"task {tid}: expected a 404 error, got {item}")
-                        continue
-                    if "error" in item:
-                        local_problems.append(f"task {tid}: {item['error']}")
-                        continue
-                    got_ids = {r["id"] for r in item["result"]}
-                    if got_ids != region_ids(tid, len(item["result"])):
-                        local_problems.append(f"task {tid}: regions of another task (dropped/duplicated/out of order)")
-                    if not same_result(item, reference[image_of[src]]):
-                        local_problems.append(f"task {tid}: boxes differ from its image's reference")
-                with lock:
-                    problems.extend(local_problems)
-                    stats["requests"] += 1
-                    stats["sizes"].append(size)
-                    stats["tasks"] += len(ids)
-                    stats["errors_expected"] += srcs.count(bad_source)
-                    stats["regions"] += sum(len(r.get("result", [])) for r in results)
-                    stats["latency"].append(latency)
+    def __post_init__(self):
+        samples, duration = self.load.samples["rss"], self.load.duration
+        # warm-up = the first 40% of the load (the allocator reaches its plateau under the same concurrency)
+        split = self.load.t_start + 0.4 * duration
+        self.before_load = self.warm_status["VmRSS"] * 1024
+        self.warm_rss = max(r for t, r in samples if t <= split)
+        self.late_rss = max(r for t, r in samples if t > split)
+        self.end_rss = self.end_status["VmRSS"] * 1024
+        self.max_rss = max([r for _, r in samples] + [self.end_rss])
+        self.thread_bound = self.warm_status["Threads"] + MAX_PENDING * (1 + min(8, BATCH_SIZE)) + 8
 
-    def probe(kind: str):
-        with httpx.Client(timeout=10) as http:
-            while not stop.is_set():
-                t0 = time.monotonic()
-                try:
-                    if kind == "health":
-                        r = http.get(f"{base}/health")
-                    else:
-                        r = http.post(f"{base}/setup", json={"project": "1.1", "schema": CONFIG,
-                                                               "hostname": "http://localhost:8080",
-                                                               "access_token": "x"})
-                    ok = r.status_code == 200 and (kind == "health" or r.json()["model_version"] == version)
-                    if not ok:
-                        probe_failures.append(f"{kind}: {r.status_code} {r.text[:100]}")
-                except httpx.HTTPError as exc:
-                    probe_failures.append(f"{kind}: {exc!r}")
-                samples[kind].append(time.monotonic() - t0)
-                stop.wait(max(0.0, 0.2 - (time.monotonic() - t0)))
+    def report(self) -> dict:
+        stats, samples, duration = self.load.stats, self.load.samples, self.load.duration
+        latency = sorted(stats["latency"])
+        return {
+            "duration_s": round(duration, 1), "clients": CLIENTS, "requests": stats["requests"],
+            "tasks": stats["tasks"], "tasks_per_s": round(stats["tasks"] / duration, 1),
+            "expected_errors": stats["errors_expected"], "regions": stats["regions"],
+            "predict_latency_p50_s": round(latency[len(latency) // 2], 2) if latency else None,
+            "predict_latency_max_s": round(max(latency), 2) if latency else None,
+            "health_probes": len(samples["health"]), "health_p99_s": round(p99(samples["health"]), 3),
+            "health_max_s": round(max(samples["health"]), 3),
+            "setup_probes": len(samples["setup"]), "setup_p99_s": round(p99(samples["setup"]), 3),
+            "setup_max_s": round(max(samples["setup"]), 3),
+            "model_weights_mb": round(self.model_bytes / MB, 1), "rss_bare_imports_mb": round(self.bare_rss / MB, 1),
+            "rss_anon_file_end_mb": [round(self.end_status["RssAnon"] / 1024, 1),
+                                     round(self.end_status["RssFile"] / 1024, 1)],
+            "rss_at_start_mb": round(self.start_status["VmRSS"] / 1024, 1),
+            "rss_before_load_mb": round(self.before_load / MB, 1),
+            "rss_after_warmup_mb": round(self.warm_rss / MB, 1), "rss_max_after_warmup_mb": round(self.late_rss / MB, 1),
+            "rss_max_mb": round(self.max_rss / MB, 1), "rss_end_mb": round(self.end_rss / MB, 1),
+            "threads_after_warmup": self.warm_status["Threads"], "threads_max_during_load": max(samples["threads"]),
+            "threads_end": self.end_status["Threads"], "thread_bound": self.thread_bound,
+            "burst_requests": len(self.burst_answers), "burst_503": sum(1 for c, _ in self.burst_answers if c == 503),
+            "burst_threads_max": max(self.burst_threads), "threads_after_burst": self.after_burst["Threads"],
+            "rss_after_burst_mb": round(self.after_burst["VmRSS"] / 1024, 1),
+        }
 
-    def watch():
-        while not stop.is_set():
-            status = proc_status(server.pid)
-            samples["rss"].append((time.monotonic(), status["VmRSS"] * 1024))
-            samples["threads"].append(status["Threads"])
-            stop.wait(0.2)
 
-    workers = [threading.Thread(target=client, args=(seed,)) for seed in range(CLIENTS)]
-    probes = [threading.Thread(target=probe, args=(k,)) for k in ("health", "setup")] + [threading.Thread(target=watch)]
-    t_start = time.monotonic()
-    for t in probes + workers:
-        t.start()
-    deadline = t_start + LOAD_SECONDS
-    while time.monotonic() < deadline and any(w.is_alive() for w in workers):
-        time.sleep(0.2)
-    with lock:
-        requests_sent[0] = MAX_REQUESTS  # no new requests; those in flight finish
-    for w in workers:
-        w.join(120)
-    stop.set()
-    for t in probes:
-        t.join(15)
-    duration = time.monotonic() - t_start
-    assert server.alive(), server.log()
-    time.sleep(1)
-    end_status = proc_status(server.pid)  # the end of the load run (the burst below is measured apart)
+def measure(tmp_path, start_backend, http_server) -> Measured:
+    """Warm-up, load run, burst of 3 x MAX_PENDING_PREDICTS simultaneous requests (queued or refused, never
+    a thread each), with the server's status read once it has settled after each."""
+    model = build_load_model(tmp_path / "load-model")
+    model_bytes = sum(p.stat().st_size for p in model.glob("*.safetensors"))
+    bare_rss = bare_process_rss(model)
+    target = start_target(tmp_path, model, start_backend, http_server)
+    start_status = proc_status(target.server.pid)
+    version, reference = warm_up(target)
+    warm_status = settled_status(target.server.pid)
+    load = LoadRun(target, version, reference)
+    load.run()
+    assert target.server.alive(), target.server.log()
+    end_status = settled_status(target.server.pid)
+    burst_answers, burst_threads = burst(target, 3 * MAX_PENDING)
+    after_burst = settled_status(target.server.pid)
+    return Measured(model_bytes, bare_rss, start_status, warm_status, load, end_status, burst_answers, burst_threads,
+                    after_burst)
 
-    # ----- burst: more simultaneous requests than MAX_PENDING_PREDICTS: queued or refused, never threads ----
-    burst_stop = threading.Event()
-    burst_threads = []
 
-    def watch_burst():
-        while not burst_stop.is_set():
-            burst_threads.append(proc_status(server.pid)["Threads"])
-            burst_stop.wait(0.05)
-
-    burst_answers = []
-    gate = threading.Barrier(3 * MAX_PENDING)
-
-    def burst_one(i):
-        body = {"tasks": [{"id": 5_000_000 + i, "data": {"image": sources[i % len(sources)]}}] * 1,
-                "label_config": CONFIG}
-        gate.wait(30)
-        r = httpx.post(f"{base}/predict", json=body, timeout=100)
-        burst_answers.append((r.status_code, r.json()))
-
-    watcher = threading.Thread(target=watch_burst)
-    watcher.start()
-    senders = [threading.Thread(target=burst_one, args=(i,)) for i in range(3 * MAX_PENDING)]
-    for t in senders:
-        t.start()
-    for t in senders:
-        t.join(120)
-    burst_stop.set()
-    watcher.join(5)
-    time.sleep(1)
-    after_burst = proc_status(server.pid)
-
-    # ----- report ----------------------------------------------------------------------------------------
-    MB = 1024 * 1024
-    # warm-up = the first 40% of the load (the allocator reaches its plateau under the same concurrency)
-    split = t_start + 0.4 * duration
-    before_load = warm_status["VmRSS"] * 1024
-    warm_rss = max(r for t, r in samples["rss"] if t <= split)
-    late_rss = max(r for t, r in samples["rss"] if t > split)
-    end_rss = end_status["VmRSS"] * 1024
-    max_rss = max([r for _, r in samples["rss"]] + [end_rss])
-    thread_bound = warm_status["Threads"] + MAX_PENDING * (1 + min(8, BATCH_SIZE)) + 8
-    report = {
-        "duration_s": round(duration, 1), "clients": CLIENTS, "requests": stats["requests"], "tasks": stats["tasks"],
-        "tasks_per_s": round(stats["tasks"] / duration, 1), "expected_errors": stats["errors_expected"],
-        "regions": stats["regions"],
-        "predict_latency_p50_s": round(sorted(stats["latency"])[len(stats["latency"]) // 2], 2) if stats["latency"] else None,
-        "predict_latency_max_s": round(max(stats["latency"]), 2) if stats["latency"] else None,
-        "health_probes": len(samples["health"]), "health_p99_s": round(p99(samples["health"]), 3),
-        "health_max_s": round(max(samples["health"]), 3),
-        "setup_probes": len(samples["setup"]), "setup_p99_s": round(p99(samples["setup"]), 3),
-        "setup_max_s": round(max(samples["setup"]), 3),
-        "model_weights_mb": round(model_bytes / MB, 1),
-        "rss_bare_imports_mb": round(bare_rss / MB, 1),
-        "rss_anon_file_end_mb": [round(end_status["RssAnon"] / 1024, 1), round(end_status["RssFile"] / 1024, 1)],
-        "rss_at_start_mb": round(start_status["VmRSS"] / 1024, 1), "rss_before_load_mb": round(before_load / MB, 1),
-        "rss_after_warmup_mb": round(warm_rss / MB, 1), "rss_max_after_warmup_mb": round(late_rss / MB, 1),
-        "rss_max_mb": round(max_rss / MB, 1), "rss_end_mb": round(end_rss / MB, 1),
-        "threads_after_warmup": warm_status["Threads"], "threads_max_during_load": max(samples["threads"]),
-        "threads_end": end_status["Threads"], "thread_bound": thread_bound,
-        "burst_requests": len(burst_answers), "burst_503": sum(1 for c, _ in burst_answers if c == 503),
-        "burst_threads_max": max(burst_threads), "threads_after_burst": after_burst["Threads"],
-        "rss_after_burst_mb": round(after_burst["VmRSS"] / 1024, 1),
-    }
+def test_load_nothing_lost_probes_fast_memory_flat(tmp_path, start_backend, http_server):
+    m = measure(tmp_path, start_backend, http_server)
+    load, report = m.load, m.report()
     print("\nload run: " + json.dumps(report, indent=1))
 
-    # ----- assertions --------------------------------------------------------------------------------------
-    assert not problems, f"{len(problems)} problems, first: {problems[:5]}"
-    assert not probe_failures, probe_failures[:5]
-    assert stats["requests"] >= 2 * CLIENTS and stats["tasks"] >= 100, report
-    assert {1, 32} <= set(stats["sizes"]), stats["sizes"]  # 1-task and 32-task requests are in the mix
-    assert len(samples["health"]) >= 50 and len(samples["setup"]) >= 20, report
-    assert p99(samples["health"]) < 1.0, report  # Label Studio's ML_TIMEOUT_HEALTH
-    assert p99(samples["setup"]) < 3.0, report  # ML_TIMEOUT_SETUP
-    assert max(samples["threads"]) <= thread_bound, report  # bounded concurrency, no thread per request
-    assert end_status["Threads"] <= thread_bound, report
-    assert len(burst_answers) == 3 * MAX_PENDING and max(burst_threads) <= thread_bound, report
-    assert after_burst["Threads"] <= thread_bound, report
-    for code, answer in burst_answers:  # queued and answered in full, or refused with the setting to raise
+    assert not load.problems, f"{len(load.problems)} problems, first: {load.problems[:5]}"
+    assert not load.probe_failures, load.probe_failures[:5]
+    assert load.stats["requests"] >= 2 * CLIENTS and load.stats["tasks"] >= 100, report
+    assert {1, 32} <= set(load.stats["sizes"]), load.stats["sizes"]  # 1-task and 32-task requests are in the mix
+    assert len(load.samples["health"]) >= 50 and len(load.samples["setup"]) >= 20, report
+    assert p99(load.samples["health"]) < 1.0, report  # Label Studio's ML_TIMEOUT_HEALTH
+    assert p99(load.samples["setup"]) < 3.0, report  # ML_TIMEOUT_SETUP
+    assert max(load.samples["threads"]) <= m.thread_bound, report  # bounded concurrency, no thread per request
+    assert m.end_status["Threads"] <= m.thread_bound, report
+    assert len(m.burst_answers) == 3 * MAX_PENDING and max(m.burst_threads) <= m.thread_bound, report
+    assert m.after_burst["Threads"] <= m.thread_bound, report
+    for code, answer in m.burst_answers:  # queued and answered in full, or refused with the setting to raise
         assert (code == 200 and len(answer["results"]) == 1 and "result" in answer["results"][0]) or (
             code == 503 and "MAX_PENDING_PREDICTS" in answer["detail"]), (code, answer)
     # one model copy: over a process with the same imports and no weights, the server never holds more
     # than 1.6 x the weights (one copy + working set; a second copy would be >= 2 x), and RSS never rose
     # by half the weights once they were paged in (the safetensors weights are mapped: RssFile)
-    assert max_rss - bare_rss < 1.6 * model_bytes, report
-    assert max_rss - before_load < 0.5 * model_bytes, report
+    assert m.max_rss - m.bare_rss < 1.6 * m.model_bytes, report
+    assert m.max_rss - m.before_load < 0.5 * m.model_bytes, report
     # flat: after the warm-up, RSS stays within 48 MB of its warm-up plateau, to the end of the run
-    assert late_rss - warm_rss < 48 * MB, report
-    assert end_rss - warm_rss < 48 * MB, report
+    assert m.late_rss - m.warm_rss < 48 * MB, report
+    assert m.end_rss - m.warm_rss < 48 * MB, report
 
 
 def test_one_large_retrieve_predictions_does_not_stall_health(tiny_model_dir, tmp_path, start_backend):

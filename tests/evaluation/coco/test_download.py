@@ -3,60 +3,44 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from tests.evaluation.coco.coco_data import load_json, make_dataset
 from evaluation.coco.cli import main
 from evaluation.coco.dataset import load_dataset
+from tests.http_server import LocalServer
 
 
-class Server:
-    """Serves `files` (path -> bytes) with Range support; can cut a response short or ignore Range."""
+class RangeFiles:
+    """Serves `files` (path -> bytes) as routes of a local server, with Range support; can cut a response
+    short or ignore Range."""
 
-    def __init__(self, files):
-        self.files, self.requests = files, []
+    def __init__(self, server: LocalServer, files: dict[str, bytes]):
+        self.server, self.url, self.files = server, server.url, files
         self.cut: dict[str, int] = {}  # path -> bytes of its next response before dropping the connection
         self.honour_range = True
-        server = self
+        for path in files:
+            server.routes[path] = self.answer
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+    @property
+    def requests(self) -> list[tuple[str, str | None]]:
+        """(path, Range header) of each request, in order."""
+        return [(r["path"], r["headers"].get("Range")) for r in self.server.requests]
 
-            def do_GET(self):
-                data = server.files.get(self.path)
-                server.requests.append((self.path, self.headers.get("Range")))
-                if data is None:
-                    self.send_error(404)
-                    return
-                start, status = 0, 200
-                rng = self.headers.get("Range")
-                if rng and server.honour_range:
-                    start, status = int(rng.split("=")[1].split("-")[0]), 206
-                body = data[start:]
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.end_headers()
-                if self.path in server.cut:
-                    body = body[: server.cut.pop(self.path)]
-                    self.wfile.write(body)
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def answer(self, request: dict) -> tuple[int, dict, bytes]:
+        path, data = request["path"], self.files[request["path"]]
+        start, status, headers = 0, 200, {}
+        rng = request["headers"].get("Range")
+        if rng and self.honour_range:
+            start, status = int(rng.split("=")[1].split("-")[0]), 206
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        body = data[start:]
+        headers["Content-Length"] = str(len(body))
+        if path in self.cut:  # announced in full, sent in part: the connection closes after it (HTTP/1.0)
+            body = body[: self.cut.pop(path)]
+        return status, headers, body
 
 
 def zip_bytes(tmp, name, members):
@@ -68,7 +52,7 @@ def zip_bytes(tmp, name, members):
 
 
 @pytest.fixture
-def coco_server(tmp_path):
+def coco_server(tmp_path, http_server):
     ann, images = make_dataset(tmp_path / "src", num_images=2)
     val = zip_bytes(tmp_path, "val2017.zip", [(f"val2017/{p.name}", p) for p in sorted(images.iterdir())])
     # A bigger annotation zip (stored, not deflated) so that a cut-off response leaves a partial file.
@@ -77,12 +61,11 @@ def coco_server(tmp_path):
     (tmp_path / "instances_val2017.json").write_text(json.dumps(padded))
     anns = zip_bytes(tmp_path, "ann.zip", [("annotations/instances_val2017.json", tmp_path / "instances_val2017.json")])
     files = {"/zips/val2017.zip": val, "/annotations/annotations_trainval2017.zip": anns}
-    server = Server(files)
+    server = RangeFiles(http_server, files)
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps([{"path": p.lstrip("/"), "size": len(d), "md5": hashlib.md5(d).hexdigest()}
                                     for p, d in files.items()]))
-    yield server, manifest
-    server.close()
+    return server, manifest
 
 
 @pytest.mark.slow

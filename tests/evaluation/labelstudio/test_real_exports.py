@@ -9,9 +9,7 @@ from the same Label Studio), checking the key as Label Studio does.
 from __future__ import annotations
 
 import json
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -20,61 +18,49 @@ import pytest
 from evaluation.labelstudio.cli import main
 from tests.e2e.export_project import BASE, EXPECTED, FT
 from tests.evaluation.coco.coco_data import load_json
+from tests.http_server import LocalServer
 from tests.ports import free_port
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "label-studio-1.23.2-exports"
 BUTTON_JSON, SNAPSHOT, JSON_MIN = (FIXTURES / n for n in ("export-json.json", "snapshot-full-predictions.json",
                                                            "export-json-min.json"))
 KEY = "e2e0123456789abcdef0123456789abcdef0123"
+JSON = {"Content-Type": "application/json"}
 
 
 class FakeLabelStudio:
-    """The predictions API of the Label Studio that wrote the fixtures."""
+    """The predictions API of the Label Studio that wrote the fixtures, as the one route of a local server."""
 
-    def __init__(self):
+    def __init__(self, server: LocalServer):
         self.predictions = {t["id"]: t["predictions"] for t in json.loads(SNAPSHOT.read_text())}
         self.deleted: set[int] = set()
         self.html = False
-        self.requests: list[str] = []
-        fake = self
+        self.server, self.url = server, server.url
+        # any other path is answered as Label Studio would: the key is checked before the path
+        server.routes["/api/predictions/"] = server.fallback = self.answer
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                fake.requests.append(self.path)
-                url = urlparse(self.path)
-                task = int(parse_qs(url.query).get("task", ["0"])[0])
-                if fake.html:
-                    return self.answer(200, b"<html>not Label Studio</html>", "text/html")
-                if self.headers.get("Authorization") != f"Token {KEY}":
-                    return self.answer(401, b'{"detail": "Invalid token."}')
-                if url.path != "/api/predictions/" or task not in fake.predictions:
-                    return self.answer(404, b'{"detail": "Not found."}')
-                preds = [p for p in fake.predictions[task] if p["id"] not in fake.deleted]
-                self.answer(200, json.dumps(preds).encode())
+    @property
+    def requests(self) -> list[str]:
+        return [r["path"] for r in self.server.requests]
 
-            def answer(self, code, body, kind="application/json"):
-                self.send_response(code)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def answer(self, request: dict) -> tuple[int, dict, bytes]:
+        url = urlparse(request["path"])
+        task = int(parse_qs(url.query).get("task", ["0"])[0])
+        if self.html:
+            return 200, {"Content-Type": "text/html"}, b"<html>not Label Studio</html>"
+        if request["headers"].get("Authorization") != f"Token {KEY}":
+            return 401, JSON, b'{"detail": "Invalid token."}'
+        if url.path != "/api/predictions/" or task not in self.predictions:
+            return 404, JSON, b'{"detail": "Not found."}'
+        preds = [p for p in self.predictions[task] if p["id"] not in self.deleted]
+        return 200, JSON, json.dumps(preds).encode()
 
 
 @pytest.fixture
-def fake_ls(monkeypatch):
+def fake_ls(monkeypatch, http_server):
     for name in ("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST", "LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"):
         monkeypatch.delenv(name, raising=False)
-    fake = FakeLabelStudio()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+    return FakeLabelStudio(http_server)
 
 
 def run(path, out, *args) -> dict:
