@@ -11,7 +11,7 @@ import numpy as np
 
 from detection.boxes import xyxy_to_xywh
 
-from .lvis_eval import DetectionArrays
+from .scoring import DetectionArrays
 
 FIXED_AP_TOPK = 10_000
 

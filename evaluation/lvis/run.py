@@ -21,7 +21,7 @@ from evaluation.runner.summary import add_mask_columns, header_lines, non_parity
 
 from . import fixed_ap
 from .dataset import benchmark_of
-from .lvis_eval import METRICS, LvisEvaluator
+from .scoring import METRICS, LvisEvaluator
 from .names import PHRASE_RULE, clean_name
 
 PARITY_CHUNK_SIZE = GROUNDING_DINO_PROTOCOL.lvis_chunk_size  # mmdetection's chunked_size (40): the published figures'

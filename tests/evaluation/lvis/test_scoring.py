@@ -1,4 +1,4 @@
-"""The LVIS rules on COCOeval (evaluation.lvis.lvis_eval) on hand-built cases with known answers."""
+"""The LVIS rules on COCOeval (evaluation.lvis.scoring) on hand-built cases with known answers."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from evaluation.coco.scoring import coco_gt, score
-from evaluation.lvis.lvis_eval import DetectionArrays, LvisEvaluator, top_per_image
+from evaluation.lvis.scoring import DetectionArrays, LvisEvaluator, top_per_image
 from tests.evaluation.lvis.lvis_data import lvis_gt
 
 BALL, LIGHT, DRIER = 1, 2, 3
