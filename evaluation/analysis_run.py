@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from pycocotools.coco import COCO
 
 from evaluation.published import COCO_VAL2017
 
@@ -62,7 +63,6 @@ class Run:
     @property
     def gt(self):
         if "gt" not in self._cache:
-            from pycocotools.coco import COCO
             with contextlib.redirect_stdout(io.StringIO()):
                 self._cache["gt"] = COCO(str(self.ann_path))
         return self._cache["gt"]

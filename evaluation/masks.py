@@ -3,6 +3,8 @@ pycocotools `COCOeval(..., "segm")`."""
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.path import Path as PolygonPath
+from pycocotools import mask as mask_utils
 
 
 def masks_to_coco_rle(masks) -> list[dict]:
@@ -10,8 +12,6 @@ def masks_to_coco_rle(masks) -> list[dict]:
 
     pycocotools returns `counts` as bytes; as str it goes into JSON and `COCO.loadRes` reads it back.
     """
-    from pycocotools import mask as mask_utils
-
     array = masks.detach().cpu().numpy() if hasattr(masks, "detach") else np.asarray(masks)
     if array.ndim != 3:
         raise ValueError(f"masks must be (N, H, W), got shape {array.shape}")
@@ -40,8 +40,6 @@ def ground_truth_as_detections(gt) -> list[dict]:
 def mask_iou(detections: list[dict], truths: list[dict], crowd=None) -> np.ndarray:
     """(D, G) IoU of COCO RLEs, as COCOeval segm computes it (pycocotools' `iou`): against a crowd
     region, the intersection over the detection's area."""
-    from pycocotools import mask as mask_utils
-
     if not detections or not truths:
         return np.zeros((len(detections), len(truths)))
     crowd = np.zeros(len(truths), dtype=np.uint8) if crowd is None else np.asarray(crowd, dtype=np.uint8)
@@ -50,15 +48,11 @@ def mask_iou(detections: list[dict], truths: list[dict], crowd=None) -> np.ndarr
 
 
 def rle_area(rle: dict) -> float:
-    from pycocotools import mask as mask_utils
-
     return float(mask_utils.area(rle))
 
 
 def rle_bbox(rle: dict) -> list[float]:
     """The [x, y, w, h] pixel box around a COCO RLE mask (zeros for an empty mask)."""
-    from pycocotools import mask as mask_utils
-
     return [float(v) for v in mask_utils.toBbox(rle)]
 
 
@@ -66,8 +60,6 @@ def polygon_mask(points, width: int, height: int) -> np.ndarray:
     """The (height, width) bool mask of a polygon given as (x, y) in continuous pixel coordinates (pixel
     (i, j) covers [j, j+1] x [i, i+1]): the pixels whose centre lies inside it, as labelstudio.regions traces
     polygons. Label Studio's polygons are percent of the image: scale them first."""
-    from matplotlib.path import Path as PolygonPath
-
     polygon = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     mask = np.zeros((height, width), dtype=bool)
     if len(polygon) < 3:

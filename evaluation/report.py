@@ -14,6 +14,8 @@ import math
 import sys
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from evaluation import analysis as A
@@ -45,8 +47,6 @@ class Report:
         self.lines.extend(text)
 
     def figure(self, fig, name: str, caption: str):
-        import matplotlib.pyplot as plt
-
         fig.savefig(self.out / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
         self.images.append(name)
@@ -218,8 +218,6 @@ def main(argv=None) -> int:
                                      "(default: the 2 best and 2 worst classes)")
     p.add_argument("--ann", help="ground-truth JSON, if not where metrics.json says")
     args = p.parse_args(argv)
-    import matplotlib
-
     matplotlib.use("Agg")  # files only, whatever display this process has
     try:
         path = write_report(args.runs[0], args.out, [*args.runs[1:], *args.compare], args.precision, args.iou,

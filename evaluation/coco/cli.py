@@ -5,8 +5,11 @@ import argparse
 
 from evaluation.runner.cli import add_mask_arguments, add_run_arguments, dataset_main
 
-# The download and the run are imported inside main(): the THP lever must be set before torch loads
-# (runner.cli.dataset_main sets it), and --help or a download answers without loading the model code.
+from .dataset import load_dataset, resolve_paths
+from .download import main as download_main
+
+# The run (.run) is imported inside load(): it imports torch, and the THP lever must be set before that
+# (runner.cli.dataset_main sets it); a download answers without loading the model code.
 
 DESCRIPTION = """\
 Zero-shot COCO-style evaluation of a Grounding DINO checkpoint by the official protocol
@@ -43,11 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .download import main as download_main
-
     def load_for(args):
         def load():
-            from .dataset import load_dataset, resolve_paths
             from .run import CocoScorer
 
             dataset = load_dataset(*resolve_paths(args.coco_root, args.ann, args.images))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from runtime.errors import InputError
 
@@ -39,9 +40,20 @@ class CocoDataset:
         return stem.strip("_.") or self.images_dir.name
 
 
-def resolve_paths(coco_root: str | None, ann: str | None, images: str | None) -> tuple[Path, Path]:
-    from evaluation.runner.cli import dataset_paths
+def dataset_paths(root: str | None, ann: str | None, images: str | None, root_option: str, root_usage: str,
+                  files_usage: str, from_root: Callable[[Path], tuple[Path, Path]]) -> tuple[Path, Path]:
+    """(annotation file, image directory): from a dataset root laid out as `download` makes it, or given as
+    --ann and --images (either, not both)."""
+    if root and (ann or images):
+        raise InputError(f"give either {root_option} or --ann with --images, not both")
+    if root:
+        return from_root(Path(root).expanduser())
+    if not ann or not images:
+        raise InputError(f"give {root_usage}, or both {files_usage}")
+    return Path(ann).expanduser(), Path(images).expanduser()
 
+
+def resolve_paths(coco_root: str | None, ann: str | None, images: str | None) -> tuple[Path, Path]:
     return dataset_paths(coco_root, ann, images, "--coco-root", "--coco-root DIR", "--ann ANN.json and --images IMG_DIR",
                          lambda root: (root / "annotations" / "instances_val2017.json", root / "val2017"))
 

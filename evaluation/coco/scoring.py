@@ -6,6 +6,8 @@ import io
 
 import numpy as np
 import pandas as pd
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from evaluation.published import COCO_VAL2017, comparison_lines, published_for
 from evaluation.runner.summary import header_lines, non_parity_lines
@@ -22,8 +24,6 @@ VAL2017_IMAGES = 5000
 
 def coco_gt(data: dict):
     """A pycocotools COCO object from an already loaded (and validated) annotation dict."""
-    from pycocotools.coco import COCO
-
     gt = COCO()
     gt.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
@@ -37,8 +37,6 @@ def load_results(gt, detections: list[dict], iou_type: str = "bbox"):
     other = GEOMETRY["segm" if iou_type == "bbox" else "bbox"]
     if detections:
         return gt.loadRes([{k: v for k, v in d.items() if k != other} for d in detections])
-    from pycocotools.coco import COCO
-
     dt = COCO()
     dt.dataset = {"images": gt.dataset["images"], "categories": gt.dataset["categories"], "annotations": []}
     dt.createIndex()
@@ -48,8 +46,6 @@ def load_results(gt, detections: list[dict], iou_type: str = "bbox"):
 def score(gt, detections: list[dict], image_ids, iou_type: str = "bbox") -> tuple[dict, object, str]:
     """COCOeval (`iou_type` bbox or segm) over `image_ids`: (metrics as fractions, the evaluated
     COCOeval, summarize() text)."""
-    from pycocotools.cocoeval import COCOeval
-
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {', '.join(IOU_TYPES)}, got {iou_type!r}")
     out = io.StringIO()

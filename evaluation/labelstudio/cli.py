@@ -30,6 +30,7 @@ from .fetch import resolve_predictions
 from .formats import ExportFile, read_export, require_annotated
 from .target_options import TargetOptions
 from .versions import VersionChoice, choose_version, keep_version
+from .which_model import run_models
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,8 +137,6 @@ def run(args, argv) -> int:
     if not 0 < args.iou <= 1:
         raise InputError(f"--iou must be in (0, 1], got {args.iou}")
     if args.model:
-        from .which_model import run_models
-
         return run_models(args, argv)
     if args.images:
         raise InputError("--images is used only with --model (the images the models run on): add --model, or drop "

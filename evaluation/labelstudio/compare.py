@@ -18,11 +18,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, urlparse
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from detection import ImageError, open_image
+from detection.phrases import class_phrases
 from evaluation.analysis_sweep import DEFAULT_THRESHOLDS, best_work_threshold, match_detections, threshold_sweep
+from evaluation.coco.run import to_coco
 from evaluation.coco.scoring import coco_gt, per_class_table, score
+from evaluation.protocols import protocol_for
+from labelstudio.media_errors import MediaError
 from runtime.errors import InputError
 from runtime.files import atomic_write
 
@@ -60,16 +67,12 @@ class ImageSource:
         return path
 
     def open(self, task: Task):
-        from detection import ImageError, open_image
-
         if self.images_dir is not None:
             path = self._path(task)
             try:
                 return open_image(path)
             except ImageError as exc:
                 raise InputError(f"task {task.id}: {path}: {exc}") from None
-        from labelstudio.media_errors import MediaError
-
         try:
             return self.fetcher.fetch_image(task.image, task.id)
         except MediaError as exc:
@@ -89,10 +92,6 @@ class ModelRun:
 def run_model(detector, model: str, tasks: list[Task], labels: list[str], images: ImageSource, masks: bool,
               num_select: int | None = None) -> ModelRun:
     """`detector` over every task's image in ranking mode; boxes (and its own masks) in the task's frame."""
-    from detection.phrases import class_phrases
-    from evaluation.coco.run import to_coco
-    from evaluation.protocols import protocol_for
-
     num_select = num_select or protocol_for(detector.family).num_select
     own = masks and detector.family.capabilities.own_masks
     prompt = detector.prompt([class_phrases(label) for label in labels])
@@ -163,11 +162,7 @@ def write_comparison(out: Path, gt: dict, runs: list[ModelRun], table: pd.DataFr
         atomic_write(out / "models" / safe_name(run.model) / "detections.json", json.dumps(run.detections))
     table.to_csv(out / "comparison.csv", index=False)
     best.to_csv(out / "recommendation.csv", index=False)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    matplotlib.use("Agg")  # files only, whatever display this process has
     fig = plot_comparison(table)
     fig.savefig(out / "comparison.png", dpi=100)
     plt.close(fig)
@@ -179,8 +174,6 @@ def write_comparison(out: Path, gt: dict, runs: list[ModelRun], table: pd.DataFr
 
 def plot_comparison(table: pd.DataFrame):
     """Regions saved per label at each model's best threshold, one bar per model (the report's figure)."""
-    import matplotlib.pyplot as plt
-
     labels = sorted(table["label"].unique())
     models = list(dict.fromkeys(table["model"]))
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(labels) * len(models)), 3.5))

@@ -28,6 +28,7 @@ from labelstudio.regions import rle_to_mask
 from labelstudio.regions.geometry import rectangle_box, rectangle_corners
 from runtime.errors import InputError
 
+from .fetch import require_prediction_objects
 from .formats import final_annotation, read_export, require_annotated
 
 GEOMETRY_TOL = 1e-3  # percent of the image: below this a region counts as untouched
@@ -178,8 +179,6 @@ def _rectangle_corners(region: Region, width: int, height: int) -> np.ndarray:
 def load_export(path: Path) -> list[Task]:
     """The tasks of a Label Studio JSON export whose annotated tasks hold their predictions as objects (a
     snapshot with full predictions; the CLI also fetches those of the Export button's JSON: fetch.py)."""
-    from .fetch import require_prediction_objects
-
     return tasks_from_dicts(require_prediction_objects(read_export(path)).tasks, str(path))
 
 

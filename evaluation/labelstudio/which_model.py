@@ -6,6 +6,10 @@ import os
 import time
 from pathlib import Path
 
+import pandas as pd
+from transformers.utils import logging as hf_logging
+
+from detection import DetectorConfig, ModelLoadError, PromptError, load_detector
 from evaluation.runner.run import library_versions
 from runtime.errors import InputError
 
@@ -29,10 +33,6 @@ def image_source(args) -> ImageSource:
 
 
 def run_models(args, argv) -> int:
-    from transformers.utils import logging as hf_logging
-
-    from detection import DetectorConfig, ModelLoadError, PromptError, load_detector
-
     if args.delete_cost < 0:
         raise InputError(f"--delete-cost must be >= 0, got {args.delete_cost}")
     if len(set(args.model)) != len(args.model):
@@ -66,8 +66,6 @@ def run_models(args, argv) -> int:
         runs.append(run)
         tables.append(score_run(gt, run, masks, args.iou, args.delete_cost))
         del detector  # one model in memory at a time
-    import pandas as pd
-
     table = pd.concat(tables, ignore_index=True)
     best = recommend(table, list(args.model))
     config = {"export": str(export), "export_format": exported.format, "models": list(args.model),

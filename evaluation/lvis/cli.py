@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import argparse
 
+from evaluation.protocols import GROUNDING_DINO_PROTOCOL
 from evaluation.runner.cli import add_mask_arguments, add_run_arguments, dataset_main, positive_int
 
-from .dataset import SPLITS
-from .fixed_ap import FIXED_AP_TOPK
-from .run import PARITY_CHUNK_SIZE
+from .dataset import SPLITS, load_lvis, resolve_paths
+from .download import main as download_main
+from .scoring import FIXED_AP_TOPK
 
-# The download and the run are imported inside main(): the THP lever must be set before torch loads
-# (runner.cli.dataset_main sets it), and --help or a download answers without loading the model code.
+# The run (.run) is imported inside load(): it imports torch, and the THP lever must be set before that
+# (runner.cli.dataset_main sets it); a download answers without loading the model code.
 
 DESCRIPTION = f"""\
 Zero-shot LVIS v1 evaluation of a Grounding DINO checkpoint by mmdetection's protocol: the 1,203
 category names cleaned as mmdetection does (`ball_(sports)` -> "ball"), prompted in chunks of
-{PARITY_CHUNK_SIZE}, each chunk's own top-300 per image, Fixed AP (top {FIXED_AP_TOPK} detections per
+{GROUNDING_DINO_PROTOCOL.lvis_chunk_size}, each chunk's own top-300 per image, Fixed AP (top {FIXED_AP_TOPK} detections per
 category over the split, no per-image cap) with APr/APc/APf by the LVIS rules (federated negatives,
 not-exhaustive categories).
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--ann", metavar="LVIS.json", help="an LVIS-format annotation file")
     data.add_argument("--images", metavar="COCO_ROOT", help="directory holding train2017/ and val2017/ (the images' files)")
     add_run_arguments(p, chunk_help=f"categories per prompt chunk of a Grounding DINO caption (mmdetection's "
-                                    f"chunked_size; default {PARITY_CHUNK_SIZE}, the published figures' setting). "
+                                    f"chunked_size; default {GROUNDING_DINO_PROTOCOL.lvis_chunk_size}, the published figures' setting). "
                                     "Changes results; recorded. SAM 3 prompts each category alone: not used")
     add_mask_arguments(p)
     p.add_argument("--topk", type=positive_int, default=FIXED_AP_TOPK, metavar="K",
@@ -48,11 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .download import main as download_main
-
     def load_for(args):
         def load():
-            from .dataset import load_lvis, resolve_paths
             from .run import LvisScorer
 
             dataset = load_lvis(*resolve_paths(args.lvis_root, args.split, args.ann, args.images))

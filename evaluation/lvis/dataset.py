@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluation.coco.dataset import CocoDataset, load_dataset
+from evaluation.coco.dataset import CocoDataset, dataset_paths, load_dataset
 from evaluation.published import LVIS_MINIVAL, LVIS_VAL
 from runtime.errors import InputError
 
@@ -62,8 +62,6 @@ def benchmark_of(ann_path: Path) -> str:
 
 
 def resolve_paths(lvis_root: str | None, split: str, ann: str | None, images: str | None) -> tuple[Path, Path]:
-    from evaluation.runner.cli import dataset_paths
-
     return dataset_paths(lvis_root, ann, images, "--lvis-root (with --split)", "--lvis-root DIR (with --split minival|val)",
                          "--ann LVIS.json and --images COCO_ROOT", lambda root: (root / "annotations" / SPLITS[split], root))
 

@@ -13,6 +13,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tqdm import tqdm
+
 from evaluation.runner.cli import exit_code
 from evaluation.runner.download import RemoteFile, download, fetch
 from runtime.errors import InputError
@@ -29,8 +31,6 @@ PARALLEL = 8  # image downloads in flight
 def download_split(root: Path, split: str, base_url: str | None = None, image_base_url: str | None = None,
                    progress: bool = True) -> int:
     """Fetch the split's annotation file and images; returns the number of images."""
-    from tqdm import tqdm
-
     root = Path(root).expanduser()
     default_base, spec = ANNOTATIONS[split]
     ann = root / "annotations" / SPLITS[split]

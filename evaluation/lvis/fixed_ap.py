@@ -10,10 +10,9 @@ import base64
 import numpy as np
 
 from detection.boxes import xyxy_to_xywh
+from evaluation.masks import masks_to_coco_rle
 
-from .scoring import DetectionArrays
-
-FIXED_AP_TOPK = 10_000
+from .scoring import FIXED_AP_TOPK, DetectionArrays
 
 
 def encode(detections, masks=None) -> dict:
@@ -26,8 +25,6 @@ def encode(detections, masks=None) -> dict:
               "scores": pack(detections.scores.float().numpy(), "<f4"),
               "boxes": pack(detections.boxes.float().numpy(), "<f4")}
     if masks is not None:
-        from evaluation.masks import masks_to_coco_rle
-
         record["rles"] = masks_to_coco_rle(masks)
     return record
 

@@ -21,7 +21,7 @@ from evaluation.runner.summary import add_mask_columns, header_lines, non_parity
 
 from . import fixed_ap
 from .dataset import benchmark_of
-from .scoring import METRICS, LvisEvaluator
+from .scoring import FIXED_AP_TOPK, METRICS, LvisEvaluator
 from .names import PHRASE_RULE, clean_name
 
 PARITY_CHUNK_SIZE = GROUNDING_DINO_PROTOCOL.lvis_chunk_size  # mmdetection's chunked_size (40): the published figures'
@@ -34,7 +34,7 @@ class LvisScorer:
     outputs = "detections.npz, metrics.json, per_class.csv"
     benchmark_kind = "lvis"
 
-    def __init__(self, dataset: CocoDataset, model: str, topk: int = fixed_ap.FIXED_AP_TOPK):
+    def __init__(self, dataset: CocoDataset, model: str, topk: int = FIXED_AP_TOPK):
         self.dataset, self.model, self.topk = dataset, model, topk
         self.benchmark = benchmark_of(dataset.ann_path)
         self.iou_type = "bbox"

@@ -21,7 +21,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
+FIXED_AP_TOPK = 10_000  # Fixed AP's detections per category over the split (no per-image cap)
 NO_LIMIT = 10**12  # COCOeval's per-(image, category) cap, made ineffective: LVIS caps per image instead
 FREQUENCIES = ("r", "c", "f")
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf", "AR", "ARs", "ARm", "ARl"]
@@ -62,8 +66,6 @@ def top_per_image(dets: DetectionArrays, max_dets: int) -> DetectionArrays:
 
 
 def _coco(dataset: dict):
-    from pycocotools.coco import COCO
-
     c = COCO()
     c.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
@@ -71,64 +73,60 @@ def _coco(dataset: dict):
     return c
 
 
-class _FederatedCOCOeval:
-    """COCOeval with LVIS's `_prepare` and `evaluateImg` rules (built lazily: pycocotools is imported
-    only when an evaluation runs)."""
+class FederatedCOCOeval(COCOeval):
+    """COCOeval with LVIS's `_prepare` and `evaluateImg` rules: `neg` and `not_exhaustive` map an image id
+    to its `neg_category_ids` and `not_exhaustive_category_ids`; no per-(image, category) cap."""
 
-    @staticmethod
-    def make(gt, dt, neg: dict, not_exhaustive: dict, iou_type: str = "bbox"):
-        from pycocotools.cocoeval import COCOeval
+    def __init__(self, gt, dt, neg: dict, not_exhaustive: dict, iou_type: str = "bbox"):
+        super().__init__(gt, dt, iou_type)
+        self.neg, self.not_exhaustive = neg, not_exhaustive
+        self.params.maxDets = [NO_LIMIT]
 
-        class FederatedCOCOeval(COCOeval):
-            def _prepare(self):
-                p = self.params
-                self._gts, self._dts = defaultdict(list), defaultdict(list)
-                present = defaultdict(set)
-                for g in self.cocoGt.loadAnns(self.cocoGt.getAnnIds(imgIds=p.imgIds, catIds=p.catIds)):
-                    if g["area"] <= 0:
-                        continue
-                    g["ignore"] = int(g.get("ignore", 0) or 0)
-                    if p.iouType == "segm":  # polygons -> RLE in the image's frame, as COCOeval's _toMask
-                        g["segmentation"] = self.cocoGt.annToRLE(g)
-                    self._gts[g["image_id"], g["category_id"]].append(g)
-                    present[g["image_id"]].add(g["category_id"])
-                for d in self.cocoDt.loadAnns(self.cocoDt.getAnnIds(imgIds=p.imgIds, catIds=p.catIds)):
-                    img, cat = d["image_id"], d["category_id"]
-                    if d["area"] > 0 and (cat in present[img] or cat in neg.get(img, ())):
-                        self._dts[img, cat].append(d)
-                self.evalImgs = defaultdict(list)
-                self.eval = {}
+    def _prepare(self):
+        p = self.params
+        self._gts, self._dts = defaultdict(list), defaultdict(list)
+        present = defaultdict(set)
+        for g in self.cocoGt.loadAnns(self.cocoGt.getAnnIds(imgIds=p.imgIds, catIds=p.catIds)):
+            if g["area"] <= 0:
+                continue
+            g["ignore"] = int(g.get("ignore", 0) or 0)
+            if p.iouType == "segm":  # polygons -> RLE in the image's frame, as COCOeval's _toMask
+                g["segmentation"] = self.cocoGt.annToRLE(g)
+            self._gts[g["image_id"], g["category_id"]].append(g)
+            present[g["image_id"]].add(g["category_id"])
+        for d in self.cocoDt.loadAnns(self.cocoDt.getAnnIds(imgIds=p.imgIds, catIds=p.catIds)):
+            img, cat = d["image_id"], d["category_id"]
+            if d["area"] > 0 and (cat in present[img] or cat in self.neg.get(img, ())):
+                self._dts[img, cat].append(d)
+        self.evalImgs = defaultdict(list)
+        self.eval = {}
 
-            def evaluate(self):
-                """COCOeval.evaluate over only the (image, category) pairs that have something: the same
-                evalImgs layout (None elsewhere), without 6 M empty calls for LVIS's 1,203 categories."""
-                p = self.params
-                p.imgIds = list(np.unique(p.imgIds))
-                p.catIds = list(np.unique(p.catIds))
-                p.maxDets = sorted(p.maxDets)
-                self.params = p
-                self._prepare()
-                pairs = sorted(set(self._gts) | set(self._dts))
-                self.ious = {key: self.computeIoU(*key) for key in pairs}
-                n_area, n_img = len(p.areaRng), len(p.imgIds)
-                k_of = {c: k for k, c in enumerate(p.catIds)}
-                i_of = {i: n for n, i in enumerate(p.imgIds)}
-                self.evalImgs = [None] * (len(p.catIds) * n_area * n_img)
-                for img, cat in pairs:
-                    for a, rng in enumerate(p.areaRng):
-                        self.evalImgs[k_of[cat] * n_area * n_img + a * n_img + i_of[img]] = self.evaluateImg(
-                            img, cat, rng, p.maxDets[-1])
-                self._paramsEval = copy.deepcopy(self.params)
+    def evaluate(self):
+        """COCOeval.evaluate over only the (image, category) pairs that have something: the same
+        evalImgs layout (None elsewhere), without 6 M empty calls for LVIS's 1,203 categories."""
+        p = self.params
+        p.imgIds = list(np.unique(p.imgIds))
+        p.catIds = list(np.unique(p.catIds))
+        p.maxDets = sorted(p.maxDets)
+        self.params = p
+        self._prepare()
+        pairs = sorted(set(self._gts) | set(self._dts))
+        self.ious = {key: self.computeIoU(*key) for key in pairs}
+        n_area, n_img = len(p.areaRng), len(p.imgIds)
+        k_of = {c: k for k, c in enumerate(p.catIds)}
+        i_of = {i: n for n, i in enumerate(p.imgIds)}
+        self.evalImgs = [None] * (len(p.catIds) * n_area * n_img)
+        for img, cat in pairs:
+            for a, rng in enumerate(p.areaRng):
+                self.evalImgs[k_of[cat] * n_area * n_img + a * n_img + i_of[img]] = self.evaluateImg(
+                    img, cat, rng, p.maxDets[-1])
+        self._paramsEval = copy.deepcopy(self.params)
 
-            def evaluateImg(self, imgId, catId, aRng, maxDet):
-                e = super().evaluateImg(imgId, catId, aRng, maxDet)
-                if e is not None and catId in not_exhaustive.get(imgId, ()):
-                    e["dtIgnore"] = np.logical_or(e["dtIgnore"], e["dtMatches"] == 0)
-                return e
-
-        ev = FederatedCOCOeval(gt, dt, iou_type)
-        ev.params.maxDets = [NO_LIMIT]
-        return ev
+    def evaluateImg(self, imgId, catId, aRng, maxDet):
+        e = super().evaluateImg(imgId, catId, aRng, maxDet)
+        if e is not None and catId in self.not_exhaustive.get(imgId, ()):
+            e["dtIgnore"] = np.logical_or(e["dtIgnore"], e["dtMatches"] == 0)
+        return e
 
 
 class LvisEvaluator:
@@ -156,15 +154,13 @@ class LvisEvaluator:
                     "score": float(s), "area": float(a), "iscrowd": 0}
                    for n, (i, c, b, s, a) in enumerate(zip(dets.image_id, dets.category_id, dets.bbox, dets.score, area))]
         if iou_type == "segm":
-            from pycocotools import mask as mask_utils
-
             if dets.segmentation is None:
                 raise ValueError("segm needs the detections' masks (DetectionArrays.segmentation)")
             for r, rle in zip(results, dets.segmentation):
                 r["segmentation"] = rle
                 r["area"] = float(mask_utils.area(rle))
         dt = _coco({"images": self.gt.dataset["images"], "categories": self.categories, "annotations": results})
-        ev = _FederatedCOCOeval.make(self.gt, dt, self.neg, self.not_exhaustive, iou_type)
+        ev = FederatedCOCOeval(self.gt, dt, self.neg, self.not_exhaustive, iou_type)
         ev.params.imgIds = self.image_ids
         with contextlib.redirect_stdout(io.StringIO()):
             ev.evaluate()

@@ -7,10 +7,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from evaluation.protocols import protocol_for
+from runtime.allocator import enable_thp_allocation
+from runtime.distributed import Dist
 from runtime.errors import InputError
 
-# The detection core is imported inside the functions: the THP lever (runtime.allocator) must be set
-# before anything imports torch, and --help or a download answers without loading the model code.
+# The detection core, transformers and the run (.run) are imported inside the functions: they import
+# torch, and the THP lever (runtime.allocator) must be set before that (dataset_main sets it); a
+# download answers without loading the model code.
 
 
 def positive_int(text: str) -> int:
@@ -68,8 +72,6 @@ def add_mask_arguments(p: argparse.ArgumentParser) -> None:
 def dataset_main(argv: list[str] | None, build_parser, download_main, load_for) -> int:
     """`python -m evaluation.<dataset> [download ...]`: the memory lever first, then either the dataset's
     download or a run (`load_for(args)` -> the `load()` of `run_command`)."""
-    from runtime.allocator import enable_thp_allocation
-
     enable_thp_allocation()  # before anything imports torch
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["download"]:
@@ -87,19 +89,6 @@ def exit_code(action: Callable[[], int]) -> int:
         return 2
 
 
-def dataset_paths(root: str | None, ann: str | None, images: str | None, root_option: str, root_usage: str,
-                  files_usage: str, from_root: Callable[[Path], tuple[Path, Path]]) -> tuple[Path, Path]:
-    """(annotation file, image directory): from a dataset root laid out as `download` makes it, or given as
-    --ann and --images (either, not both)."""
-    if root and (ann or images):
-        raise InputError(f"give either {root_option} or --ann with --images, not both")
-    if root:
-        return from_root(Path(root).expanduser())
-    if not ann or not images:
-        raise InputError(f"give {root_usage}, or both {files_usage}")
-    return Path(ann).expanduser(), Path(images).expanduser()
-
-
 def run_command(args, argv: list[str], load: Callable[[], tuple[object, object]]) -> int:
     """Start a run: torchrun group, dataset and scorer (`load()`), detector, run directory; then evaluate.
 
@@ -115,7 +104,6 @@ def _run(args, argv, load) -> int:
     from detection import DetectorConfig, ModelLoadError, PromptError, load_detector
     from detection.masks import MaskModelLoadError
 
-    from runtime.distributed import Dist
     from .run import default_run_dir, evaluate
 
     hf_logging.disable_progress_bar()  # ours is the progress bar; keeps errors to their one line
@@ -159,7 +147,6 @@ def resolve_settings(args, family, scorer):
     """The run's settings: the command line's, with what it left open taken from the family's protocol
     (evaluation/protocols.py); options that mean nothing for the family are refused, naming it."""
     from detection.masks import DEFAULT_SAM_MODEL
-    from evaluation.protocols import protocol_for
 
     from .run import RunSettings
 

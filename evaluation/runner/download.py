@@ -18,6 +18,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from runtime.errors import InputError
 
 
@@ -41,8 +43,6 @@ def md5_of(path: Path) -> str:
 
 def fetch(url: str, dest: Path, expected: RemoteFile, timeout: float = 60.0, progress: bool = True) -> Path:
     """Download `url` to `dest` (resuming DEST.part), check size and MD5; returns `dest`."""
-    from tqdm import tqdm
-
     if dest.is_file() and _ok(dest, expected) is None:
         return dest
     part = dest.with_name(dest.name + ".part")

@@ -13,9 +13,15 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from importlib.metadata import PackageNotFoundError, version
 from typing import Iterable, Iterator, Protocol
 
+import numpy
+import pandas
+import torch
+import transformers
 from PIL import Image
+from tqdm import tqdm
 
 from detection import ImageError, open_image, to_rgb
 from detection.families import lever_report
@@ -146,8 +152,6 @@ def infer(dataset: Dataset, scorer: Scorer, s: RunSettings, detector, store: Par
           done: set, dist: Dist, masker=None):
     """Run the detector (and the mask model) over this rank's images not yet done; append each batch
     durably. Returns (images processed, seconds, of which seconds in the mask model)."""
-    from tqdm import tqdm
-
     prompt = detector.prompt(scorer.classes(), s.chunk_size)
     todo = [i for i in shard if i not in done]
     bar = tqdm(total=len(shard), initial=len(shard) - len(todo), unit="img", desc="evaluating",
@@ -194,12 +198,6 @@ def image_masks(masker, images, ranked) -> list:
 
 
 def library_versions() -> dict:
-    import numpy
-    import pandas
-    import torch
-    import transformers
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         pycocotools = version("pycocotools")
     except PackageNotFoundError:
