@@ -6,13 +6,15 @@ import logging
 import os
 import sys
 
-# Our packages are imported inside main(): the THP lever (runtime.allocator) must be set before
-# anything imports torch, and --help answers without loading the model code.
+import uvicorn
+
+from runtime.allocator import cpu_allocator_hint, enable_thp_allocation
+
+# The settings, the detection core and the app are imported inside main(): they import torch, and the THP
+# lever (runtime.allocator) must be set before that; --help answers without loading them.
 
 
 def main(argv: list[str] | None = None) -> int:
-    from runtime.allocator import enable_thp_allocation
-
     enable_thp_allocation()  # before anything imports torch (the settings do)
     parser = argparse.ArgumentParser(prog="python -m backend", description="Grounding DINO / SAM 3 ML backend for Label Studio")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
@@ -49,13 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         masks = (f" (SAM_MODEL {settings.sam_model}: loaded on the first smart click)" if family.capabilities.own_masks
                  else f" with mask model {settings.sam_model}")
     log.info("%s model %s loaded%s; listening on %s:%d", family.title, settings.model, masks, args.host, args.port)
-    from runtime.allocator import cpu_allocator_hint
-
     hint = cpu_allocator_hint(predictor.detector.device.type)
     if hint:
         log.info("%s; `make serve` does this (docs/speed.md)", hint)
-
-    import uvicorn
 
     # A /predict waits at most until its deadline; on SIGTERM it is cut short after 3 s, and the background
     # jobs keep their unfinished tasks in STATE_DIR for the next start (job_journal.py).

@@ -27,15 +27,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from backend.serving.items import PredictionItem
 from labelstudio.importer import PredictionImporter, PredictionImportError, describe_api_error, field_of, has_version
+from runtime.distributed import Dist
 
 from .prelabel_progress import BarProgress, SharedProgress
 
-# The settings, the model and the devices are imported inside main(): --help and argument errors answer
-# without loading torch (backend.settings imports the detection core).
+# The settings, the label sets, the project store, the model and the devices are imported inside the
+# functions that use them: each imports the detection core, hence torch, and --help and argument errors
+# answer without loading it (nor the Label Studio SDK, 0.8 s with pandas).
 
 log = logging.getLogger("backend.prelabel")
 FAILURES_SHOWN = 50
@@ -250,11 +252,7 @@ def prelabel(client, predictor, project_id: int, batch_size: int = 16, page_size
 def served_settings(settings, project_id):
     """The settings the backend serves this project with: its fine-tuned model when Start Training adopted
     one (STATE_DIR/projects/<id>/model.json), so that the predictions carry the backend's model_version."""
-    from dataclasses import replace
-
-    from .training.store import ProjectStore
-
-    model = ProjectStore(settings.state_dir).served(str(project_id), settings.model).tuned
+    model = _served(settings, project_id).tuned
     if model is None:
         return settings
     log.info("project %s: its fine-tuned model %s (adopted by Start Training)", project_id, model.model_dir)
@@ -264,9 +262,14 @@ def served_settings(settings, project_id):
 def served_thresholds(settings, project_id) -> dict:
     """The per-label thresholds the backend predicts this project with: those learned on the model that
     serves it (ProjectStore.served, the server's rule too), never another model's."""
+    return _served(settings, project_id).applied()
+
+
+def _served(settings, project_id):
+    """What STATE_DIR records for the project: the model that serves it and that model's thresholds."""
     from .training.store import ProjectStore
 
-    return ProjectStore(settings.state_dir).served(str(project_id), settings.model).applied()
+    return ProjectStore(settings.state_dir).served(str(project_id), settings.model)
 
 
 def rank_device(settings, dist) -> str:
@@ -306,9 +309,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-
-    from runtime.distributed import Dist
-
     # gloo for CPU processes, nccl for GPUs; one process (no group) without torchrun's variables.
     dist = Dist.from_env(settings.devices[0] if settings.devices else settings.device)
     try:

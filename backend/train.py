@@ -14,10 +14,19 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
-# Our packages are imported inside main(): the THP lever (runtime.allocator) must be set before
-# anything imports torch, and --help answers without loading the model code.
+from runtime.allocator import enable_thp_allocation
+from runtime.distributed import Dist
+from runtime.errors import InputError
+
+from .training.errors import NotEnoughAnnotations, TrainingCancelled, TrainingError
+from .training.threads import choose_threads
+
+# The detection core, the settings, the devices and the training modules are imported inside the
+# functions that use them: they import torch, the THP lever (runtime.allocator) must be set before that,
+# and --help answers without loading them (nor the Label Studio SDK).
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,13 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from runtime.allocator import enable_thp_allocation
-
     enable_thp_allocation()  # before anything imports torch (the speed lever of runtime.allocator)
     args = build_parser().parse_args(argv)
     from detection import ModelLoadError
-    from .training.errors import TrainingCancelled, TrainingError
-    from runtime.errors import InputError
 
     try:
         check_args(args)
@@ -82,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_args(args) -> None:
-    from .training.errors import TrainingError
-
     if args.project is not None and (args.ann or args.images):
         raise TrainingError("give either --project ID or --ann FILE with --images DIR, not both")
     if args.project is None and not (args.ann and args.images):
@@ -103,8 +106,6 @@ def _settings():
 def _client(settings):
     from label_studio_sdk import LabelStudio
 
-    from .training.errors import TrainingError
-
     if not settings.label_studio_url or not settings.label_studio_api_key:
         raise TrainingError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (Label Studio's address and an API key)")
     return LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key, timeout=300)
@@ -115,13 +116,10 @@ def thresholds_only(args) -> int:
     from .training.store import ProjectStore
     from .training.tasks import fetch_project
     from .training.thresholds import configured_thresholds, learn_thresholds
-    from .training.errors import TrainingError
 
     state_dir = args.state_dir or os.environ.get("STATE_DIR")
     if not state_dir:
         raise TrainingError("set STATE_DIR (or --state-dir DIR): the directory where the backend keeps what it learns")
-    from dataclasses import replace
-
     settings = replace(_settings(), state_dir=state_dir)
     snapshot = fetch_project(_client(settings), args.project)
     # The model serving the project and its own thresholds (the server's rule), so that the version is the
@@ -141,12 +139,9 @@ def thresholds_only(args) -> int:
 
 
 def train(args) -> int:
-    from runtime.distributed import Dist
-
     from detection import resolve_device
     from .settings import model_setting
     from .training.data import load_training_data
-    from .training.threads import choose_threads
     from .training.trainer import Trainer, TrainConfig
 
     import torch
@@ -184,8 +179,6 @@ def train(args) -> int:
 
 def export_labelstudio(args, out: Path, dist) -> tuple[Path, Path]:
     """Rank 0 writes the project's annotated tasks as a COCO dataset under OUT/data; the others wait."""
-    from .training.errors import NotEnoughAnnotations, TrainingError
-
     data_dir = out / "data"
     error = None
     if dist.is_main:
@@ -220,8 +213,6 @@ class ProgressFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, progress) -> None:
-        from dataclasses import asdict
-
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(asdict(progress)) + "\n")
 

@@ -6,15 +6,8 @@
   under torchrun too (trainer.py); ``python -m backend.train`` is its command line.
 - ``TrainingJob``: what *Start Training* runs for a project: thresholds, then fine-tuning in a
   subprocess, cancellable, with progress (job.py).
+- ``TrainingError`` and the other errors (errors.py).
 
-Importing this package loads no model and starts nothing; torch is imported by the modules that train.
+Import names from their modules (``from backend.training.store import ProjectStore``): the package itself
+imports nothing, so that ``python -m backend.train --help`` can import the errors without loading torch.
 """
-from .errors import NotEnoughAnnotations, TrainingCancelled, TrainingError
-from .store import ProjectStore, StateError, TrainedModel
-from .tasks import ProjectSnapshot, fetch_project
-from .thresholds import LabelThreshold, LearnedThresholds, configured_thresholds, learn_thresholds
-
-__all__ = [
-    "LabelThreshold", "LearnedThresholds", "NotEnoughAnnotations", "ProjectSnapshot", "ProjectStore", "StateError",
-    "TrainedModel", "TrainingCancelled", "TrainingError", "configured_thresholds", "fetch_project", "learn_thresholds",
-]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers.models.grounding_dino.modeling_grounding_dino import build_label_maps
 
 from detection import Prompt, PromptChunk
 
@@ -33,8 +34,6 @@ class ChunkLabels:
 
     @classmethod
     def of(cls, chunk: PromptChunk) -> "ChunkLabels":
-        from transformers.models.grounding_dino.modeling_grounding_dino import build_label_maps
-
         owners = chunk.phrase_to_class.tolist()
         label_maps = build_label_maps(torch.zeros(1, 1, chunk.num_tokens), chunk.input_ids)[0]
         if label_maps.shape[0] != len(owners):

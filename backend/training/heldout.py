@@ -22,6 +22,7 @@ from evaluation.coco.scoring import coco_gt, per_class_table, score
 from runtime.files import atomic_write
 
 from .data import TrainingData
+from .errors import TrainingCancelled
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,6 @@ def labelled_detections(detector, data: TrainingData, image_ids, threshold: floa
     """The boxes the backend would show on the held-out images (labelling mode: each query's best class,
     at ``threshold``, with the server's NMS) as COCO results: what a model's own thresholds are learned on.
     Thresholding these at t keeps exactly what detecting at t keeps (suppression runs highest score first)."""
-    from .errors import TrainingCancelled
-
     prompt = detector.prompt(data.class_phrases)
     out: list[dict] = []
     for image_id in sorted(int(i) for i in image_ids):

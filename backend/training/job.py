@@ -30,9 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from detection import resolve_device
+from detection import Detector, DetectorConfig, resolve_device
 
+from .data import load_training_data
 from .errors import NotEnoughAnnotations, TrainingCancelled, TrainingError
+from .heldout import heldout_ground_truth, labelled_detections
 from .numbers import metric_change
 from .project_data import FetchImage, export_project
 from .store import ProjectStore, TrainedModel
@@ -243,11 +245,6 @@ class TrainingJob:
     def _own_thresholds(self, model_dir: Path, ann: Path, images: Path,
                         cancel: threading.Event) -> LearnedThresholds | None:
         """The fine-tuned model's thresholds, learned on its own boxes on the held-out images."""
-        from detection import Detector, DetectorConfig
-
-        from .data import load_training_data
-        from .heldout import heldout_ground_truth, labelled_detections
-
         heldout = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))["heldout_image_ids"]
         if not heldout:
             return None

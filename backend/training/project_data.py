@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from PIL import Image
+
 from detection import ImageError, open_image
 from labelstudio.label_config import parse_label_config
 from labelstudio.label_sets import LabelClass, LabelConfigError
@@ -152,8 +154,6 @@ def _store_image(images_dir: Path, task_id, url: str, fetch_image: FetchImage) -
 
 
 def _extension(data: bytes) -> str:
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as im:
             return (im.format or "img").lower()

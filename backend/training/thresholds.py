@@ -28,6 +28,7 @@ import datetime
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import PurePath
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -165,8 +166,6 @@ class LearnedThresholds:
 
 
 def _model_name(model: str) -> str:
-    from pathlib import PurePath
-
     return PurePath(model.rstrip("/\\")).name or model
 
 

@@ -11,11 +11,14 @@ import json
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from detection import (
     Detector, DetectorConfig, OfficialPreprocessing, build_prompt, load_checkpoint, resolve_device,
@@ -29,6 +32,7 @@ from .checkpoint import FINISHED_FILE, Checkpoints, step_seed
 from .data import TrainingData
 from .errors import TrainingCancelled, TrainingError
 from .heldout import HeldoutScore, load_score, score_heldout
+from .numbers import metric_change
 
 
 @dataclass(frozen=True)
@@ -95,8 +99,6 @@ class TrainingOutcome:
             return f"fine-tuned {self.steps} steps on {self.train_images} images; no held-out images to score"
         b, a = self.before, self.after
         verdict = "not worse" if self.not_worse else "WORSE"
-        from .numbers import metric_change
-
         return (f"held-out on {self.heldout_images} images: {metric_change('AP', b.ap, a.ap)} "
                 f"({metric_change('AP50', b.ap50, a.ap50)}); the fine-tuned model is {verdict} than the base")
 
@@ -194,15 +196,11 @@ class Trainer:
     # ----- steps ------------------------------------------------------------------------------
 
     def _train(self, model, builder: BatchBuilder, schedule: BatchSchedule, checkpoints: Checkpoints) -> list[float]:
-        from tqdm import tqdm
-
         c, dist = self.config, self.dist
         optimizer = make_optimizer(model, c)
         start, losses = self._resume(model, optimizer, checkpoints)
         net = model
         if dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
             # transformers' loss leaves some parameters without a gradient (the two-stage proposal heads:
             # its encoder loss is computed on detached proposals; Swin's final norm): DDP must expect that.
             net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -244,8 +242,6 @@ class Trainer:
     def _prefetched(self, builder: BatchBuilder, schedule: BatchSchedule, start: int):
         """(step, model inputs) from ``start`` on; the next batch is decoded and resized in a worker thread
         while the model runs (the batches hold no randomness, so this changes nothing but the time)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         dist, per_rank = self.dist, schedule.batch_size // self.dist.world_size
 
         def make(step: int) -> dict:
