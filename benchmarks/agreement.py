@@ -1,10 +1,14 @@
 """How far a fast path's outputs are from the model-card loop's (raw outputs and detections)."""
 from __future__ import annotations
 
+import numpy as np
+
+from evaluation.matching import greedy_match
+
 from .common import BOX_THRESHOLD
 
-# torch and our packages are imported inside the functions: the benchmark's parent process runs no model
-# (its workers set their environment before torch loads).
+# torch and the detection core (which imports torch) are imported inside the functions: the benchmark's
+# parent process runs no model (its workers set their environment before torch loads).
 
 def raw_agreement(ref, got, k=100):
     """Raw outputs vs the baseline's, on the baseline's top-k queries (by max logit).
@@ -43,10 +47,7 @@ def detection_agreement(ref, got, iou_min=0.9):
 
     Each reference box, in reference order, takes the unmatched box of the same label with the highest
     IoU >= `iou_min` (evaluation.matching's greedy matching)."""
-    import numpy as np
-
     from detection.boxes import box_iou
-    from evaluation.matching import greedy_match
 
     total = matched = extra = 0
     score_diff = 0.0

@@ -6,7 +6,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-# The random full-size model is built only when no checkpoint is given: imported where it is needed.
+import numpy as np
+from PIL import Image, ImageDraw
+
+# The random full-size model (random_model.py, which imports torch) is built only when no checkpoint is
+# given: imported where it is needed, so that a benchmark's parent process does not load torch.
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,9 +32,6 @@ def caption(classes) -> str:
 
 def make_images(seed: int = 0) -> list[bytes]:
     """JPEG bytes of drawn shapes on noise, COCO-like sizes."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
     rng = np.random.RandomState(seed)
     out = []
     for width, height in IMAGE_SIZES:

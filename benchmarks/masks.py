@@ -29,8 +29,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# torch and our packages are imported inside the functions: the THP lever and the thread environment
-# are set before torch loads, and --help answers without it.
+from .common import make_images
+from .workers import MemoryFetcher
+
+# torch, the detection core, the backend's serving modules and the random SAM builder (all of which import
+# torch) are imported inside the functions: --help answers without loading torch.
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,6 @@ def time_boxes_vs_masks(detector_dir: str, mask_model, image_bytes: list[bytes],
     from backend.serving.mask_stage import MaskModelHolder
     from backend.serving.predictor import Predictor
     from backend.settings import Settings
-
-    from .workers import MemoryFetcher
 
     settings = Settings(model=detector_dir, device=device, box_threshold=0.0)  # boxes on every image
     fetcher = MemoryFetcher()
@@ -157,8 +158,6 @@ def main(argv=None) -> int:
 
     from detection import open_image
     from detection.masks import MaskModel, MaskModelConfig, MaskModelLoadError
-
-    from .common import make_images
 
     directory = mask_model_dir(args.model, args.model_type or ("sam-small" if args.quick else "sam"))
     try:

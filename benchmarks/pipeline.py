@@ -20,9 +20,12 @@ import asyncio
 import statistics
 import time
 
+from labelstudio.target import LabelStudioTarget
+
 from .common import LS_CONFIG, make_images, model_dir
 
-# torch and our packages are imported inside the functions: --help answers without loading the model code.
+# The detection core and the backend's serving modules are imported inside the functions: they import
+# torch, and --help answers without loading it.
 
 
 class SlowFetcher:
@@ -43,7 +46,6 @@ class SlowFetcher:
 
 def overlapped(jobs, predictor, tasks) -> tuple[float, list]:
     from backend.serving.jobs import RequestWaiter
-    from labelstudio.target import LabelStudioTarget
 
     loop = asyncio.new_event_loop()
     try:

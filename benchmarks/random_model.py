@@ -9,24 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from transformers import BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection, GroundingDinoProcessor
+from transformers.models.grounding_dino.image_processing_pil_grounding_dino import GroundingDinoImageProcessorPil
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = ROOT / "tests" / "fixtures" / "bert-base-uncased-vocab.txt"
 
 
 def make_tokenizer():
-    from transformers import BertTokenizer
-
     # transformers 5: `vocab=` (the old `vocab_file=` silently gives an empty vocabulary)
     return BertTokenizer(vocab=str(VOCAB), do_lower_case=True)
 
 
 def make_processor():
-    from transformers import GroundingDinoProcessor
-    from transformers.models.grounding_dino.image_processing_pil_grounding_dino import (
-        GroundingDinoImageProcessorPil,
-    )
-
     return GroundingDinoProcessor(image_processor=GroundingDinoImageProcessorPil(), tokenizer=make_tokenizer())
 
 
@@ -39,7 +34,5 @@ def save_model(model, out_dir: Path) -> Path:
 
 def build_full_size_model(out_dir: Path, seed: int = 0) -> Path:
     """The full grounding-dino-tiny architecture with random weights (for speed work only)."""
-    from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
-
     torch.manual_seed(seed)
     return save_model(GroundingDinoForObjectDetection(GroundingDinoConfig()).eval(), out_dir)

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 import torch
+from transformers import Sam2Config, Sam2Model, SamConfig, SamModel, SamProcessor, SamVisionConfig
+from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
 # ImageNet statistics: what every SAM-family processor normalises with.
 IMAGE_MEAN = [0.485, 0.456, 0.406]
@@ -17,9 +19,6 @@ IMAGE_STD = [0.229, 0.224, 0.225]
 
 def sam_processor(image_size: int):
     """SAM's (and SAM-HQ's) processor: longest side resized to `image_size`, padded to a square. PIL only."""
-    from transformers import SamProcessor
-    from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
-
     image_processor = SamImageProcessorPil(
         size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size}
     )
@@ -91,8 +90,6 @@ def build_full_size_sam(out_dir: Path, model_type: str = "sam", seed: int = 0) -
     """A family's default architecture with random weights, 1024x1024 input: SAM ViT-B (`sam`), SAM 2.1
     Hiera-Tiny (`sam2`), or `sam-small`: SAM with a 4-layer, 256-wide ViT and the full prompt encoder and
     decoder (a quick stand-in: about 1/20 of ViT-B's encoder cost). For speed work only."""
-    from transformers import Sam2Config, Sam2Model, SamConfig, SamModel, SamVisionConfig
-
     torch.manual_seed(seed)
     if model_type == "sam":
         model = SamModel(SamConfig())

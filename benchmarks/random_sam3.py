@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import torch
+from transformers import CLIPTokenizer, Sam3Config, Sam3Model
 
 VARIANTS = ("sam3", "sam3-small")
 # SAM 3 normalises with 0.5/0.5 (facebook/sam3's processor config), not ImageNet's statistics.
@@ -65,8 +66,6 @@ def clip_vocab_and_merges(words=WORDS) -> tuple[dict[str, int], list[tuple[str, 
 
 def tiny_tokenizer():
     """transformers' CLIPTokenizer (tokenizers-backed) on the tiny vocabulary."""
-    from transformers import CLIPTokenizer
-
     vocab, merges = clip_vocab_and_merges()
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
@@ -104,8 +103,6 @@ def save_sam3(model, out_dir: Path) -> Path:
 
 
 def full_size_config(variant: str = "sam3"):
-    from transformers import Sam3Config
-
     if variant not in VARIANTS:
         raise ValueError(f"unknown SAM 3 variant {variant!r}: use {' or '.join(VARIANTS)}")
     tokenizer = tiny_tokenizer()
@@ -120,8 +117,6 @@ def full_size_config(variant: str = "sam3"):
 
 def build_full_size_sam3(out_dir: Path, variant: str = "sam3", seed: int = 0) -> Path:
     """Save a random `variant` detector with the test tokenizer and processor config into `out_dir`."""
-    from transformers import Sam3Model
-
     torch.manual_seed(seed)
     model = Sam3Model(full_size_config(variant)).eval()
     return save_sam3(model, out_dir)

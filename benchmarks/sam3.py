@@ -32,6 +32,7 @@ SAM 3 alone is cheaper per image).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -39,8 +40,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# torch and our packages are imported inside the functions: the THP lever is set before torch loads, and
-# --help answers without it.
+import numpy as np
+
+from evaluation.coco.names import COCO_NAMES
+from runtime.allocator import enable_thp_allocation
+
+from .common import BOX_THRESHOLD, LS_CLASSES, make_images, model_dir
+from .masks import mask_model_dir
+
+# torch, the detection core, the backend's mask stage and the random SAM 3 builder (all of which import
+# torch) are imported inside the functions: the THP lever is set before torch loads, and --help answers
+# without it.
 
 DEFAULT_LABELS = (1, 4, 16)
 QUICK_LABELS = (1, 4)
@@ -76,8 +86,6 @@ class Reuse:
 
 def inference(detector):
     """The detector's own inference context (inference mode, its autocast), for the full-forward path."""
-    import contextlib
-
     import torch
 
     stack = contextlib.ExitStack()
@@ -119,8 +127,6 @@ def full_forwards(detector, image, phrases):
 
 
 def time_reuse(detector, images, label_counts, rounds: int) -> list[Reuse]:
-    from evaluation.coco.names import COCO_NAMES
-
     results = [Reuse(n) for n in label_counts]
     for phrase in COCO_NAMES[: max(label_counts)]:  # the cache as the backend has it after its first image
         detector.text.get(phrase, detector.device)
@@ -159,11 +165,7 @@ def kth_score(scores, k: int) -> float:
 def thresholds(sam3, gdino, prompt, image, classes, detections: int) -> tuple[float, float]:
     """(SAM 3 threshold, Grounding DINO threshold): each family's default when `detections` is 0, else
     each path's k-th best score on `image` (SAM 3 keeps score > t, Grounding DINO score >= t)."""
-    import numpy as np
-
     from detection.sam3 import DEFAULT_THRESHOLD
-
-    from .common import BOX_THRESHOLD
 
     if detections == 0:
         return DEFAULT_THRESHOLD, BOX_THRESHOLD
@@ -272,8 +274,6 @@ def main(argv=None) -> int:
     if images_n > 4:
         parser.error("--images: the benchmark has 4 images (benchmarks/common.py)")
 
-    from runtime.allocator import enable_thp_allocation
-
     enable_thp_allocation()  # as the backend's entry points do, before torch loads
     import torch
 
@@ -281,8 +281,6 @@ def main(argv=None) -> int:
     from detection.masks import MaskModel, MaskModelConfig, MaskModelLoadError
     from detection.sam3 import Sam3Detector, Sam3DetectorConfig
 
-    from .common import LS_CLASSES, make_images, model_dir
-    from .masks import mask_model_dir
     from .random_sam3 import build_full_size_sam3
 
     variant = "sam3-small" if args.quick else "sam3"

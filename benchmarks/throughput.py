@@ -39,14 +39,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from PIL import Image
+
 from evaluation.coco.names import COCO_NAMES
+from runtime.allocator import find_tcmalloc
 
 from .agreement import detection_agreement, raw_agreement, reference_detections
 from .common import IMAGE_SIZES, LS_CLASSES, ROOT, make_images, model_dir
 from .workers import Worker
 
-# torch and our packages are imported inside the functions: the parent process runs no model and its
-# settings must not reach the workers, which set their own before torch loads.
+# torch, transformers and the backend's settings (which import torch) are imported inside the functions:
+# the parent process runs no model and its settings must not reach the workers, which set their own
+# before torch loads.
 
 # Backbone reuse across prompt chunks: the 80 COCO names in CHUNKS prompts, the backbone run once per image
 # vs once per chunk (= CHUNKS single-chunk forwards), both in the same interleaved rounds.
@@ -136,8 +140,6 @@ def start_workers(plan: Plan, allocator: str, parser: argparse.ArgumentParser) -
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("LD_PRELOAD", None)
     plain_env = {k: v for k, v in env.items() if k != "THP_MEM_ALLOC_ENABLE"}  # the model card, as users run it
-    from runtime.allocator import find_tcmalloc
-
     tcmalloc = find_tcmalloc() if allocator != "glibc" else None
     if allocator == "tcmalloc" and tcmalloc is None:
         parser.error("--allocator tcmalloc: libtcmalloc_minimal.so.4 not found (apt-get install libtcmalloc-minimal4)")
@@ -331,8 +333,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     plan = make_plan(args)
     images = make_images()
-    from PIL import Image
-
     sizes = [Image.open(io.BytesIO(b)).size for b in images]
     workers = start_workers(plan, args.allocator, parser)
     rows = path_rows(plan, workers)

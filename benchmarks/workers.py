@@ -7,15 +7,22 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import resource
 import struct
 import subprocess
 import sys
 import time
+import traceback
+
+import numpy as np
+from PIL import Image
+
+from runtime.allocator import active_allocator, enable_thp_allocation
 
 from .common import BOX_THRESHOLD, LS_CONFIG, LS_LABELS, ROOT, TEXT_THRESHOLD, caption
 
-# torch and our packages are imported inside the workers: each worker process sets its allocator and
-# thread environment (THP lever, OMP threads) before torch loads.
+# torch, transformers and the detection core (which imports torch) are imported inside the workers: each
+# worker process sets its THP lever before torch loads (its thread environment comes from its parent).
 
 def _send(stream, obj) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -32,8 +39,6 @@ def _recv(stream):
 
 
 def _peak_rss_mb() -> float:
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -50,8 +55,6 @@ class BaselineWorker:
         self.model = AutoModelForZeroShotObjectDetection.from_pretrained(model).to(device)
 
     def run(self, images: list[bytes], classes: list[str], **_):
-        from PIL import Image
-
         torch = self.torch
         text = caption(classes)
         raw, n_dets = [], []
@@ -75,8 +78,6 @@ class BaselineWorker:
 
 def _cpu_seconds() -> float:
     """CPU time of this process (all threads): far less sensitive than wall time to other load."""
-    import resource
-
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -177,8 +178,6 @@ class FastWorker:
                 det.rank(decoded[i : i + batch], prompt, num_select=300)
             _sync(self.device)
             seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
-        from runtime.allocator import active_allocator
-
         return {"seconds": seconds, "cpu": cpu, "raw": self._recorded, "detections": detections, "rss_mb": _peak_rss_mb(),
                 "thp": self.base.lever_report["thp_allocation"] == "active", "note": self.predictor_note, "allocator": active_allocator()}
 
@@ -200,8 +199,6 @@ class MemoryFetcher:
 
 def _ls_boxes(prediction, size):
     """Label Studio regions -> (class indices, scores, xyxy pixel boxes), as the core's Detections."""
-    import numpy as np
-
     from detection.boxes import xywh_to_xyxy
 
     width, height = size
@@ -221,8 +218,6 @@ def worker_main(kind: str, args: dict) -> None:
     if kind == "baseline":
         worker = BaselineWorker(args["model"], args["device"])
     else:
-        from runtime.allocator import enable_thp_allocation
-
         enable_thp_allocation()  # the process's start: before the worker imports torch
         worker = FastWorker(args["model"], args["device"], args["batch_size"])
     _send(stdout, {"ready": True, "rss_mb": _peak_rss_mb()})
@@ -236,8 +231,6 @@ def worker_main(kind: str, args: dict) -> None:
         try:
             _send(stdout, worker.run(**request))
         except Exception as exc:  # report, keep serving
-            import traceback
-
             _send(stdout, {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()})
 
 
