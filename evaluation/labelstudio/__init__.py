@@ -3,7 +3,7 @@
 
 `python -m evaluation.labelstudio EXPORT.json [--label-studio-url URL --api-key KEY] [--model-version V]
 [--iou 0.5] [--threshold T] [--out RUN_DIR]`
-"""
-from .export import Region, Task, load_export, match_regions, prelabel_treatment
 
-__all__ = ["Region", "Task", "load_export", "match_regions", "prelabel_treatment"]
+Import names from their modules (`evaluation.labelstudio.export`, `.formats`, ...): this package imports
+nothing, so `python -m evaluation.labelstudio` sets the memory lever before torch is loaded.
+"""

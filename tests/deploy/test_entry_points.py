@@ -31,6 +31,9 @@ ENTRY_POINTS = {
     "python -m backend": "from backend.__main__ import main\ntry: main(['--port', 'not-a-port'])\nexcept SystemExit: pass",
     "python -m evaluation.coco": "from evaluation.coco.cli import main\ntry: main(['--batch-size', '0'])\nexcept SystemExit: pass",
     "python -m evaluation.lvis": "from evaluation.lvis.cli import main\ntry: main(['--batch-size', '0'])\nexcept SystemExit: pass",
+    "python -m evaluation.labelstudio": "import runpy\nsys.argv = ['evaluation.labelstudio', '--bad']\n"
+                                        "try: runpy.run_module('evaluation.labelstudio', run_name='__main__')\n"
+                                        "except SystemExit: pass",
     "import detection": "import detection",
 }
 
@@ -45,7 +48,8 @@ def _probe(call: str, **env) -> tuple[str, str]:
 
 
 @pytest.mark.slow  # a Python process each, importing torch
-@pytest.mark.parametrize("entry", ["python -m backend", "python -m evaluation.coco", "python -m evaluation.lvis"])
+@pytest.mark.parametrize("entry", ["python -m backend", "python -m evaluation.coco", "python -m evaluation.lvis",
+                                   "python -m evaluation.labelstudio"])
 def test_entry_points_set_the_thp_lever_before_torch(entry):
     assert _probe(ENTRY_POINTS[entry]) == ("1", "False")
     assert _probe(ENTRY_POINTS[entry], **{THP_VARIABLE: "0"})[0] == "0"  # the user's choice stands
