@@ -13,9 +13,9 @@ import time
 import pytest
 
 from labelstudio.importer import PredictionImporter
-from tests.backend.backend_helpers import ls_body
+from tests.label_studio_requests import ls_body
 from tests.backend.standin_label_studio import StandInLabelStudio
-from tests.backend.job_helpers import CONFIG, GatedDetector, post, tasks, wait_for_jobs
+from tests.backend.background_jobs import CONFIG, GatedDetector, post, tasks, wait_for_jobs
 
 PROJECT = "7.1746612998"
 

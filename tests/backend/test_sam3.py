@@ -130,7 +130,7 @@ def test_a_partial_sam3_checkpoint_is_a_start_error_naming_it(checkpoint, tmp_pa
 
 @pytest.mark.slow
 def test_python_m_backend_stops_on_a_partial_sam3_checkpoint_with_one_line(checkpoint, tmp_path):
-    from tests.backend.backend_helpers import run_backend
+    from tests.backend.processes import run_backend
 
     broken = shutil.copytree(checkpoint, tmp_path / "partial")
     (broken / "tokenizer.json").unlink()  # transformers then builds a CLIP tokenizer without a vocabulary

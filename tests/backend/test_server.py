@@ -7,7 +7,9 @@ import httpx
 import pytest
 
 from detection import GROUNDING_DINO
-from tests.backend.backend_helpers import basic, jpeg_bytes, ls_body, no_trace
+from tests.backend.http_checks import basic, no_trace
+from tests.image_bytes import jpeg_bytes
+from tests.label_studio_requests import ls_body
 from tests.ports import free_port
 
 TOKEN = ls_body("setup")["access_token"]

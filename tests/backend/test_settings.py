@@ -3,15 +3,12 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from backend.settings import Settings, SettingsError
-from tests.backend.backend_helpers import run_backend
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.backend.processes import REPO, run_backend
 
 
 def test_defaults():

@@ -5,7 +5,7 @@ import time
 
 from lxml import html
 
-from tests.backend.backend_helpers import ls_body
+from tests.label_studio_requests import ls_body
 
 
 def test_status_json_and_page_show_projects_jobs_and_failures(make_client, media_root):

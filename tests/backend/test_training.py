@@ -8,7 +8,7 @@ from backend.settings import Settings
 from labelstudio.target import LabelStudioTarget
 from backend.training.job import JobProgress
 from backend.training.service import TrainingRefused, TrainingService
-from tests.backend.backend_helpers import ls_body
+from tests.label_studio_requests import ls_body
 
 
 class StandInJob:

@@ -11,7 +11,9 @@ import time
 import httpx
 import pytest
 
-from tests.reliability.rel_helpers import CONFIG, RawServer, jpeg_bytes
+from tests.image_bytes import jpeg_bytes
+from tests.reliability.misbehaving_host import RawServer
+from tests.reliability.predict_batches import CONFIG
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

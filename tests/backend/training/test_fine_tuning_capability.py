@@ -14,7 +14,7 @@ from backend.training.service import TrainingService, make_job_factory
 from backend.training.store import ProjectStore
 from detection import SAM3
 from labelstudio.target import LabelStudioTarget
-from tests.backend.training.job_helpers import make_job
+from tests.backend.training.job_factory import make_job
 
 STATEMENT = "SAM 3 cannot be fine-tuned by this backend (model /models/sam3): thresholds only"
 

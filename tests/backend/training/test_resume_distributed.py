@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.evaluation.coco.coco_data import REPO, env, run_cli
+from tests.evaluation.coco.command_line import REPO, env, run_cli
 
 pytestmark = pytest.mark.slow
 

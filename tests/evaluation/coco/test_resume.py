@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.evaluation.coco.coco_data import REPO, cli_args, env, make_dataset, run_cli
+from tests.evaluation.coco.command_line import REPO, cli_args, env, run_cli
+from tests.evaluation.coco.drawn_dataset import make_dataset
 from evaluation.runner.store import PartialStore, read_lines
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.backend.backend_helpers import ls_body
+from tests.label_studio_requests import ls_body
 
 CONFIG = ls_body("setup")["schema"]
 PROJECT = "7.1746612998"
