@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.ports import free_port
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,17 +46,18 @@ class BackendProcess:
 
     def wait_ready(self, timeout: float = 120, headers: dict | None = None) -> None:
         """Until /health answers 200 (sent with `headers`: Basic auth guards it too), or fail with the log."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             if self.proc.poll() is not None:
-                raise AssertionError(f"the backend exited with {self.proc.returncode}:\n{self.log()}")
+                raise AssertionError(f"the backend exited with {self.proc.returncode}")
             try:
-                if httpx.get(self.url + "/health", headers=headers, timeout=1).status_code == 200:
-                    return
+                return httpx.get(self.url + "/health", headers=headers, timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"the backend did not answer /health within {timeout} s:\n{self.log()}")
+                return False
+
+        try:
+            wait_until(healthy, "the backend to answer /health", timeout, 0.2)
+        except AssertionError as exc:  # the log says why: a traceback, a refused setting
+            raise AssertionError(f"{exc}:\n{self.log()}") from None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
