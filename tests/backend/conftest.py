@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backend.backend_helpers import jpeg_bytes
+from tests.image_bytes import jpeg_bytes
 
 
 @pytest.fixture

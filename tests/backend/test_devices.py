@@ -13,11 +13,11 @@ from labelstudio.importer import PredictionImporter
 from backend.serving.predictor import Predictor
 from backend.app.server import create_app
 from backend.settings import Settings, SettingsError
-from tests.backend.backend_helpers import ls_body
-from tests.backend.job_helpers import CONFIG, tasks, wait_for_jobs
+from tests.label_studio_requests import ls_body
+from tests.backend.background_jobs import CONFIG, tasks, wait_for_jobs
 from tests.backend.standin_label_studio import StandInLabelStudio
 
-IMAGE = "/data/local-files/?d=a.jpg"  # the image of job_helpers.tasks
+IMAGE = "/data/local-files/?d=a.jpg"  # the image of background_jobs.tasks
 
 
 def without_ids(regions):

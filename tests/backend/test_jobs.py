@@ -12,8 +12,8 @@ import time
 import pytest
 
 from labelstudio.importer import ImportOutcome, PredictionImportError
-from tests.backend.backend_helpers import ls_body
-from tests.backend.job_helpers import CONFIG, GatedDetector, post, tasks, wait_for_jobs
+from tests.label_studio_requests import ls_body
+from tests.backend.background_jobs import CONFIG, GatedDetector, post, tasks, wait_for_jobs
 
 class StandInImports:
     """Label Studio's import endpoint: records each task stored; can refuse the key; knows what is stored."""

@@ -16,7 +16,7 @@ from labelstudio.label_sets import LabelConfigError
 from backend.serving.mask_stage import FALLBACK_SAM_MODEL, MaskModelHolder, sam_model_name
 from backend.serving.predictor import Predictor
 from labelstudio.regions import PolygonConfig, rle_to_mask
-from tests.backend.backend_helpers import jpeg_bytes
+from tests.image_bytes import jpeg_bytes
 from tests.sam_factory import has_torchvision
 
 LABELS = '<Label value="Cat" predicted_values="cat, kitten"/><Label value="TrafficLight"/>'

@@ -8,7 +8,8 @@ from PIL import Image
 from labelstudio.label_sets import LabelConfigError
 from backend.serving.predictor import Predictor
 from detection import GROUNDING_DINO
-from tests.backend.backend_helpers import jpeg_bytes, ls_body
+from tests.image_bytes import jpeg_bytes
+from tests.label_studio_requests import ls_body
 
 CONFIG = ls_body("setup")["schema"]
 CLASSES = [["cat", "kitten"], ["remote control"], ["traffic light"]]

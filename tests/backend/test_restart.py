@@ -8,14 +8,14 @@ that records every prediction stored (tests/backend/standin_label_studio.py).
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from labelstudio.importer import PredictionImporter
-from tests.backend.backend_helpers import ls_body
+from tests.label_studio_requests import ls_body
 from tests.backend.standin_label_studio import StandInLabelStudio
-from tests.backend.job_helpers import CONFIG, GatedDetector, post, tasks, wait_for_jobs
+from tests.backend.background_jobs import CONFIG, GatedDetector, post, tasks, wait_for_jobs
+from tests.waiting import wait_until
 
 PROJECT = "7.1746612998"
 
@@ -53,16 +53,6 @@ def stop_with_queued_work(make_client, tiny_detector, env, connections, setup=No
     client.__exit__(None, None, None)  # lifespan shutdown, as on SIGTERM (the held batch is abandoned)
     held.released.set()
     return answered, job["model_version"]
-
-
-def wait_until(condition, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 @pytest.fixture
@@ -186,8 +176,8 @@ def test_unreadable_kept_files_are_named_on_the_status_page_and_left_in_place(ma
     project.mkdir(parents=True)
     (project / "project.json").write_text("[]")
     client = make_client()
-    warnings = wait_until(lambda: (lambda found: found if len(found) == 2 else None)(
-        client.get("/status").json()["model"]["warnings"]), "both files named")  # (the jobs' at resume, in a thread)
+    warnings = wait_until(lambda: client.get("/status").json()["model"]["warnings"], "both files named",
+                          holds=lambda found: len(found) == 2)  # (the jobs' at resume, in a thread)
     assert any(w.startswith(f"{project / 'project.json'} could not be read (") and w.endswith(
         "; delete it (the project's next /setup writes it again, without the versions served before)")
         for w in warnings), warnings

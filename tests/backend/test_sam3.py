@@ -16,7 +16,9 @@ from detection import SAM3, ModelLoadError
 from detection.sam3 import Sam3Detector, Sam3DetectorConfig
 from labelstudio.regions import rle_to_mask
 from tests.backend.standin_label_studio import StandInLabelStudio
+from tests.backend.background_jobs import all_ended
 from tests.sam3_factory import tiny_sam3_dir
+from tests.waiting import wait_until
 
 LABELS = '<Label value="Cat" predicted_values="cat, kitten"/><Label value="TrafficLight"/>'
 CLASSES = [["cat", "kitten"], ["traffic light"]]
@@ -130,7 +132,7 @@ def test_a_partial_sam3_checkpoint_is_a_start_error_naming_it(checkpoint, tmp_pa
 
 @pytest.mark.slow
 def test_python_m_backend_stops_on_a_partial_sam3_checkpoint_with_one_line(checkpoint, tmp_path):
-    from tests.backend.backend_helpers import run_backend
+    from tests.backend.processes import run_backend
 
     broken = shutil.copytree(checkpoint, tmp_path / "partial")
     (broken / "tokenizer.json").unlink()  # transformers then builds a CLIP tokenizer without a vocabulary
@@ -283,8 +285,6 @@ def test_start_training_on_a_sam3_project_learns_thresholds_and_says_it_cannot_f
         make_client, checkpoint, tmp_path, monkeypatch):
     """Through the webhook, as Label Studio's Start Training: a finished run, not a refusal; the status row says
     why there is no fine-tuning, and the learned thresholds serve the project."""
-    import time
-
     import backend.training.service as service
     from backend.training.job import TrainingJob
     from backend.training.store import ProjectStore
@@ -306,13 +306,8 @@ def test_start_training_on_a_sam3_project_learns_thresholds_and_says_it_cannot_f
 
     start = {"action": "START_TRAINING", "project": {"id": 7, "label_config": LABEL_CONFIG}}
     assert client.post("/webhook", json=start).status_code == 200
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        rows = [j for j in client.get("/status").json()["jobs"] if j.get("kind") == "training"]
-        if rows and rows[0]["state"] not in ("queued", "running"):
-            break
-        time.sleep(0.05)
-    (row,) = rows
+    (row,) = wait_until(lambda: [j for j in client.get("/status").json()["jobs"] if j.get("kind") == "training"],
+                        "the training run to end", 120, holds=all_ended)
     assert row["state"] == "done", row
     assert row["message"].startswith(f"SAM 3 cannot be fine-tuned by this backend (model {checkpoint}): thresholds "
                                      "only; thresholds learned for 3 of 3 labels (red_square, GreenDisk, blue triangle)")

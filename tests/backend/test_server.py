@@ -7,8 +7,11 @@ import httpx
 import pytest
 
 from detection import GROUNDING_DINO
-from tests.backend.backend_helpers import basic, jpeg_bytes, ls_body, no_trace
+from tests.backend.http_checks import basic, no_trace
+from tests.image_bytes import jpeg_bytes
+from tests.label_studio_requests import ls_body
 from tests.ports import free_port
+from tests.waiting import wait_until
 
 TOKEN = ls_body("setup")["access_token"]
 UPLOADS = [t["data"]["image"] for t in ls_body("predict-batch")["tasks"]]
@@ -256,10 +259,7 @@ def test_health_and_setup_answer_fast_while_a_predict_runs(tiny_detector, make_s
     thread.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
+        wait_until(lambda: server.started, "uvicorn started", timeout=5)
         body = {"tasks": [{"id": 1, "data": {"image": "/data/local-files/?d=a.jpg"}}],
                 "label_config": ls_body("setup")["schema"]}
         out = {}

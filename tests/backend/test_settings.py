@@ -2,16 +2,13 @@
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from backend.settings import Settings, SettingsError
-from tests.backend.backend_helpers import run_backend
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.backend.processes import REPO, run_backend
+from tests.waiting import wait_until
 
 
 def test_defaults():
@@ -92,14 +89,15 @@ def test_main_serves(tiny_model_dir):
                              "--log-level", "WARNING"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        def health():
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
             except httpx.HTTPError:
                 assert proc.poll() is None, proc.stdout.read()
-                time.sleep(0.2)
+                return None
+
+        response = wait_until(health, "the backend's /health to answer", 120, 0.2,
+                              holds=lambda answer: answer is not None)
         assert response.json()["status"] == "UP"
     finally:
         proc.terminate()

@@ -1,11 +1,10 @@
 """GET /status (JSON) and GET / for a browser (the status page), from the real app's state."""
 from __future__ import annotations
 
-import time
-
 from lxml import html
 
-from tests.backend.backend_helpers import ls_body
+from tests.label_studio_requests import ls_body
+from tests.waiting import wait_until
 
 
 def test_status_json_and_page_show_projects_jobs_and_failures(make_client, media_root):
@@ -59,10 +58,7 @@ def test_failed_task_field_holds_the_reason_and_is_cleared_on_success(make_clien
              {"id": 42, "data": {"image": "/data/local-files/?d=not-an-image.jpg"}}]
     results = client.post("/predict", json={"tasks": tasks, "label_config": config, "project": "3.1"}).json()["results"]
     assert "result" in results[0] and "error" in results[1]
-    for _ in range(100):
-        if len(api.updates) == 2:
-            break
-        time.sleep(0.05)
+    wait_until(lambda: len(api.updates) == 2, "a note written for each task", timeout=5)
     updates = dict(api.updates)
     assert updates[41] == {"image": "/data/local-files/?d=a.jpg"}, "the old reason is cleared, the data kept"
     assert set(updates[42]) == {"image", "prelabel_error"} and updates[42]["image"] == tasks[1]["data"]["image"]

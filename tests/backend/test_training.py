@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from backend.settings import Settings
 from labelstudio.target import LabelStudioTarget
 from backend.training.job import JobProgress
 from backend.training.service import TrainingRefused, TrainingService
-from tests.backend.backend_helpers import ls_body
+from tests.label_studio_requests import ls_body
+from tests.waiting import wait_until
 
 
 class StandInJob:
@@ -33,13 +33,9 @@ class StandInJob:
 
 
 def wait_state(service, state, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = [row.model_dump() for row in service.status()]
-        if runs and runs[0]["state"] == state:
-            return runs[0]
-        time.sleep(0.02)
-    raise AssertionError(service.status())
+    """The newest run of `service` once it is in `state`."""
+    return wait_until(lambda: [row.model_dump() for row in service.status()], f"the newest run {state}", timeout,
+                      0.02, holds=lambda runs: runs and runs[0]["state"] == state)[0]
 
 
 def test_one_training_run_at_a_time_with_progress_and_cancel():
@@ -271,14 +267,13 @@ def test_after_start_training_adopts_a_model_retrieve_predictions_gets_its_boxes
     (before,) = client.post("/predict", json=predict).json()["results"]
     start = {"action": "START_TRAINING", "project": {"id": 8, "label_config": config}}
 
+    def newest_run():
+        return [j for j in client.get("/status").json()["jobs"] if j.get("kind") == "training"][:1]
+
     def finished(state_name):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            (row,) = [j for j in client.get("/status").json()["jobs"] if j.get("kind") == "training"][:1]
-            if row["state"] == state_name:
-                return row
-            time.sleep(0.05)
-        raise AssertionError(client.get("/status").json()["jobs"])
+        (row,) = wait_until(newest_run, f"the training run {state_name}", 60,
+                            holds=lambda rows: rows[0]["state"] == state_name)
+        return row
 
     CommittingJob.wait_for_cancel_next = True
     assert client.post("/webhook", json=start).status_code == 200

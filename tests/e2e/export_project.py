@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 from tests.e2e.ls_user import make_image, upload_images
+from tests.waiting import wait_until
 
 CONFIG = """<View>
   <Image name="image" value="$image"/>
@@ -91,13 +92,12 @@ def snapshot_export(ls_api, project: int, export_type: str = "JSON", timeout: fl
         "title": "with predictions", "serialization_options": {"predictions": {"only_id": False}}})
     assert r.status_code == 201, r.text
     export_id = r.json()["id"]
-    deadline = time.monotonic() + timeout
-    while True:
-        status = ls_api.get(f"/api/projects/{project}/exports/{export_id}").json()["status"]
-        if status == "completed":
-            break
-        assert status in ("created", "in_progress") and time.monotonic() < deadline, status
-        time.sleep(0.2)
+    def status() -> str:
+        value = ls_api.get(f"/api/projects/{project}/exports/{export_id}").json()["status"]
+        assert value in ("created", "in_progress", "completed"), value
+        return value
+
+    wait_until(status, "the export snapshot to complete", timeout, 0.2, holds=lambda value: value == "completed")
     r = ls_api.get(f"/api/projects/{project}/exports/{export_id}/download", params={"exportType": export_type})
     assert r.status_code == 200, r.text[:500]
     return r.content

@@ -6,12 +6,13 @@ import os
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
+from tests.backend.background_jobs import all_ended, wait_for_jobs
 from tests.e2e.ls_harness import ROOT
+from tests.waiting import wait_until
 
 # Aliases, predicted_values, a camel-case label and a TextArea prompt, as in the protocol doc's fixtures.
 LABEL_CONFIG = """<View>
@@ -105,13 +106,8 @@ def start_training(ls_api, ml_id: int) -> None:
 # ----- watching the backend (its /status document) ------------------------------------------------
 
 def wait_until_jobs_finish(backend_url: str, timeout: float = 240) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        jobs = httpx.get(f"{backend_url}/status", timeout=5).json()["jobs"]
-        if jobs and all(j["state"] not in ("queued", "running") for j in jobs):
-            return jobs
-        time.sleep(0.5)
-    raise AssertionError(f"the backend's jobs did not finish in {timeout} s")
+    with httpx.Client(base_url=backend_url, timeout=5) as backend:
+        return wait_for_jobs(backend, timeout, interval=0.5)
 
 
 def training_run(backend_url: str, project_id: int) -> dict | None:
@@ -123,14 +119,12 @@ def training_run(backend_url: str, project_id: int) -> dict | None:
 
 def wait_for_training(backend_url: str, project_id: int, timeout: float = 600, log: Path | None = None) -> dict:
     """The newest training row of the project once it has ended (done, failed or cancelled)."""
-    deadline, run = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        run = training_run(backend_url, project_id)
-        if run and run["state"] not in ("queued", "running"):
-            return run
-        time.sleep(0.5)
-    tail = log.read_text(errors="replace")[-3000:] if log else ""
-    raise AssertionError(f"training of project {project_id} did not end in {timeout} s: {run}\n{tail}")
+    try:
+        return wait_until(lambda: training_run(backend_url, project_id), f"training of project {project_id} to end",
+                          timeout, 0.5, holds=lambda run: all_ended([run] if run else []))
+    except AssertionError as exc:  # the backend's log says why
+        tail = log.read_text(errors="replace")[-3000:] if log else ""
+        raise AssertionError(f"{exc}\n{tail}") from None
 
 
 # ----- the evaluation a team runs on its export ------------------------------------------------------

@@ -23,6 +23,7 @@ from tests.e2e.ls_user import (
     start_training, task_ids, training_run, upload_images, wait_for_training,
     wait_until_jobs_finish,
 )
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CONFIG = """<View>
@@ -135,15 +136,14 @@ class Team:
         before = self.everything()
         previous = (training_run(self.url, self.project) or {}).get("id")
         start_training(self.ls_api, self.ml)
-        deadline = time.monotonic() + 300
-        while True:  # polled often: the subprocess of 8 steps lives for seconds
-            run = training_run(self.url, self.project)
-            if run is not None and run["id"] != previous:
-                assert run["state"] in ("queued", "running"), f"the run ended before it could be cancelled: {run}"
-                if run["message"].startswith(FINE_TUNING):
-                    break
-            assert time.monotonic() < deadline, f"no fine-tuning seen in 300 s: {run}"
-            time.sleep(0.1)
+        def fine_tuning(run) -> bool:
+            if run is None or run["id"] == previous:
+                return False
+            assert run["state"] in ("queued", "running"), f"the run ended before it could be cancelled: {run}"
+            return run["message"].startswith(FINE_TUNING)
+
+        # polled often: the subprocess of 8 steps lives for seconds
+        wait_until(lambda: training_run(self.url, self.project), "the new run fine-tuning", 300, 0.1, holds=fine_tuning)
         r = httpx.post(f"{self.url}/training/cancel", params={"project": self.project}, timeout=10)
         assert r.status_code == 200, r.text
         run = wait_for_training(self.url, self.project, timeout=120, log=self.log)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 
-from tests.evaluation.coco.coco_data import make_dataset  # noqa: E402
+from tests.evaluation.coco.drawn_dataset import make_dataset  # noqa: E402
 from tests.model_factory import with_input_size  # noqa: E402
 
 

@@ -5,7 +5,7 @@ from detection.phrases import to_words
 from labelstudio.label_config import parse_label_config
 from labelstudio.label_sets import LabelClass, LabelConfigError, SkippedItem, TextPromptError, model_version_hash
 from labelstudio.text_prompts import TextPromptResolution, prompt_texts, resolve_text_prompt
-from tests.backend.backend_helpers import ls_body
+from tests.label_studio_requests import ls_body
 
 
 def config(body: str, images='<Image name="image" value="$image"/>') -> str:

@@ -7,7 +7,7 @@ import pytest
 
 from labelstudio.media import MediaFetcher
 from labelstudio.media_errors import KeyRefusedError, MediaError
-from tests.backend.backend_helpers import jpeg_bytes
+from tests.image_bytes import jpeg_bytes
 from tests.http_server import LocalServer
 from tests.labelstudio.tokens import make_jwt
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from labelstudio.media import MediaFetcher
 from labelstudio.media_errors import MediaError
-from tests.backend.backend_helpers import jpeg_bytes
+from tests.image_bytes import jpeg_bytes
 from tests.reliability.hostile_inputs import png_header_only
 
 IMAGE = jpeg_bytes()  # 64 x 48

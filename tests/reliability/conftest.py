@@ -1,20 +1,16 @@
 """Fixtures of the reliability suite: the real app in-process, the real server as a subprocess, media.
 
-Every test module here is marked `reliability` (run alone with `-m reliability`). Helpers of the backend
-tests (Label Studio's verbatim bodies, JPEGs) are reused from tests/backend; the local HTTP server is
-tests/conftest.py's `http_server`.
+Every test module here is marked `reliability` (run alone with `-m reliability`). Label Studio's verbatim
+bodies, the images and the backend process are the other tests' (tests/label_studio_requests.py,
+tests/image_bytes.py, tests/backend/processes.py); the local HTTP server is tests/conftest.py's `http_server`.
 """
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).parent
-REPO = HERE.parents[1]
-
-from tests.reliability.rel_helpers import BackendProcess  # noqa: E402
+from tests.backend.processes import BackendProcess
 
 
 @pytest.fixture

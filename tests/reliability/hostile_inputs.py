@@ -7,7 +7,8 @@ import base64
 import struct
 import zlib
 
-from tests.reliability.rel_helpers import config, jpeg_bytes
+from tests.image_bytes import jpeg_bytes
+from tests.reliability.predict_batches import config
 
 IMAGE = jpeg_bytes()
 

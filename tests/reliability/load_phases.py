@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.reliability.rel_helpers import CONFIG, BackendProcess, same_result
+from tests.backend.processes import BackendProcess
+from tests.reliability.predict_batches import CONFIG, same_result
 
 LOAD_SECONDS = 40
 MAX_REQUESTS = 120

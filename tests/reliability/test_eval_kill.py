@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 
-from tests.evaluation.coco.coco_data import REPO, cli_args, env, make_dataset, run_cli  # noqa: E402
+from tests.evaluation.coco.command_line import REPO, cli_args, env, run_cli  # noqa: E402
+from tests.evaluation.coco.drawn_dataset import make_dataset  # noqa: E402
 from tests.model_factory import with_input_size  # noqa: E402
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]

@@ -13,8 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.backend.backend_helpers import basic
-from tests.reliability.rel_helpers import CONFIG, BackendProcess, jpeg_bytes, no_trace
+from tests.backend.http_checks import basic, no_trace
+from tests.backend.processes import BackendProcess
+from tests.image_bytes import jpeg_bytes
+from tests.reliability.predict_batches import CONFIG
 from tests.reliability.hostile_inputs import ESCAPES, SSRF_URLS, hostile_configs
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]

@@ -15,11 +15,13 @@ import textwrap
 
 import pytest
 
-from tests.backend.backend_helpers import basic
+from tests.backend.http_checks import basic
 from tests.http_server import LocalServer
 from tests.reliability.hostile_inputs import ESCAPES, HOSTILE_DATA_URIS, SSRF_URLS, hostile_configs
-from tests.reliability.rel_helpers import (
-    CONFIG, assert_good_unaffected, config, jpeg_bytes, local_task, predict, rect_config, no_trace, sandwich, url_task,
+from tests.backend.http_checks import no_trace
+from tests.image_bytes import jpeg_bytes
+from tests.reliability.predict_batches import (
+    CONFIG, assert_good_unaffected, config, local_task, predict, rect_config, sandwich, url_task,
 )
 
 pytestmark = pytest.mark.reliability

@@ -9,8 +9,11 @@ import jwt
 import pytest
 import torch
 
-from tests.reliability.rel_helpers import (
-    assert_good_unaffected, closed_port, jpeg_bytes, local_task, no_trace, predict, RawServer, same_result, sandwich, url_task,
+from tests.backend.http_checks import no_trace
+from tests.image_bytes import jpeg_bytes
+from tests.reliability.misbehaving_host import closed_port, RawServer
+from tests.reliability.predict_batches import (
+    assert_good_unaffected, local_task, predict, same_result, sandwich, url_task,
 )
 
 pytestmark = pytest.mark.reliability
@@ -133,7 +136,7 @@ def run_upload_case(make_client, media_root, reference, env: dict, setup: dict |
 
 @pytest.fixture
 def reference(make_client, media_root):
-    from tests.reliability.rel_helpers import CONFIG
+    from tests.reliability.predict_batches import CONFIG
 
     (item,) = predict(make_client(LOCAL_FILES_DOCUMENT_ROOT=media_root), [local_task(0, "a.jpg")])
     return {"item": item, "config": CONFIG}

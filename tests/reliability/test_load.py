@@ -25,7 +25,8 @@ from PIL import Image, ImageDraw
 from tests.reliability.load_phases import (
     BATCH_SIZE, CLIENTS, MAX_PENDING, LoadRun, Target, burst, p99, proc_status, settled_status, warm_up,
 )
-from tests.reliability.rel_helpers import CONFIG, png_bytes
+from tests.image_bytes import png_bytes
+from tests.reliability.predict_batches import CONFIG
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 MB = 1024 * 1024

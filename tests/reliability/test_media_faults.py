@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from tests.reliability.hostile_inputs import png_header_only
-from tests.reliability.rel_helpers import (
-    assert_good_unaffected, closed_port, jpeg_bytes, png_bytes, predict, RawServer, same_result, sandwich, url_task,
-)
+from tests.image_bytes import jpeg_bytes, png_bytes
+from tests.reliability.misbehaving_host import closed_port, RawServer
+from tests.reliability.predict_batches import assert_good_unaffected, predict, same_result, sandwich, url_task
 
 pytestmark = pytest.mark.reliability
 GOOD = jpeg_bytes()  # 64 x 48

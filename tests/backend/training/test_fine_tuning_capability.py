@@ -2,8 +2,6 @@
 job's result and on the status page, not a failure."""
 from __future__ import annotations
 
-import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -14,7 +12,8 @@ from backend.training.service import TrainingService, make_job_factory
 from backend.training.store import ProjectStore
 from detection import SAM3
 from labelstudio.target import LabelStudioTarget
-from tests.backend.training.job_helpers import make_job
+from tests.backend.training.job_factory import make_job
+from tests.waiting import wait_until
 
 STATEMENT = "SAM 3 cannot be fine-tuned by this backend (model /models/sam3): thresholds only"
 
@@ -36,9 +35,8 @@ def test_thresholds_only_run_says_so_and_never_fine_tunes(shapes24, tiny_model_d
     job = make_job(shapes24, tiny_model_dir, tmp_path / "state", not_tunable=STATEMENT)
     service = TrainingService(job.config, lambda project_id, label_config, access: (job, "tiny-1234abcd"))
     run = service.start({"id": 7, "label_config": "<View/>"}, SimpleNamespace(hostname=None, access_token=None))
-    deadline = time.monotonic() + 120
-    while run.state in ("queued", "running") and time.monotonic() < deadline:
-        threading.Event().wait(0.05)
+    wait_until(lambda: run.state, "the thresholds-only run to end", 120,
+               holds=lambda state: state not in ("queued", "running"))
     assert run.state == "done"
     learned = ProjectStore(tmp_path / "state").load_thresholds(7)
     assert len(learned.learned_labels) == 3  # the labels with enough reviewed boxes

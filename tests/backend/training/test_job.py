@@ -9,7 +9,7 @@ import pytest
 from backend.training.errors import NotEnoughAnnotations, TrainingCancelled
 from backend.training.job import CPU_DEFAULTS, GPU_DEFAULTS, TrainingJob, TrainingJobConfig
 from backend.training.store import ProjectStore
-from tests.backend.training.job_helpers import VERSION, make_job
+from tests.backend.training.job_factory import VERSION, make_job
 
 @pytest.mark.slow
 def test_start_training_learns_thresholds_then_fine_tunes(shapes24, tiny_model_dir, tmp_path):

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.evaluation.coco.coco_data import REPO, env, run_cli
+from tests.evaluation.coco.command_line import REPO, env, run_cli
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -46,12 +46,14 @@ def test_sigkill_mid_training_then_rerun_equals_uninterrupted(small_shapes, tiny
     command = [sys.executable, "-m", "backend.train",
                *train_args(ann, images, tiny_model_dir, out, *common, "--progress-file", str(progress))]
     proc = subprocess.Popen(command, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
+    def step_5_runs():
+        if any(json.loads(line).get("step", 0) >= 5 for line in _lines(progress)):
+            return True
+        assert proc.poll() is None, "the run ended before it could be killed"
+        return False
+
     try:  # kill as step 5 runs: the checkpoint of step 4 is on disk, steps 5.. are lost
-        while not any(json.loads(line).get("step", 0) >= 5 for line in _lines(progress)):
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no progress"
-            time.sleep(0.05)
+        wait_until(step_5_runs, "progress: step 5 of the run to kill", 300)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.kill()

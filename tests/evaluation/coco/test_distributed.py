@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.evaluation.coco.coco_data import REPO, cli_args, env, make_dataset, run_cli
+from tests.evaluation.coco.command_line import REPO, cli_args, env, run_cli
+from tests.evaluation.coco.drawn_dataset import make_dataset
 
 pytestmark = pytest.mark.slow
 

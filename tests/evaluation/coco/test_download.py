@@ -7,7 +7,8 @@ import zipfile
 
 import pytest
 
-from tests.evaluation.coco.coco_data import load_json, make_dataset
+from tests.evaluation.coco.command_line import load_json
+from tests.evaluation.coco.drawn_dataset import make_dataset
 from evaluation.coco.cli import main
 from evaluation.coco.dataset import load_dataset
 from tests.http_server import LocalServer

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.evaluation.coco.coco_data import CATEGORIES, cli_args, load_json
+from tests.evaluation.coco.command_line import cli_args, load_json
+from tests.evaluation.coco.drawn_dataset import CATEGORIES
 from evaluation.coco.cli import main
 
 NUM_SELECT = 300

@@ -6,11 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.evaluation.coco.coco_data import REPO, cli_args, env, make_dataset, run_cli
+from tests.evaluation.coco.command_line import REPO, cli_args, env, run_cli
+from tests.evaluation.coco.drawn_dataset import make_dataset
+from tests.waiting import wait_until
 from evaluation.runner.store import PartialStore, read_lines
 
 pytestmark = pytest.mark.slow
@@ -43,9 +44,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(dataset, fast_model_dir, refere
     proc = subprocess.Popen([sys.executable, "-m", "evaluation.coco", *args], cwd=REPO, env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 240
-        while lines_done(out) < kill_after and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: lines_done(out) >= kill_after or proc.poll() is not None,
+                   f"{kill_after} images stored (or the run ended)", 240, 0.02)
         assert proc.poll() is None, "the run finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
     finally:

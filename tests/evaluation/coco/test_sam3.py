@@ -18,7 +18,8 @@ import pytest
 
 from evaluation.coco.scoring import METRICS
 from evaluation.masks import masks_to_coco_rle
-from tests.evaluation.coco.coco_data import CATEGORIES, cli_args, load_json, make_dataset, run_cli
+from tests.evaluation.coco.command_line import cli_args, load_json, run_cli
+from tests.evaluation.coco.drawn_dataset import CATEGORIES, make_dataset
 
 pytestmark = pytest.mark.slow
 NUM_IMAGES = 3
@@ -224,7 +225,7 @@ def test_torchrun_two_processes_equal_one_with_masks(sam3_dataset, sam3_dir, tmp
     import sys
     from pathlib import Path
 
-    from tests.evaluation.coco.coco_data import REPO, env
+    from tests.evaluation.coco.command_line import REPO, env
 
     ann, images = sam3_dataset
     single = tmp_path / "single"

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.evaluation.coco.coco_data import CATEGORIES, cli_args, load_json
+from tests.evaluation.coco.command_line import cli_args, load_json
+from tests.evaluation.coco.drawn_dataset import CATEGORIES
 from evaluation.coco.cli import build_parser, main
 from evaluation.coco.dataset import load_dataset
 from evaluation.coco.scoring import METRICS, coco_gt, per_class_table, score

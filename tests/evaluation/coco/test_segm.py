@@ -16,7 +16,8 @@ from evaluation.coco.dataset import load_dataset
 from evaluation.coco.run import CocoScorer
 from evaluation.coco.scoring import METRICS, coco_gt
 from runtime.errors import InputError
-from tests.evaluation.coco.coco_data import cli_args, load_json, make_dataset, run_cli
+from tests.evaluation.coco.command_line import cli_args, load_json, run_cli
+from tests.evaluation.coco.drawn_dataset import make_dataset
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from tests.evaluation.coco.coco_data import load_json
+from tests.evaluation.coco.command_line import load_json
 from evaluation.labelstudio.cli import main
 
 

@@ -11,7 +11,7 @@ from labelstudio.regions import mask_to_rle
 from evaluation.labelstudio.cli import main
 from evaluation.labelstudio.export import Region, Task, with_masks
 from evaluation.masks import polygon_mask
-from tests.evaluation.coco.coco_data import load_json
+from tests.evaluation.coco.command_line import load_json
 
 WIDTH, HEIGHT = 100, 80
 

@@ -17,7 +17,7 @@ import pytest
 
 from evaluation.labelstudio.cli import main
 from tests.e2e.export_project import BASE, EXPECTED, FT
-from tests.evaluation.coco.coco_data import load_json
+from tests.evaluation.coco.command_line import load_json
 from tests.http_server import LocalServer
 from tests.ports import free_port
 

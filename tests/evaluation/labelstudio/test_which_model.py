@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from evaluation.labelstudio.cli import main
-from tests.evaluation.coco.coco_data import load_json
+from tests.evaluation.coco.command_line import load_json
 
 pytestmark = pytest.mark.slow
 LABELS = ["cat", "dog"]

@@ -10,8 +10,8 @@ import pytest
 
 from evaluation import report
 from evaluation.lvis.cli import build_parser, main
-from tests.evaluation.coco.coco_data import load_json
-from tests.evaluation.lvis.lvis_data import make_lvis_dataset
+from tests.evaluation.coco.command_line import load_json
+from tests.evaluation.lvis.ground_truth import make_lvis_dataset
 
 pytestmark = pytest.mark.slow
 

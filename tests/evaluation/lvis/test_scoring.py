@@ -7,7 +7,7 @@ import pytest
 
 from evaluation.coco.scoring import coco_gt, score
 from evaluation.lvis.scoring import DetectionArrays, LvisEvaluator, top_per_image
-from tests.evaluation.lvis.lvis_data import lvis_gt
+from tests.evaluation.lvis.ground_truth import lvis_gt
 
 BALL, LIGHT, DRIER = 1, 2, 3
 A_BOX, B_BOX, C_BOX = [10, 10, 40, 40], [100, 100, 60, 30], [20, 120, 20, 20]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.backend.backend_helpers import ls_body
+from tests.label_studio_requests import ls_body
+from tests.waiting import wait_until
 
 CONFIG = ls_body("setup")["schema"]
 PROJECT = "7.1746612998"
@@ -46,11 +47,13 @@ def post(client, task_list, project=PROJECT):
     return results
 
 
-def wait_for_jobs(client, timeout=60.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        jobs = client.get("/status").json()["jobs"]
-        if jobs and all(j["state"] not in ("queued", "running") for j in jobs):
-            return jobs
-        time.sleep(0.1)
-    raise AssertionError(f"jobs still running after {timeout} s: {client.get('/status').json()['jobs']}")
+def all_ended(jobs: list[dict]) -> bool:
+    """The status document's jobs are there and none is queued or running."""
+    return bool(jobs) and all(j["state"] not in ("queued", "running") for j in jobs)
+
+
+def wait_for_jobs(client, timeout=60.0, interval=0.1) -> list[dict]:
+    """The jobs of `client`'s /status once all have ended (`client`: the app's test client, or an
+    httpx.Client with the base URL of a backend process)."""
+    return wait_until(lambda: client.get("/status").json()["jobs"], "the background jobs to end", timeout,
+                      interval, holds=all_ended)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.evaluation.coco.coco_data import make_dataset
+from tests.evaluation.coco.drawn_dataset import make_dataset
 
 # A frequent, a common and a rare category (LVIS names with the parts mmdetection cleans away).
 CATEGORIES = [

@@ -1,15 +1,13 @@
-"""Small COCO-format datasets drawn with PIL, and helpers to run the evaluation command line."""
+"""Small COCO-format datasets drawn with PIL: a rectangle and an ellipse per image, boxes (and polygons)
+known exactly."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import math
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-REPO = Path(__file__).resolve().parents[3]
 # Non-contiguous ids, a capitalised name, multi-word and multi-piece names: label index -> id must hold.
 CATEGORIES = [
     {"id": 3, "name": "cat"},
@@ -48,31 +46,8 @@ def make_dataset(root: Path, num_images: int = 4, masks: bool = False) -> tuple[
     return ann, images_dir
 
 
-def cli_args(ann: Path, images: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    return ["--ann", str(ann), "--images", str(images), "--model", str(model), "--out", str(out),
-            "--device", "cpu", *extra]
-
-
-def env() -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
-    e["OMP_NUM_THREADS"] = "1"  # two processes share the test machine's cores
-    return e
-
-
-def run_cli(args: list[str], timeout: float = 300, module: str = "evaluation.coco") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env(), capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def load_json(path: Path):
-    return json.loads(Path(path).read_text())
-
-
 def ellipse_polygon(box, vertices: int = 32) -> list[float]:
     """The outline of the ellipse inscribed in an [x0, y0, x1, y1] box, as a flat COCO polygon."""
-    import math
-
     cx, cy, rx, ry = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, (box[2] - box[0]) / 2, (box[3] - box[1]) / 2
     points = []
     for n in range(vertices):
