@@ -7,7 +7,7 @@ page (its file name kept; the full one stays in the tooltip).
 Both summarise a data: URI as its header and length, each in its own words, on purpose: `short_url`'s goes
 inside a sentence ("the image of a data: URI (data:image/png;base64, 26 characters) is not valid base64"),
 `shorten_url`'s stands alone in a narrow cell ("data:image/png;base64,… (2,222 chars)"). Tests pin both
-texts (tests/labelstudio/test_media_images.py, tests/backend/test_status_page.py), so one shared
+texts (tests/labelstudio/test_media_images.py, tests/backend/app/test_status_page.py), so one shared
 description would change a message users see.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared by the background-job tests (test_jobs.py, test_restart.py, test_devices.py): a detector the test holds and
+"""Shared by the background-job tests (serving/test_jobs.py, test_restart.py, test_devices.py): a detector the test holds and
 releases, the requests they send and a wait for the jobs to finish (with a deadline)."""
 from __future__ import annotations
 
