@@ -4,7 +4,7 @@ Per call: the images' pixels and the image embedding (`get_vision_features` -> `
 image batch; per phrase its text embedding once per process (`text.PhraseEmbeddings`), then one detector
 pass (DETR encoder, decoder, mask head) per phrase over the whole image batch, with the cached embeddings.
 That is what `Sam3Model(pixel_values=..., input_ids=...)` computes for each phrase, without re-encoding the
-image or the text (tests/detection/test_sam3_detector.py checks the equality).
+image or the text (tests/detection/sam3/test_detector.py checks the equality).
 
 Two modes, as for Grounding DINO:
 - `detect` (labelling): score > threshold (`DEFAULT_THRESHOLD`), boxes clipped to the image;

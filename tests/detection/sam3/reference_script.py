@@ -1,8 +1,8 @@
-"""Run by test_sam3_reference.py under a Python that has torchvision (a separate venv): transformers' own
+"""Run by test_reference.py under a Python that has torchvision (a separate venv): transformers' own
 SAM 3 processor, post-processing and torchvision's roi_align, on inputs the test wrote. Imports nothing of
 this repository, so every number it saves is the reference's own.
 
-usage: python sam3_reference.py MODEL_DIR WORK_DIR   (WORK_DIR holds images/*.png; writes reference.pt)
+usage: python reference_script.py MODEL_DIR WORK_DIR   (WORK_DIR holds images/*.png; writes reference.pt)
 """
 from __future__ import annotations
 

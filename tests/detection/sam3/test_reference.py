@@ -3,7 +3,7 @@
 torchvision cannot be imported beside this project's CPU torch, so the reference runs in a separate venv
 (torch 2.14.1 + torchvision 0.29.1 + the same transformers), given by SAM3_REFERENCE_VENV; when that path
 has no Python yet it is created (`python -m venv`, then pip install: ~90 s and 5.7 GB where pip finds the
-wheels on local disk). Skipped without the variable. tests/detection/sam3_reference.py runs there on
+wheels on local disk). Skipped without the variable. tests/detection/sam3/reference_script.py runs there on
 images and a tiny checkpoint written here; this test compares (docs/sam3.md records the differences).
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.sam3_factory import build_tiny_sam3
 pytestmark = pytest.mark.slow
 VENV = os.environ.get("SAM3_REFERENCE_VENV")
 REFERENCE_PACKAGES = ["torch==2.14.1", "torchvision==0.29.1", "transformers==5.24.0", "pillow", "numpy"]
-SCRIPT = Path(__file__).with_name("sam3_reference.py")
+SCRIPT = Path(__file__).with_name("reference_script.py")
 IMAGE_SIZES = [(37, 53), (101, 67), (480, 641)]  # (height, width): odd sizes, one larger than 1008 / 2
 
 

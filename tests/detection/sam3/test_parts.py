@@ -1,6 +1,6 @@
 """SAM 3's preprocessing, roi_align and post-processing against independent references (no torchvision).
 
-The comparison with torchvision and transformers' own processor runs in test_sam3_reference.py (opt-in).
+The comparison with torchvision and transformers' own processor runs in test_reference.py (opt-in).
 """
 from __future__ import annotations
 
