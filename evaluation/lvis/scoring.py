@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from evaluation.coco.scoring import coco_gt
 
 FIXED_AP_TOPK = 10_000  # Fixed AP's detections per category over the split (no per-image cap)
 NO_LIMIT = 10**12  # COCOeval's per-(image, category) cap, made ineffective: LVIS caps per image instead
@@ -63,14 +64,6 @@ def top_per_image(dets: DetectionArrays, max_dets: int) -> DetectionArrays:
     starts = np.flatnonzero(np.r_[True, img[1:] != img[:-1]])
     rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
     return dets.take(np.sort(order[rank < max_dets]))
-
-
-def _coco(dataset: dict):
-    c = COCO()
-    c.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        c.createIndex()
-    return c
 
 
 class FederatedCOCOeval(COCOeval):
@@ -139,7 +132,7 @@ class LvisEvaluator:
         self.neg = {int(im["id"]): set(im.get("neg_category_ids") or ()) for im in images}
         self.not_exhaustive = {int(im["id"]): set(im.get("not_exhaustive_category_ids") or ()) for im in images}
         anns = [dict(a, iscrowd=0) for a in gt_data["annotations"]]  # LVIS has no crowd regions
-        self.gt = _coco({"images": images, "categories": self.categories, "annotations": anns})
+        self.gt = coco_gt({"images": images, "categories": self.categories, "annotations": anns})
 
     def evaluate(self, dets: DetectionArrays, max_dets_per_image: int | None = 300, iou_type: str = "bbox"):
         """(metrics as fractions, -1 where undefined; the accumulated COCOeval) for the detections, by box
@@ -159,7 +152,7 @@ class LvisEvaluator:
             for r, rle in zip(results, dets.segmentation):
                 r["segmentation"] = rle
                 r["area"] = float(mask_utils.area(rle))
-        dt = _coco({"images": self.gt.dataset["images"], "categories": self.categories, "annotations": results})
+        dt = coco_gt({"images": self.gt.dataset["images"], "categories": self.categories, "annotations": results})
         ev = FederatedCOCOeval(self.gt, dt, self.neg, self.not_exhaustive, iou_type)
         ev.params.imgIds = self.image_ids
         with contextlib.redirect_stdout(io.StringIO()):
