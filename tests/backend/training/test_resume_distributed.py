@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.evaluation.coco.command_line import REPO, env, run_cli
+from tests.torchrun import run_torchrun
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -84,18 +85,8 @@ def test_torchrun_two_processes_equal_one_with_the_same_effective_batch(small_sh
     assert one.returncode == 0, one.stderr[-3000:]
 
     out = tmp_path / "two"
-    torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "backend.train",
-               *train_args(ann, images, tiny_model_dir, out, *common)]
-    proc = subprocess.Popen(command, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # own group: a timeout takes the workers too
-    try:
-        stdout, stderr = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stderr[-3000:]
+    two = run_torchrun("backend.train", train_args(ann, images, tiny_model_dir, out, *common), env(), timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
     report = json.loads((out / "training.json").read_text())
     assert report["world_size"] == 2
     assert report["losses"] == pytest.approx(json.loads((single / "training.json").read_text())["losses"], rel=1e-4)

@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.evaluation.coco.command_line import REPO, cli_args, env, run_cli
+from tests.evaluation.coco.command_line import cli_args, env, run_cli
 from tests.evaluation.coco.drawn_dataset import make_dataset
+from tests.torchrun import run_torchrun
 
 pytestmark = pytest.mark.slow
 
@@ -21,20 +17,8 @@ def test_two_processes_equal_one(tmp_path, fast_model_dir):
     single = tmp_path / "single"
     one = run_cli(cli_args(ann, images, fast_model_dir, single))
     assert one.returncode == 0, one.stderr
-    torchrun = Path(sys.executable).with_name("torchrun")
     out = tmp_path / "dist"
-    command = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "evaluation.coco",
-               *cli_args(ann, images, fast_model_dir, out)]
-    # Own process group: on a timeout the workers go too, not only torchrun.
-    proc = subprocess.Popen(command, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    two = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+    two = run_torchrun("evaluation.coco", cli_args(ann, images, fast_model_dir, out), env(), timeout=240)
     assert two.returncode == 0, two.stderr[-3000:]
     assert (out / "detections.json").read_bytes() == (single / "detections.json").read_bytes()
     shards = sorted(p.name for p in (out / "partial").glob("*.jsonl"))

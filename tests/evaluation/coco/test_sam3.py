@@ -219,31 +219,17 @@ def test_lvis_with_sam3_box_and_mask_fixed_ap_equal_cocoeval(sam3_dataset, sam3_
 
 
 def test_torchrun_two_processes_equal_one_with_masks(sam3_dataset, sam3_dir, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from tests.evaluation.coco.command_line import REPO, env
+    from tests.evaluation.coco.command_line import env
+    from tests.torchrun import run_torchrun
 
     ann, images = sam3_dataset
     single = tmp_path / "single"
     assert run_sam3("evaluation.coco", cli_args(ann, images, sam3_dir, single)).returncode == 0
     out = tmp_path / "dist"
-    command = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc-per-node", "2", "-m",
-               "evaluation.coco", *cli_args(ann, images, sam3_dir, out)]
-    proc = subprocess.Popen(command, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # own process group: a timeout takes the workers too
-    try:
-        stdout, stderr = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stderr[-3000:]
+    two = run_torchrun("evaluation.coco", cli_args(ann, images, sam3_dir, out), env(), timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
     assert (out / "detections.json").read_bytes() == (single / "detections.json").read_bytes()
     assert sorted(p.name for p in (out / "partial").glob("*.jsonl")) == ["rank000-of-002.jsonl", "rank001-of-002.jsonl"]
     m1, m2 = load_json(single / "metrics.json"), load_json(out / "metrics.json")
     assert m2["config"]["world_size"] == 2 and (m1["AP"], m1["segm"]) == (m2["AP"], m2["segm"])
-    assert stdout.count("(masks)") == 1  # scored once
+    assert two.stdout.count("(masks)") == 1  # scored once
