@@ -48,6 +48,9 @@ class AppContext:
     failures: deque[FailureRow] = field(default_factory=lambda: deque(maxlen=MAX_FAILURES_SHOWN))
     kept_state_problems: list[str] = field(default_factory=list)  # STATE_DIR files that could not be read
     configs_reported: set[int] = field(default_factory=set)  # label configs whose skipped labels were logged
+    # the Label Studio access message last logged per project: Label Studio calls /setup on every page of a
+    # project, so the same warning is logged once until it changes (the status page always shows it)
+    access_reported: dict[str, str] = field(default_factory=dict)
     # set once the model is loaded (lifespan)
     engines: ProjectEngines | None = None
     checker: AccessChecker | None = None

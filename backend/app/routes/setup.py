@@ -53,8 +53,10 @@ async def setup(body: SetupRequest, request: Request, ctx: AppContext = Depends(
     if skipped and hash(body.label_config) not in ctx.configs_reported:
         ctx.configs_reported.add(hash(body.label_config))
         log.warning("%s: serving the usable labels; skipped: %s", where, "; ".join(skipped))
-    if check.needs_attention:  # refused, unreachable, or a legacy token that may stop working
+    if check.needs_attention and ctx.access_reported.get(where) != check.message:
+        # refused, unreachable, or a legacy token that may stop working: said once, again when it changes
         log.warning("%s: Label Studio access: %s", where, check.message)
+    ctx.access_reported[where] = check.message if check.needs_attention else ""
     if record is not None:
         record.key_check = {"ok": check.ok, "status": check.status, "message": check.message,
                             "checked_at": check.checked_at}
